@@ -1,0 +1,1 @@
+"""Opt-outs, organizations, batches and matching. Imports registry, never the reverse."""

@@ -1,0 +1,2 @@
+app_name = "optout"
+urlpatterns: list = []

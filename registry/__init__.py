@@ -1,0 +1,1 @@
+"""Creators, their photos (kept only as hashes), claims and the consent ledger."""

@@ -1,0 +1,182 @@
+"""Photo hashing: image bytes in, hashes out. Pure: no Django, no I/O but reading
+the bytes it is given, and nothing is ever written anywhere.
+
+Three hash kinds (PRODUCT.md):
+- ``sha256``: the exact bytes, 64 lowercase hex digits;
+- ``pdq``: Meta's PDQ, 256 bits as 64 lowercase hex digits, most significant bit
+  first (the layout of Meta's reference implementation, StopNCII and HMA), plus
+  its quality score (0-100; below 50 the image carries too little information
+  for the hash to be trusted);
+- ``phash``: ``str(imagehash.phash(img))``, 64 bits as 16 hex digits.
+
+Perceptual hashes are computed on the image as it is displayed, i.e. after the
+EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import imagehash
+import numpy as np
+import pdqhash
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Formats a photo may arrive in. Everything else is refused before decoding:
+# each extra decoder is extra attack surface (TIFF, PSD, EPS…).
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+# 50 megapixels covers the sensors of current full-frame cameras (45.7 MP) and
+# stays well below Pillow's own bomb limit (89.5 MP), so a crafted header that
+# promises a huge canvas is refused before any pixel is decoded.
+MAX_PIXELS = 50_000_000
+# Default cap on the bytes of one photo file; callers may pass their own.
+MAX_BYTES = 25 * 1024 * 1024
+# PDQ's own guidance (and HMA's practice): quality below 50 means a hash of a
+# near-featureless image that should not decide a match alone.
+PDQ_MIN_QUALITY = 50
+
+PHASH_HEX_LENGTH = 16
+PDQ_HEX_LENGTH = 64
+SHA256_HEX_LENGTH = 64
+
+# Never decode a file whose end is missing; Pillow's default, asserted here so a
+# setting elsewhere in a process cannot silently turn it on for us.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+
+
+class ImageRejected(ValueError):
+    """The bytes cannot be hashed as a photo. ``code`` is machine-readable."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PhotoHashes:
+    sha256: str
+    pdq: str
+    pdq_quality: int
+    phash: str
+    width: int
+    height: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format the leading bytes claim to be, if any."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_BYTES) -> Image.Image:
+    """Decode image bytes safely into an upright RGB image, or raise ImageRejected."""
+    if len(data) > max_bytes:
+        raise ImageRejected(
+            "too_large", f"file is {len(data)} bytes; the limit is {max_bytes} bytes"
+        )
+    if not data:
+        raise ImageRejected("not_an_image", "file is empty")
+    claimed = sniff_format(data)
+    with warnings.catch_warnings():
+        # A DecompressionBombWarning is Pillow's "this is suspiciously large";
+        # here it is an error, never a warning that scrolls by.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        except UnidentifiedImageError:
+            if claimed is None:
+                raise ImageRejected(
+                    "not_an_image",
+                    "not a JPEG, PNG, WEBP or GIF image",
+                ) from None
+            raise ImageRejected("corrupt", f"{claimed} header is damaged") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageRejected("decompression_bomb", str(error)) from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageRejected("corrupt", f"cannot read image: {error}") from None
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageRejected("corrupt", "image has no pixels")
+        if width * height > MAX_PIXELS:
+            raise ImageRejected(
+                "decompression_bomb",
+                f"image is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels",
+            )
+        try:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            rgb = upright.convert("RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageRejected("decompression_bomb", str(error)) from None
+        except OSError as error:
+            message = str(error)
+            if "truncated" in message:
+                raise ImageRejected("truncated", "image file is truncated") from None
+            raise ImageRejected("corrupt", f"cannot decode image: {message}") from None
+        except (SyntaxError, ValueError, EOFError) as error:
+            raise ImageRejected("corrupt", f"cannot decode image: {error}") from None
+    return rgb
+
+
+def pdq_of(rgb: Image.Image) -> tuple[str, int]:
+    """PDQ hash (64 hex, MSB first) and quality of an RGB image."""
+    bits, quality = pdqhash.compute(np.asarray(rgb))
+    return bits_to_hex(bits), int(quality)
+
+
+def phash_of(rgb: Image.Image) -> str:
+    return str(imagehash.phash(rgb))
+
+
+def bits_to_hex(bits: np.ndarray) -> str:
+    """A 0/1 vector, most significant bit first, as lowercase hex."""
+    packed = np.packbits(np.asarray(bits, dtype=np.uint8))
+    return packed.tobytes().hex()
+
+
+def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES) -> PhotoHashes:
+    """All hashes of one photo file. Raises ImageRejected with a reason."""
+    rgb = decode(data, max_bytes=max_bytes)
+    pdq, quality = pdq_of(rgb)
+    return PhotoHashes(
+        sha256=sha256_hex(data),
+        pdq=pdq,
+        pdq_quality=quality,
+        phash=phash_of(rgb),
+        width=rgb.width,
+        height=rgb.height,
+    )
+
+
+def hamming(a_hex: str, b_hex: str) -> int:
+    """Number of differing bits between two equal-length hex hashes."""
+    if len(a_hex) != len(b_hex):
+        raise ValueError("hashes of different lengths")
+    return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
+
+
+def is_hex(value: str, length: int) -> bool:
+    return len(value) == length and all(c in "0123456789abcdef" for c in value)

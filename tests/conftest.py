@@ -1,0 +1,61 @@
+"""Shared test setup.
+
+Service-dependent tests carry a marker (postgres, worker, browser). Outside CI
+they skip when the service is missing; with CI=true any skipped test fails the
+run, so nothing that depends on a service can pass by not running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+_skipped: list[str] = []
+
+
+def postgres_available() -> bool:
+    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def redis_available() -> bool:
+    return bool(os.environ.get("REDIS_URL"))
+
+
+def chromium_available() -> bool:
+    return Path("/usr/bin/chromium").exists() and shutil.which("chromium") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons = {
+        "postgres": (postgres_available(), "needs PostgreSQL: set DATABASE_URL"),
+        "worker": (redis_available(), "needs Redis: set REDIS_URL"),
+        "browser": (chromium_available(), "needs /usr/bin/chromium: run `make browser`"),
+    }
+    for item in items:
+        for marker, (available, reason) in reasons.items():
+            if item.get_closest_marker(marker) and not available:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if IN_CI and _skipped:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    if IN_CI and _skipped:
+        terminalreporter.write_line(
+            f"CI: {len(_skipped)} skipped test(s) count as failures: " + ", ".join(_skipped),
+            red=True,
+        )

@@ -1,0 +1,57 @@
+"""factory_boy factories. Photos get real hashes of generated images where a
+test needs matching; otherwise random hex is enough."""
+
+from __future__ import annotations
+
+import secrets
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from optout.models import Organization
+from registry.models import Creator, Photo
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    email = factory.Sequence(lambda n: f"creator{n}@example.org")
+    username = factory.LazyAttribute(lambda o: o.email)
+    password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
+
+
+class CreatorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Creator
+
+    user = factory.SubFactory(UserFactory)
+    email_confirmed_at = factory.LazyFunction(timezone.now)
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+
+    name = factory.Sequence(lambda n: f"Lab {n}")
+
+
+class PhotoFactory(factory.django.DjangoModelFactory):
+    """A photo row with random hashes. Use registry services for real registration."""
+
+    class Meta:
+        model = Photo
+
+    creator = factory.SubFactory(CreatorFactory)
+    sha256 = factory.LazyFunction(lambda: secrets.token_hex(32))
+    pdq = factory.LazyFunction(lambda: secrets.token_hex(32))
+    pdq_quality = 100
+    phash = factory.LazyFunction(lambda: secrets.token_hex(8))
+    width = 640
+    height = 480
+    registered_version = 0
+
+
+PASSWORD = "correct horse battery staple"
