@@ -1,4 +1,5 @@
-"""DRF glue: one JSON error shape for every failure, and pagination.
+"""DRF glue: one JSON error shape for every failure, pagination, a bounded
+multipart parser and the schema pieces every view shares.
 
 Every error body is ``{"error": <code>, "detail": <message>, "fields": {...}}``
 (``fields`` only for validation errors), whatever raised it: DRF, Django's
@@ -8,17 +9,42 @@ ValidationError, an oversized request body, or an unexpected exception.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
+from django.conf import settings
+from django.core.exceptions import (
+    ObjectDoesNotExist,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+if TYPE_CHECKING:
+    # drf_spectacular.openapi imports rest_framework.generics, which imports this
+    # module (DEFAULT_PAGINATION_CLASS): a runtime import would be circular.
+    from drf_spectacular.openapi import AutoSchema
+
 logger = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    """The request is well-formed but asks for more than one request may do."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request is larger than the limit."
+    default_code = "too_large"
 
 
 def error_body(code: str, detail: Any, fields: Any = None) -> dict[str, Any]:
@@ -34,21 +60,30 @@ def _django_validation_fields(error: DjangoValidationError) -> dict[str, list[st
     return {"non_field_errors": [str(m) for m in error.messages]}
 
 
+def _too_large(code: str, detail: str) -> Response:
+    return Response(error_body(code, detail), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         fields = _django_validation_fields(exc)
         first = next(iter(fields.values()))[0]
         return Response(error_body("invalid", first, fields), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RequestDataTooBig):
-        return Response(
-            error_body("too_large", "Request body is larger than the limit."),
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _too_large("too_large", f"Request body is larger than the limit of {limit} bytes.")
     if isinstance(exc, TooManyFieldsSent):
-        return Response(
-            error_body("too_many_fields", str(exc)), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-        )
-    if isinstance(exc, Http404):
+        return _too_large("too_many_fields", str(exc))
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return _too_large("too_many_files", f"More than {limit} files in one request.")
+    if isinstance(exc, SuspiciousOperation):
+        # Django's own verdict on malformed input (bad multipart boundaries,
+        # header injection): the client's fault, never a 500.
+        return Response(error_body("bad_request", str(exc)), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Http404 | ObjectDoesNotExist):
+        # A service's Model.DoesNotExist is the same answer as a missing URL:
+        # another owner's object is reported exactly like one that does not exist.
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -85,9 +120,89 @@ class Pagination(PageNumberPagination):
     max_page_size = 1000
 
 
+class BoundedMultiPartParser(parsers.MultiPartParser):
+    """Multipart whose whole body, files included, is capped at
+    DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    Django applies that setting to form fields only. Files go to the in-memory
+    upload handler (the only one: photo bytes never touch a temp file), and that
+    handler silently *drops* a file when the request exceeds
+    FILE_UPLOAD_MAX_MEMORY_SIZE. Refusing the request up front turns what would
+    be lost files into a clear 413.
+    """
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> parsers.DataAndFiles:
+        request = (parser_context or {})["request"]
+        meta = request.META
+        try:
+            length = int(meta.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        limits = [settings.DATA_UPLOAD_MAX_MEMORY_SIZE, settings.FILE_UPLOAD_MAX_MEMORY_SIZE]
+        if any(limit is not None and length > limit for limit in limits):
+            raise RequestDataTooBig("Request body exceeded DATA_UPLOAD_MAX_MEMORY_SIZE.")
+        return super().parse(stream, media_type, parser_context)  # type: ignore[return-value]
+
+
+# --- OpenAPI ---------------------------------------------------------------
+
+
+class PersonalTokenScheme(OpenApiAuthenticationExtension):
+    """Documents ``Authorization: Token <token>`` (registry.auth); registered on import."""
+
+    target_class = "registry.auth.PersonalTokenAuthentication"
+    name = "personalToken"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
+        definition: dict[str, Any] = build_bearer_security_scheme_object(
+            header_name="Authorization",
+            token_prefix="Token",  # noqa: S106 - the scheme's keyword, not a secret
+        )
+        return definition
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error response."""
+
+    error = serializers.CharField(help_text="Machine-readable code, e.g. `invalid`, `not_found`.")
+    detail = serializers.CharField(help_text="What is wrong, in words.")
+    # DRF's metaclass moves declared fields out of the class namespace, so this
+    # does not shadow Serializer.fields at run time; mypy cannot know that.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        required=False,
+        help_text="Validation errors by field name (only for `invalid`).",
+    )
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input; `fields` names each problem.",
+    401: "No credentials, or an invalid or revoked token (`WWW-Authenticate: Token`).",
+    403: "Authenticated, but not a confirmed, active creator.",
+    404: "No such object for this account (or no such page of a list).",
+    405: "Method not allowed.",
+    413: "Request body or item count above the limit.",
+    415: "Unsupported Content-Type.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for the error statuses a view can return."""
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
+        for code in codes
+    }
+
+
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "Not found."), status=404)
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(error_body("server_error", "Internal error; it has been logged."), status=500)
+    return JsonResponse(
+        error_body("server_error", "Internal error; it has been logged."), status=500
+    )

@@ -48,11 +48,14 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "registry",
     "optout",
 ]
 
 MIDDLEWARE = [
+    # First: health probes come by IP address over plain HTTP (see config/health.py).
+    "config.health.HealthzMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -61,6 +64,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so its 413 page has the user and messages; it still runs before the
+    # CSRF check reads request.POST (process_view runs after every __call__).
+    "registry.middleware.UploadTooLargeMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -163,6 +169,10 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "registry@localhost")
+# Folder of the file-based email backend (EMAIL_BACKEND=...filebased.EmailBackend):
+# the real-worker test reads the emails a worker sent from here.
+if "EMAIL_FILE_PATH" in os.environ:
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
 
 # Security: production values unless DEBUG; `manage.py check --deploy` passes
 # with DJANGO_DEBUG off and a real secret key.
@@ -207,6 +217,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the sidecar package's static files, not a CDN: the docs work offline
+    # and the page loads no third-party script.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Two models have a `kind` field with different choices; name their enums.
+    "ENUM_NAME_OVERRIDES": {
+        "ClaimKindEnum": "registry.models.Claim.Kind",
+        "ConsentEventKindEnum": "registry.models.ConsentEvent.Kind",
+    },
 }
 
 # Celery. The database row is the queue of record; Redis only wakes workers up.
@@ -238,6 +257,18 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # redelivered; cancelling them avoids running the same work twice at once.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Periodic sweepers (`celery -A config beat`). The database row is the queue of
+# record and a Redis wake-up can be lost; each sweeper re-enqueues what waited
+# too long.
+CELERY_BEAT_SCHEDULE = {
+    # Opt-out confirmation emails still unsent 10 minutes after filing. Every 5
+    # minutes: a lost notice goes out within 15 minutes of filing, for one small
+    # query per sweep.
+    "opt-out-notices-sweep": {
+        "task": "optout.tasks.opt_out_notices_sweep_task",
+        "schedule": 5 * 60.0,
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -1,1 +1,13 @@
-urlpatterns: list = []
+"""Creator REST API routes under /api/v1/me/ (opt-outs)."""
+
+from django.urls import URLPattern, path
+
+from optout import api
+
+urlpatterns: list[URLPattern] = [
+    path("opt-outs", api.OptOutListFileView.as_view(), name="api-opt-outs"),
+    path("opt-outs/<uuid:id>", api.OptOutDetailView.as_view(), name="api-opt-out"),
+    path(
+        "opt-outs/<uuid:id>/withdraw", api.OptOutWithdrawView.as_view(), name="api-opt-out-withdraw"
+    ),
+]

@@ -42,15 +42,17 @@ class OptOut(models.Model):
     scope = models.CharField(max_length=16, choices=Scope.choices)
     photos = models.ManyToManyField(Photo, blank=True, related_name="opt_outs")
     claims = models.ManyToManyField(Claim, blank=True, related_name="opt_outs")
-    exceptions = models.ManyToManyField(
-        Organization, blank=True, related_name="opt_out_exceptions"
-    )
+    exceptions = models.ManyToManyField(Organization, blank=True, related_name="opt_out_exceptions")
     channel = models.CharField(max_length=8, choices=Channel.choices)
     notice_version = models.CharField(max_length=32)
     effective_at = models.DateTimeField(default=timezone.now)
     filed_version = models.BigIntegerField()
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdrawn_version = models.BigIntegerField(null=True, blank=True)
+    # When the creator was emailed the confirmation of this opt-out (GDPR Art. 7:
+    # consent must be demonstrable). NULL means not sent yet: this row, not the
+    # Celery queue, is the record of the work still to do.
+    notice_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

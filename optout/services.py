@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from optout.models import Organization, OptOut
-from optout.uses import USES, unknown_uses
+from optout.models import OptOut, Organization
+from optout.uses import USE_LABELS, USES, unknown_uses
 from registry.ledger import LedgerEntry, entries_append, entry_append
 from registry.models import Claim, ConsentEvent, Creator, Photo
 from registry.services import ACTOR_CREATOR
 
 
-def _owned(model: type[Photo] | type[Claim], creator: Creator, ids: Sequence[uuid.UUID], field: str) -> list:
+def _owned(
+    model: type[Photo] | type[Claim], creator: Creator, ids: Sequence[uuid.UUID], field: str
+) -> list:
     unique_ids = list(dict.fromkeys(ids))
     found = list(model.objects.filter(creator=creator, public_id__in=unique_ids))
     missing = set(unique_ids) - {item.public_id for item in found}
@@ -98,6 +103,7 @@ def opt_out_file(
     opt_out.photos.set(chosen_photos)
     opt_out.claims.set(chosen_claims)
     opt_out.exceptions.set(organizations)
+    _opt_out_notice_enqueue_on_commit(opt_out_id=opt_out.pk)
     return opt_out
 
 
@@ -198,3 +204,97 @@ def creator_delete(
 
 def organization_get_or_create(*, name: str) -> tuple[Organization, bool]:
     return Organization.objects.get_or_create(name=name.strip())
+
+
+# --- opt-out confirmation notices -------------------------------------------
+
+# An opt-out whose notice is still unsent this long after filing lost its
+# wake-up (Redis emptied, the enqueue failed, retries ran out); the sweeper
+# enqueues it again. Ten minutes is far beyond a healthy worker's latency
+# (seconds) and well inside "promptly" for a confirmation email.
+NOTICE_STALE_AFTER = timedelta(minutes=10)
+# Notices re-enqueued per sweep: bounds one sweep's work after a long outage;
+# the next sweep (5 minutes later) takes the rest.
+NOTICE_SWEEP_LIMIT = 1_000
+
+
+def _opt_out_notice_enqueue_on_commit(*, opt_out_id: int) -> None:
+    # Imported here: optout.tasks imports this module.
+    from optout.tasks import opt_out_notice_send_task
+
+    # robust: the opt-out is committed whatever happens to the wake-up; a broker
+    # error is logged, not raised into the request, and the sweeper resends.
+    transaction.on_commit(partial(opt_out_notice_send_task.delay, opt_out_id), robust=True)
+
+
+def _notice_text(opt_out: OptOut) -> tuple[str, str]:
+    uses = "\n".join(f"  - {use}: {USE_LABELS.get(use, use)}" for use in opt_out.uses)
+    subject = f"Your opt-out {opt_out.public_id} is on file"
+    body = (
+        "The Opt-Out Registry has recorded your opt-out.\n\n"
+        f"Opt-out: {opt_out.public_id}\n"
+        f"Refused uses:\n{uses}\n"
+        f"Scope: {opt_out.scope} ({opt_out.get_scope_display()})\n"
+        f"Filed at registry version: {opt_out.filed_version}\n"
+        f"Effective since: {opt_out.effective_at.isoformat()}\n"
+        f"Privacy notice version: {opt_out.notice_version}\n\n"
+        "Training pipelines checking the registry exclude matching records from this "
+        "registry version on. You can withdraw the opt-out at any time, in as many "
+        "steps as it took to file it.\n"
+    )
+    return subject, body
+
+
+def opt_out_notice_send(*, opt_out_id: int) -> bool:
+    """Email the creator the confirmation of an opt-out. True if this call sent it.
+
+    Idempotent: the notice is claimed with a conditional UPDATE, so a second call
+    (a redelivered task, the sweeper) is a no-op returning False. Deliberately not
+    one transaction: the claim commits before the email goes out, so concurrent
+    workers never both send. If sending fails the claim is released and the
+    error re-raised for the task to retry. A worker killed between claim and
+    send leaves the notice marked sent: at most one email, never two.
+    """
+    opt_out = OptOut.objects.select_related("creator__user").filter(pk=opt_out_id).first()
+    if opt_out is None:
+        return False
+    user = opt_out.creator.user
+    email = user.email if user is not None else ""
+    if not email:
+        # The account is gone (or has no address); nobody to notify. The row stays
+        # unsent and the sweeper skips it, as it skips every address-less creator.
+        return False
+    sent_at = timezone.now()
+    claimed = OptOut.objects.filter(pk=opt_out_id, notice_sent_at__isnull=True).update(
+        notice_sent_at=sent_at
+    )
+    if not claimed:
+        return False
+    subject, body = _notice_text(opt_out)
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [email])
+    except Exception:
+        OptOut.objects.filter(pk=opt_out_id, notice_sent_at=sent_at).update(notice_sent_at=None)
+        raise
+    return True
+
+
+def opt_out_notices_sweep(*, stale_after: timedelta = NOTICE_STALE_AFTER) -> list[int]:
+    """Enqueue again every notice still unsent ``stale_after`` after filing.
+
+    The database row is the queue of record; Redis only wakes workers up, and a
+    wake-up can be lost. Returns the opt-out ids enqueued (oldest first).
+    """
+    pending = list(
+        OptOut.objects.filter(
+            notice_sent_at__isnull=True,
+            created_at__lt=timezone.now() - stale_after,
+            creator__user__isnull=False,
+        )
+        .exclude(creator__user__email="")
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)[:NOTICE_SWEEP_LIMIT]
+    )
+    for opt_out_id in pending:
+        _opt_out_notice_enqueue_on_commit(opt_out_id=opt_out_id)
+    return pending

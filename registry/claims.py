@@ -92,5 +92,7 @@ def normalize_claim(kind: str, value: str) -> str:
     try:
         normalizer = NORMALIZERS[kind]
     except KeyError:
-        raise ClaimInvalid(f"unknown claim kind {kind!r}; use one of {sorted(NORMALIZERS)}") from None
+        raise ClaimInvalid(
+            f"unknown claim kind {kind!r}; use one of {sorted(NORMALIZERS)}"
+        ) from None
     return normalizer(value)

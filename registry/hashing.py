@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -53,6 +54,32 @@ _SIGNATURES = (
     (b"GIF87a", "GIF"),
     (b"GIF89a", "GIF"),
 )
+# Image formats people do send but that are refused; recognising them turns a
+# puzzling "not an image" into "convert it first".
+_REFUSED_SIGNATURES = (
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"8BPS", "PSD"),
+    (b"%PDF", "PDF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+)
+# ISO base media "ftyp" brands of still-image formats (HEIC from phones, AVIF).
+_FTYP_BRANDS = {
+    b"heic": "HEIC",
+    b"heix": "HEIC",
+    b"hevc": "HEIC",
+    b"mif1": "HEIF",
+    b"msf1": "HEIF",
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+}
+# Pillow's 16-bit greyscale modes: converting them straight to RGB clips every
+# value above 255 to white, so they are scaled down to 8 bits first.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_HEX = re.compile(r"[0-9a-fA-F]*")
 
 
 class ImageRejected(ValueError):
@@ -87,58 +114,107 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def refused_format(data: bytes) -> str | None:
+    """The name of a known image format that is not accepted, if the bytes are one."""
+    for signature, name in _REFUSED_SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(data[8:12])
+    # "BM" alone would also be the start of some text; the header's reserved
+    # field is zero in every BMP writer.
+    if data[:2] == b"BM" and data[6:10] == bytes(4):
+        return "BMP"
+    return None
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_BYTES) -> Image.Image:
-    """Decode image bytes safely into an upright RGB image, or raise ImageRejected."""
+    """Decode image bytes safely into an upright RGB image, or raise ImageRejected.
+
+    Codes: ``too_large``, ``not_an_image``, ``unsupported_format``, ``corrupt``,
+    ``truncated``, ``decompression_bomb``.
+    """
     if len(data) > max_bytes:
         raise ImageRejected(
             "too_large", f"file is {len(data)} bytes; the limit is {max_bytes} bytes"
         )
     if not data:
         raise ImageRejected("not_an_image", "file is empty")
-    claimed = sniff_format(data)
     with warnings.catch_warnings():
         # A DecompressionBombWarning is Pillow's "this is suspiciously large";
         # here it is an error, never a warning that scrolls by.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        except UnidentifiedImageError:
-            if claimed is None:
-                raise ImageRejected(
-                    "not_an_image",
-                    "not a JPEG, PNG, WEBP or GIF image",
-                ) from None
+        image = _open(data)
+        _check_size(image)
+        return _load_upright_rgb(image)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Read the header only (no pixels yet), refusing formats outside the allow-list."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        claimed = sniff_format(data)
+        if claimed is not None:
             raise ImageRejected("corrupt", f"{claimed} header is damaged") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageRejected("decompression_bomb", str(error)) from None
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageRejected("corrupt", f"cannot read image: {error}") from None
-        width, height = image.size
-        if width <= 0 or height <= 0:
-            raise ImageRejected("corrupt", "image has no pixels")
-        if width * height > MAX_PIXELS:
+        refused = refused_format(data)
+        if refused is not None:
             raise ImageRejected(
-                "decompression_bomb",
-                f"image is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels",
-            )
-        try:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = upright.convert("RGB")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageRejected("decompression_bomb", str(error)) from None
-        except OSError as error:
-            message = str(error)
-            if "truncated" in message:
-                raise ImageRejected("truncated", "image file is truncated") from None
-            raise ImageRejected("corrupt", f"cannot decode image: {message}") from None
-        except (SyntaxError, ValueError, EOFError) as error:
-            raise ImageRejected("corrupt", f"cannot decode image: {error}") from None
-    return rgb
+                "unsupported_format",
+                f"{refused} images are not accepted; convert to JPEG, PNG, WEBP or GIF",
+            ) from None
+        raise ImageRejected("not_an_image", "not a JPEG, PNG, WEBP or GIF image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageRejected("decompression_bomb", str(error)) from None
+    except Exception as error:
+        # A crafted header can make a decoder plugin raise nearly anything
+        # (struct.error, IndexError…); to us every one of them means "corrupt".
+        raise _decoding_failed(error) from None
+
+
+def _check_size(image: Image.Image) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected("corrupt", "image has no pixels")
+    if width * height > MAX_PIXELS:
+        raise ImageRejected(
+            "decompression_bomb",
+            f"image is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels",
+        )
+
+
+def _load_upright_rgb(image: Image.Image) -> Image.Image:
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageRejected("decompression_bomb", str(error)) from None
+    except Exception as error:
+        raise _decoding_failed(error) from None
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception:
+        # Browsers ignore an orientation tag they cannot parse and show the
+        # pixels as stored; so does the registry, rather than refuse the photo.
+        upright = image
+    return _to_rgb(upright)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        high_bytes = np.asarray(image, dtype=np.uint32) >> 8
+        image = Image.fromarray(np.clip(high_bytes, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _decoding_failed(error: Exception) -> ImageRejected:
+    message = str(error)
+    if "truncated" in message.lower():
+        return ImageRejected("truncated", "image file is truncated")
+    return ImageRejected("corrupt", f"cannot decode image: {message or type(error).__name__}")
 
 
 def pdq_of(rgb: Image.Image) -> tuple[str, int]:
@@ -172,11 +248,21 @@ def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES) -> PhotoHashes:
 
 
 def hamming(a_hex: str, b_hex: str) -> int:
-    """Number of differing bits between two equal-length hex hashes."""
+    """Number of differing bits between two equal-length hex hashes (either case)."""
     if len(a_hex) != len(b_hex):
         raise ValueError("hashes of different lengths")
+    # int(…, 16) alone would also take "0x", "_", signs and spaces.
+    if not (_HEX.fullmatch(a_hex) and _HEX.fullmatch(b_hex)):
+        raise ValueError("hashes must be hexadecimal digits only")
+    if not a_hex:
+        return 0
     return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
 
 
-def is_hex(value: str, length: int) -> bool:
-    return len(value) == length and all(c in "0123456789abcdef" for c in value)
+def is_hex(value: object, length: int) -> bool:
+    """True for a string of exactly ``length`` lowercase hexadecimal digits."""
+    return (
+        isinstance(value, str)
+        and len(value) == length
+        and all(c in "0123456789abcdef" for c in value)
+    )

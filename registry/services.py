@@ -233,9 +233,7 @@ def photos_register_from_hashes(
             )
         else:
             outcomes.append(
-                PhotoOutcome(
-                    index, "", "error", error_code="invalid", error=item, line=line_number
-                )
+                PhotoOutcome(index, "", "error", error_code="invalid", error=item, line=line_number)
             )
     return outcomes
 

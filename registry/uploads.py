@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,9 @@ from registry import hashing
 MAX_ZIP_MEMBERS = 2_000
 # Uncompressed bytes one ZIP may expand to: bounds memory against zip bombs.
 MAX_ZIP_TOTAL_BYTES = 1024 * 1024 * 1024
-_ZIP_SIGNATURE = b"PK\x03\x04"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+# Files an operating system adds to folders and archives on its own; never photos.
+_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
 
 @dataclass(frozen=True)
@@ -35,59 +38,95 @@ class HashedItem:
 
 
 def is_zip(name: str, data: bytes) -> bool:
-    return data.startswith(_ZIP_SIGNATURE) and name.lower().endswith(".zip")
+    """A ZIP by its name or its signature (an empty ZIP starts with PK 05 06)."""
+    return data[:4] in _ZIP_SIGNATURES or name.lower().endswith(".zip")
 
 
-def _zip_members(name: str, data: bytes, max_bytes: int) -> Iterator[tuple[str, bytes | HashedItem]]:
+def _is_junk(path: str) -> bool:
+    parts = path.split("/")
+    return "__MACOSX" in parts or parts[-1].startswith(".") or parts[-1].lower() in _JUNK_NAMES
+
+
+def _zip_members(
+    name: str, data: bytes, max_bytes: int
+) -> Iterator[tuple[str, bytes | HashedItem]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [
-            info
-            for info in archive.infolist()
-            if not info.is_dir()
-            and not info.filename.startswith("__MACOSX/")
-            and not info.filename.rsplit("/", 1)[-1].startswith(".")
+            info for info in archive.infolist() if not info.is_dir() and not _is_junk(info.filename)
         ]
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         yield name, HashedItem(name, error_code="corrupt", error=f"damaged ZIP archive: {error}")
         return
+    if not members:
+        yield name, HashedItem(name, error_code="not_an_image", error="ZIP archive holds no files")
+        return
     if len(members) > MAX_ZIP_MEMBERS:
-        yield name, HashedItem(
+        yield (
             name,
-            error_code="too_large",
-            error=f"ZIP holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}",
+            HashedItem(
+                name,
+                error_code="too_large",
+                error=f"ZIP holds {len(members)} files; the limit is {MAX_ZIP_MEMBERS}",
+            ),
         )
         return
     total = 0
     for info in members:
         label = f"{name}/{info.filename}"
         if info.file_size > max_bytes:
-            yield label, HashedItem(
+            yield (
                 label,
-                error_code="too_large",
-                error=f"file is {info.file_size} bytes; the limit is {max_bytes} bytes",
+                HashedItem(
+                    label,
+                    error_code="too_large",
+                    error=f"file is {info.file_size} bytes; the limit is {max_bytes} bytes",
+                ),
             )
             continue
         total += info.file_size
         if total > MAX_ZIP_TOTAL_BYTES:
-            yield label, HashedItem(
-                label, error_code="too_large", error="ZIP expands beyond the size limit"
-            )
-            return
-        try:
-            with archive.open(info) as member:
-                # Read one byte past the cap: a header that understates the size
-                # (a zip bomb) is caught without inflating the rest.
-                content = member.read(max_bytes + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-            yield label, HashedItem(label, error_code="corrupt", error=f"cannot extract: {error}")
-            continue
-        if len(content) > max_bytes:
-            yield label, HashedItem(
-                label, error_code="too_large", error=f"file is larger than {max_bytes} bytes"
+            # Every remaining member gets its own outcome: none vanishes silently.
+            yield (
+                label,
+                HashedItem(
+                    label,
+                    error_code="too_large",
+                    error=f"ZIP expands beyond {MAX_ZIP_TOTAL_BYTES} bytes; split it",
+                ),
             )
             continue
-        yield label, content
+        yield label, _zip_member_read(archive, info, label, max_bytes)
+
+
+def _zip_member_read(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, max_bytes: int
+) -> bytes | HashedItem:
+    if info.flag_bits & 0x1:
+        return HashedItem(
+            label, error_code="corrupt", error="file is encrypted; ZIP passwords are not supported"
+        )
+    try:
+        with archive.open(info) as member:
+            # zipfile stops at the declared size and then checks the CRC, so a
+            # header that understates the size (a zip bomb) inflates no further;
+            # one byte past the cap is read to catch any size the check missed.
+            content = member.read(max_bytes + 1)
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+        # An unsupported compression method (deflate64, …).
+        NotImplementedError,
+    ) as error:
+        return HashedItem(label, error_code="corrupt", error=f"cannot extract: {error}")
+    if len(content) > max_bytes:
+        return HashedItem(
+            label, error_code="too_large", error=f"file is larger than {max_bytes} bytes"
+        )
+    return content
 
 
 def hash_files(
@@ -153,7 +192,7 @@ def hash_line_validate(item: Any) -> HashLine:
         if not isinstance(raw, str) or not hashing.is_hex(raw.lower(), length):
             raise HashLineInvalid(f"{key} must be {length} hexadecimal digits")
         values[key] = raw.lower()
-    filename = item.get("filename", item.get("path", ""))
+    filename = item.get("filename", item.get("path")) or ""
     if not isinstance(filename, str):
         raise HashLineInvalid("filename must be a string")
     return HashLine(
@@ -163,9 +202,20 @@ def hash_line_validate(item: Any) -> HashLine:
         pdq_quality=_optional_int(item, "pdq_quality", 100),
         width=_optional_int(item, "width", 1_000_000),
         height=_optional_int(item, "height", 1_000_000),
-        # Only the base name: a local folder structure is nobody's business.
-        filename=filename.replace("\\", "/").rsplit("/", 1)[-1][:255],
+        filename=_base_name(filename),
     )
+
+
+def _base_name(path: str) -> str:
+    """The file's own name, storable as PostgreSQL text.
+
+    Only the base name: a local folder structure is nobody's business. Control
+    characters (PostgreSQL text cannot hold NUL) and lone surrogates (a JSON
+    escape of a file name that was not UTF-8) are replaced.
+    """
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join("?" if ord(c) < 32 or ord(c) == 127 else c for c in name)
+    return name.encode("utf-8", "replace").decode("utf-8")[:255]
 
 
 def hashes_jsonl_parse(data: bytes, *, max_lines: int) -> Iterator[tuple[int, HashLine | str]]:
@@ -176,7 +226,10 @@ def hashes_jsonl_parse(data: bytes, *, max_lines: int) -> Iterator[tuple[int, Ha
         yield 0, "file is not UTF-8 text"
         return
     count = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks at form feeds and U+2028,
+    # which JSON allows inside strings, and the line numbers would drift from
+    # what an editor shows.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         count += 1
@@ -187,6 +240,9 @@ def hashes_jsonl_parse(data: bytes, *, max_lines: int) -> Iterator[tuple[int, Ha
             item = json.loads(line)
         except json.JSONDecodeError as error:
             yield number, f"not valid JSON: {error.msg}"
+            continue
+        except RecursionError:
+            yield number, "not valid JSON: nested too deeply"
             continue
         try:
             yield number, hash_line_validate(item)

@@ -1,0 +1,253 @@
+"""The ``optout`` command line.
+
+``optout hash DIR`` hashes a folder of photos on the creator's own machine and
+writes one JSON line per photo, ready to upload: the registry receives hashes,
+never the photos. It imports no Django and touches no database, so it runs from
+a plain ``pip install`` without any settings. Subcommands that talk to the
+registry import what they need inside their own functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from registry import hashing
+
+# What `optout hash` picks up; any other file is not a photo and is skipped.
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2  # argparse's own exit status for a bad command line
+EXIT_INTERRUPTED = 130
+
+HASH_EPILOG = """\
+Output: one JSON object per photo, in path order:
+  {"path": "<path relative to DIR>", "sha256": ..., "pdq": ..., "pdq_quality": ...,
+   "phash": ..., "width": ..., "height": ...}
+Upload this file to the registry to register the photos by hash; only the
+file name (not the folder) of each path is kept there.
+
+Files are picked by extension (.jpg .jpeg .png .webp .gif, any case); other
+files, and hidden files and folders (names starting with "."), are skipped.
+A photo that cannot be hashed is reported on stderr and the run goes on.
+
+Exit status:
+  0  every photo was hashed
+  1  at least one photo could not be hashed (each is reported on stderr)
+  2  usage error (bad arguments, DIR is not a folder)
+"""
+
+
+@dataclass(frozen=True)
+class HashResult:
+    """One photo file: its output line, or the reason it could not be hashed."""
+
+    path: str
+    line: dict[str, Any] | None = None
+    error: str = ""
+
+
+def photo_paths(root: Path) -> tuple[list[str], list[OSError]]:
+    """Photo files under ``root`` as POSIX paths relative to it, sorted, and the
+    folders that could not be listed (reported, so no photo is skipped silently).
+
+    Sorting the whole list (not folder by folder) makes the output order the
+    plain string order of the paths, the same on every machine.
+    """
+    found = []
+    unreadable: list[OSError] = []
+    for folder, subfolders, files in os.walk(root, onerror=unreadable.append):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative = Path(folder).relative_to(root)
+        for name in files:
+            if name.startswith(".") or Path(name).suffix.lower() not in PHOTO_EXTENSIONS:
+                continue
+            found.append((relative / name).as_posix())
+    return sorted(found), unreadable
+
+
+def hash_file(root: str, path: str, max_bytes: int) -> HashResult:
+    """Hash one file; every failure becomes a HashResult, never an exception."""
+    try:
+        data = _read_capped(Path(root, path), max_bytes)
+        hashes = hashing.hash_bytes(data, max_bytes=max_bytes)
+    except hashing.ImageRejected as rejected:
+        return HashResult(path, error=f"{rejected.reason} ({rejected.code})")
+    except OSError as error:
+        return HashResult(path, error=f"cannot read file: {error.strerror or error}")
+    except Exception as error:
+        # Whatever one file does to a decoder, the other files still get hashed.
+        return HashResult(path, error=f"cannot hash: {type(error).__name__}: {error}")
+    return HashResult(path, line={"path": path, **hashes.as_dict()})
+
+
+def _read_capped(file: Path, max_bytes: int) -> bytes:
+    with file.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise hashing.ImageRejected(
+                "too_large", f"file is {size} bytes; the limit is {max_bytes} bytes"
+            )
+        return handle.read(max_bytes + 1)
+
+
+def _hash_one(job: tuple[str, str, int]) -> HashResult:
+    return hash_file(*job)
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C is the parent's to handle; workers just stop when it shuts the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def hash_results(
+    root: Path, paths: Sequence[str], *, workers: int, max_bytes: int
+) -> Iterator[HashResult]:
+    """Results in the order of ``paths``, computed by ``workers`` processes."""
+    jobs = [(str(root), path, max_bytes) for path in paths]
+    workers = min(workers, len(jobs))
+    if workers <= 1:
+        yield from map(_hash_one, jobs)
+        return
+    # Small chunks keep every worker busy to the end; 16 files per round trip
+    # is enough to hide the inter-process overhead next to decoding a photo.
+    chunksize = max(1, min(16, len(jobs) // (workers * 4)))
+    executor = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+    try:
+        # map() yields in submission order: the output is deterministic however
+        # the work is spread over the processes.
+        yield from executor.map(_hash_one, jobs, chunksize=chunksize)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def write_results(
+    results: Iterable[HashResult], total: int, out: TextIO, *, progress: bool
+) -> tuple[int, int]:
+    """Write the JSON lines, report failures on stderr; return (hashed, failed)."""
+    hashed = failed = 0
+    with tqdm(
+        total=total, desc="hashing", unit="photo", file=sys.stderr, disable=not progress
+    ) as bar:
+        for result in results:
+            if result.line is not None:
+                out.write(json.dumps(result.line) + "\n")
+                hashed += 1
+            else:
+                tqdm.write(f"failed: {result.path}: {result.error}", file=sys.stderr)
+                failed += 1
+            bar.update(1)
+    return hashed, failed
+
+
+def command_hash(args: argparse.Namespace) -> int:
+    root: Path = args.directory
+    paths, unreadable = photo_paths(root)
+    for error in unreadable:
+        print(f"failed: {error.filename}: cannot read folder: {error.strerror}", file=sys.stderr)
+    try:
+        out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as error:
+        print(f"optout hash: cannot write {args.output}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        results = hash_results(root, paths, workers=args.workers, max_bytes=args.max_bytes)
+        hashed, failed = write_results(results, len(paths), out, progress=not args.quiet)
+    except BrokenProcessPool:
+        print("optout hash: a worker process died (out of memory?); run aborted", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    except BrokenPipeError:
+        # The reader went away (`optout hash DIR | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    failed += len(unreadable)
+    print(f"hashed {hashed}, failed {failed}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _directory(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {value}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optout",
+        description="Opt-Out Registry command line: hash photos locally, check manifests.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    hash_parser = commands.add_parser(
+        "hash",
+        help="hash a folder of photos into JSON lines (nothing leaves this machine)",
+        description="Hash every photo under DIR (recursively) into JSON lines.",
+        epilog=HASH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hash_parser.add_argument("directory", type=_directory, metavar="DIR")
+    hash_parser.add_argument(
+        "-o", "--output", type=Path, metavar="OUT.jsonl", help="write here instead of stdout"
+    )
+    hash_parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes hashing in parallel (default: the number of CPUs, %(default)s here)",
+    )
+    hash_parser.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        default=hashing.MAX_BYTES,
+        metavar="N",
+        help="skip (and report) photo files larger than this (default: %(default)s, "
+        "the registry's own upload limit)",
+    )
+    hash_parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar (failures are still reported)"
+    )
+    hash_parser.set_defaults(handler=command_hash)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Records a pipeline submits: validation into Record, or Invalid with a reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registry.claims import ClaimInvalid, normalize_url
+
+MAX_ID_LENGTH = 512
+_HEX = frozenset("0123456789abcdef")
+_HASH_LENGTHS = {"sha256": 64, "pdq": 64, "phash": 16}
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    sha256: str = ""
+    pdq: str = ""
+    phash: str = ""
+    url: str = ""  # normalised
+    row: int | None = None
+
+
+@dataclass(frozen=True)
+class Invalid:
+    id: str | None
+    reason: str
+    row: int | None = None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value).strip()
+
+
+def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
+    """Validate one record (a mapping with id and any of sha256/pdq/phash/url)."""
+    if not isinstance(raw, dict):
+        return Invalid(None, "record must be an object", row)
+    raw_id = raw.get("id")
+    if raw_id is None or isinstance(raw_id, bool | dict | list) or _text(raw_id) == "":
+        return Invalid(None, "id is required", row)
+    record_id = _text(raw_id)
+    if len(record_id) > MAX_ID_LENGTH:
+        return Invalid(record_id[:64], f"id is longer than {MAX_ID_LENGTH} characters", row)
+    values: dict[str, str] = {}
+    for kind, length in _HASH_LENGTHS.items():
+        value = _text(raw.get(kind)).lower()
+        if value and (len(value) != length or not set(value) <= _HEX):
+            return Invalid(record_id, f"{kind} must be {length} hexadecimal digits", row)
+        values[kind] = value
+    url = _text(raw.get("url"))
+    if url:
+        try:
+            url = normalize_url(url)
+        except ClaimInvalid as error:
+            return Invalid(record_id, f"url: {error}", row)
+    if not (url or any(values.values())):
+        return Invalid(record_id, "record has none of sha256, pdq, phash, url", row)
+    return Record(id=record_id, url=url, row=row, **values)

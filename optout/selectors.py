@@ -1,0 +1,199 @@
+"""Reads behind the creator pages of the optout app. Every query is filtered by
+the creator it is given: nothing here can reach another creator's rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Count, Prefetch, QuerySet
+from django.utils import timezone
+
+from optout.models import OptOut, Organization
+from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
+
+# The opt-out form lists this many of the creator's newest photos as checkboxes:
+# enough to pick from a recent upload, small enough for a phone. Older photos are
+# covered by the "all my photos" scope or chosen through the API.
+OPT_OUT_FORM_MAX_PHOTOS = 500
+DASHBOARD_RECENT_EVENTS = 10
+
+
+@dataclass(frozen=True)
+class DashboardCounts:
+    photos: int
+    claims: int
+    active_opt_outs: int
+
+
+def dashboard_counts(*, creator: Creator) -> DashboardCounts:
+    return DashboardCounts(
+        photos=Photo.objects.filter(creator=creator).count(),
+        claims=Claim.objects.filter(creator=creator).count(),
+        active_opt_outs=OptOut.objects.filter(creator=creator, withdrawn_at__isnull=True).count(),
+    )
+
+
+def consent_events_for_creator(*, creator: Creator) -> QuerySet[ConsentEvent]:
+    """The creator's ledger rows, newest first (index consent_creator_idx)."""
+    return ConsentEvent.objects.filter(creator_public_id=creator.public_id).order_by(
+        "-registry_version"
+    )
+
+
+def opt_outs_for_creator(*, creator: Creator) -> QuerySet[OptOut]:
+    """The creator's opt-outs, newest first, with what each one covers."""
+    return (
+        OptOut.objects.filter(creator=creator)
+        .annotate(photo_count=Count("photos", distinct=True))
+        .annotate(claim_count=Count("claims", distinct=True))
+        .prefetch_related(
+            Prefetch("exceptions", queryset=Organization.objects.order_by("name")),
+            Prefetch("claims", queryset=Claim.objects.order_by("kind", "value")),
+        )
+        .order_by("-created_at", "-id")
+    )
+
+
+@dataclass(frozen=True)
+class OptOutChoices:
+    photos: list[Photo]
+    photos_total: int
+    claims: list[Claim]
+    organizations: list[Organization]
+
+
+def opt_out_choices(*, creator: Creator) -> OptOutChoices:
+    """What the opt-out form offers: the creator's newest photos, their claims,
+    and the organizations that may receive an exception."""
+    photos = Photo.objects.filter(creator=creator).order_by("-created_at", "-id")
+    return OptOutChoices(
+        photos=list(
+            photos.only("public_id", "original_filename", "sha256", "created_at")[
+                :OPT_OUT_FORM_MAX_PHOTOS
+            ]
+        ),
+        photos_total=photos.count(),
+        claims=list(Claim.objects.filter(creator=creator).order_by("kind", "value")),
+        organizations=list(Organization.objects.filter(suspended_at__isnull=True).order_by("name")),
+    )
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def creator_export(creator: Creator) -> dict[str, Any]:
+    """Everything the registry holds about a creator, as JSON-ready data.
+
+    Personal tokens appear without their digests (the secret's only trace).
+    """
+    user = creator.user
+    photos = [
+        {
+            "id": str(photo["public_id"]),
+            "sha256": photo["sha256"],
+            "pdq": photo["pdq"],
+            "pdq_quality": photo["pdq_quality"],
+            "phash": photo["phash"],
+            "width": photo["width"],
+            "height": photo["height"],
+            "filename": photo["original_filename"],
+            "channel": photo["channel"],
+            "registered_version": photo["registered_version"],
+            "created_at": _iso(photo["created_at"]),
+        }
+        for photo in Photo.objects.filter(creator=creator)
+        .order_by("created_at", "id")
+        .values(
+            "public_id",
+            "sha256",
+            "pdq",
+            "pdq_quality",
+            "phash",
+            "width",
+            "height",
+            "original_filename",
+            "channel",
+            "registered_version",
+            "created_at",
+        )
+        .iterator(chunk_size=2_000)
+    ]
+    claims = [
+        {
+            "id": str(claim.public_id),
+            "kind": claim.kind,
+            "value": claim.value,
+            "channel": claim.channel,
+            "registered_version": claim.registered_version,
+            "created_at": _iso(claim.created_at),
+        }
+        for claim in Claim.objects.filter(creator=creator).order_by("created_at", "id")
+    ]
+    opt_outs = [
+        {
+            "id": str(opt_out.public_id),
+            "uses": list(opt_out.uses),
+            "scope": opt_out.scope,
+            "photos": sorted(str(photo.public_id) for photo in opt_out.photos.all()),
+            "claims": sorted(str(claim.public_id) for claim in opt_out.claims.all()),
+            "exceptions": [
+                {"id": str(org.public_id), "name": org.name} for org in opt_out.exceptions.all()
+            ],
+            "channel": opt_out.channel,
+            "notice_version": opt_out.notice_version,
+            "filed_version": opt_out.filed_version,
+            "effective_at": _iso(opt_out.effective_at),
+            "withdrawn_version": opt_out.withdrawn_version,
+            "withdrawn_at": _iso(opt_out.withdrawn_at),
+        }
+        for opt_out in OptOut.objects.filter(creator=creator)
+        .order_by("created_at", "id")
+        .prefetch_related(
+            Prefetch("photos", queryset=Photo.objects.only("public_id")),
+            Prefetch("claims", queryset=Claim.objects.only("public_id")),
+            Prefetch("exceptions", queryset=Organization.objects.order_by("name")),
+        )
+    ]
+    consent_events = [
+        {
+            "registry_version": event.registry_version,
+            "kind": event.kind,
+            "subject": None if event.subject_public_id is None else str(event.subject_public_id),
+            "actor": event.actor,
+            "channel": event.channel,
+            "notice_version": event.notice_version,
+            "details": event.details,
+            "created_at": _iso(event.created_at),
+        }
+        for event in ConsentEvent.objects.filter(creator_public_id=creator.public_id).order_by(
+            "registry_version"
+        )
+    ]
+    tokens = [
+        {
+            "id": str(token.public_id),
+            "name": token.name,
+            "prefix": token.prefix,
+            "created_at": _iso(token.created_at),
+            "last_used_at": _iso(token.last_used_at),
+            "revoked_at": _iso(token.revoked_at),
+        }
+        for token in PersonalToken.objects.filter(creator=creator).order_by("created_at", "id")
+    ]
+    return {
+        "exported_at": timezone.now().isoformat(),
+        "account": {
+            "id": str(creator.public_id),
+            "email": "" if user is None else getattr(user, "email", ""),
+            "created_at": _iso(creator.created_at),
+            "email_confirmed_at": _iso(creator.email_confirmed_at),
+            "last_login_at": None if user is None else _iso(user.last_login),
+        },
+        "photos": photos,
+        "claims": claims,
+        "opt_outs": opt_outs,
+        "consent_events": consent_events,
+        "tokens": tokens,
+    }

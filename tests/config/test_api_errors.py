@@ -1,0 +1,181 @@
+"""Every API failure is a JSON body {"error", "detail", "fields"?}, never HTML, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from registry import services
+from registry.models import Claim, ConsentEvent, Photo
+from tests.factories import CreatorFactory
+from tests.images import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api() -> APIClient:
+    _, raw = services.token_create(creator=CreatorFactory(), name="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+    return client
+
+
+def test_malformed_json_is_400_json(api: APIClient) -> None:
+    response = api.post(
+        "/api/v1/me/claims", '{"kind": "domain", "value": ', content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": "parse_error",
+        "detail": "JSON parse error - Expecting value: line 1 column 29 (char 28)",
+    }
+    assert Claim.objects.count() == 0
+
+
+def test_validation_error_names_the_field(api: APIClient) -> None:
+    response = api.post("/api/v1/me/claims", {"kind": "domain"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid",
+        "detail": "This field is required.",
+        "fields": {"value": ["This field is required."]},
+    }
+
+
+def test_unauthenticated_is_401_json_with_www_authenticate() -> None:
+    response = APIClient().post("/api/v1/me/claims", {"kind": "domain"}, format="json")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {
+        "error": "not_authenticated",
+        "detail": "Authentication credentials were not provided.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("header", "detail"),
+    [
+        ("Token", "Malformed Authorization header: expected 'Token <token>'."),
+        ("Token a b", "Malformed Authorization header: expected 'Token <token>'."),
+        ("Token opt_unknown", "Invalid or revoked token."),
+    ],
+)
+def test_bad_token_is_401_json(header: str, detail: str) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    response = client.get("/api/v1/me/photos")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {"error": "authentication_failed", "detail": detail}
+
+
+def test_forbidden_is_403_json() -> None:
+    _, raw = services.token_create(creator=CreatorFactory(email_confirmed_at=None), name="t")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+
+    response = client.get("/api/v1/me/claims")
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "permission_denied",
+        "detail": "A confirmed, active creator account is required.",
+    }
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/nothing-here", "/api/v1/me/photos/", "/api/v2/me/photos", "/api/"]
+)
+def test_unknown_api_path_is_404_json(path: str) -> None:
+    response = APIClient().get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "not_found", "detail": "Not found."}
+
+
+def test_unknown_page_path_is_not_json() -> None:
+    response = APIClient().get("/no-such-page-anywhere/")
+
+    assert response.status_code == 404
+    assert not response["Content-Type"].startswith("application/json")
+
+
+def test_method_not_allowed_is_405_json(api: APIClient) -> None:
+    response = api.put("/api/v1/me/claims", {}, format="json")
+
+    assert response.status_code == 405
+    assert response.json() == {"error": "method_not_allowed", "detail": 'Method "PUT" not allowed.'}
+
+
+def test_unsupported_media_type_is_415_json(api: APIClient) -> None:
+    response = api.post("/api/v1/me/opt-outs", "ai_training", content_type="text/plain")
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "unsupported_media_type",
+        "detail": 'Unsupported media type "text/plain" in request.',
+    }
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100)
+def test_json_body_above_the_limit_is_413_json(api: APIClient) -> None:
+    hashes = [{"sha256": f"{n:064x}"} for n in range(3)]
+
+    response = api.post("/api/v1/me/photos", {"hashes": hashes}, format="json")
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "too_large",
+        "detail": "Request body is larger than the limit of 100 bytes.",
+    }
+    assert Photo.objects.count() == 0
+    assert ConsentEvent.objects.count() == 0
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_multipart_body_above_the_limit_is_413_json_not_400(api: APIClient) -> None:
+    photo = SimpleUploadedFile("a.jpg", jpeg_bytes(4), content_type="image/jpeg")
+
+    response = api.post("/api/v1/me/photos", {"files": [photo]}, format="multipart")
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+    assert Photo.objects.count() == 0
+
+
+@override_settings(DATA_UPLOAD_MAX_NUMBER_FILES=2)
+def test_too_many_files_is_413_json(api: APIClient) -> None:
+    files = [
+        SimpleUploadedFile(f"{n}.jpg", jpeg_bytes(n), content_type="image/jpeg") for n in range(3)
+    ]
+
+    response = api.post("/api/v1/me/photos", {"files": files}, format="multipart")
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "too_many_files",
+        "detail": "More than 2 files in one request.",
+    }
+    assert Photo.objects.count() == 0
+
+
+def test_broken_multipart_body_is_400_json(api: APIClient) -> None:
+    response = api.post(
+        "/api/v1/me/photos",
+        b"--xyz\r\nContent-Disposition: form-data; name=files\r\n\r\nabc",
+        content_type="multipart/form-data",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "parse_error"
+    assert Photo.objects.count() == 0

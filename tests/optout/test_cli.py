@@ -1,0 +1,247 @@
+"""`optout hash`: the installed console script, run as a subprocess over a real folder.
+
+The script exists once the project is installed in the virtualenv
+(`pip install -e '.[dev]'`, which `make test` does).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry import hashing, uploads
+from tests.images import encode, generated_photo, jpeg_bytes
+
+OPTOUT = Path(sys.executable).parent / "optout"
+CORRUPT_JPEG = b"\xff\xd8\xff" + bytes(200)
+
+
+def optout(*args: str) -> subprocess.CompletedProcess[str]:
+    assert OPTOUT.exists(), f"{OPTOUT} is missing: run `pip install -e '.[dev]'`"
+    return subprocess.run(
+        [str(OPTOUT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def good_folder(tmp_path: Path) -> Path:
+    """Photos only: three JPEGs (one with an upper-case extension), PNG and WEBP deeper down."""
+    root = tmp_path / "photos"
+    write(root / "a.jpg", jpeg_bytes(1))
+    write(root / "b.jpeg", jpeg_bytes(2))
+    write(root / "Z.JPG", jpeg_bytes(3))
+    write(root / "2024" / "summer" / "c.png", encode(generated_photo(4), "PNG"))
+    write(root / "2024" / "d.webp", encode(generated_photo(5), "WEBP"))
+    return root
+
+
+@pytest.fixture
+def mixed_folder(good_folder: Path) -> Path:
+    """The good photos plus a corrupt JPEG, a text file and a hidden folder."""
+    write(good_folder / "2024" / "broken.jpg", CORRUPT_JPEG)
+    write(good_folder / "notes.txt", b"taken on holiday")
+    write(good_folder / ".thumbnails" / "a.jpg", jpeg_bytes(1))
+    write(good_folder / "._a.jpg", b"\x00\x05\x16\x07 AppleDouble")
+    return good_folder
+
+
+GOOD_PATHS = ["2024/d.webp", "2024/summer/c.png", "Z.JPG", "a.jpg", "b.jpeg"]
+
+
+def expected_line(root: Path, path: str) -> dict[str, object]:
+    return {"path": path, **hashing.hash_bytes((root / path).read_bytes()).as_dict()}
+
+
+def test_hash_writes_one_line_per_photo_in_path_order_and_reports_the_bad_file(
+    mixed_folder: Path,
+) -> None:
+    result = optout("hash", str(mixed_folder), "--workers", "2")
+
+    lines = [json.loads(text) for text in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == GOOD_PATHS
+    assert lines == [expected_line(mixed_folder, path) for path in GOOD_PATHS]
+    assert list(lines[0]) == ["path", "sha256", "pdq", "pdq_quality", "phash", "width", "height"]
+    assert "failed: 2024/broken.jpg: JPEG header is damaged (corrupt)" in result.stderr.splitlines()
+    assert "notes.txt" not in result.stderr
+    assert ".thumbnails" not in result.stderr + result.stdout
+    assert "hashing: 100%" in result.stderr
+    assert "6/6" in result.stderr
+    assert result.stderr.splitlines()[-1] == "hashed 5, failed 1"
+    assert result.returncode == 1
+
+
+def test_hash_of_good_photos_writes_the_output_file_and_exits_zero(
+    good_folder: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "hashes.jsonl"
+
+    result = optout("hash", str(good_folder), "-o", str(output), "--workers", "2")
+
+    assert result.stdout == ""
+    lines = [json.loads(text) for text in output.read_text().splitlines()]
+    assert lines == [expected_line(good_folder, path) for path in GOOD_PATHS]
+    assert result.stderr.splitlines()[-1] == "hashed 5, failed 0"
+    assert result.returncode == 0
+
+
+def test_hash_output_is_the_same_with_one_worker_and_with_two(mixed_folder: Path) -> None:
+    in_process = optout("hash", str(mixed_folder), "--workers", "1", "--quiet")
+
+    pooled = optout("hash", str(mixed_folder), "--workers", "2", "--quiet")
+
+    assert in_process.stdout == pooled.stdout
+    assert len(in_process.stdout.splitlines()) == 5
+    assert (
+        in_process.stderr
+        == pooled.stderr
+        == ("failed: 2024/broken.jpg: JPEG header is damaged (corrupt)\nhashed 5, failed 1\n")
+    )
+    assert in_process.returncode == pooled.returncode == 1
+
+
+def test_hash_reports_files_above_max_bytes_and_hashes_the_rest(good_folder: Path) -> None:
+    big = write(good_folder / "big.png", encode(generated_photo(6, (800, 600)), "PNG"))
+    limit = big.stat().st_size - 1
+
+    result = optout("hash", str(good_folder), "--max-bytes", str(limit), "--quiet")
+
+    assert (
+        f"failed: big.png: file is {limit + 1} bytes; the limit is {limit} bytes (too_large)"
+        in (result.stderr.splitlines())
+    )
+    assert [json.loads(text)["path"] for text in result.stdout.splitlines()] == GOOD_PATHS
+    assert result.returncode == 1
+
+
+def test_hash_reports_a_photo_it_cannot_read(good_folder: Path) -> None:
+    (good_folder / "gone.jpg").symlink_to(good_folder / "deleted-meanwhile.jpg")
+
+    result = optout("hash", str(good_folder), "--quiet")
+
+    assert result.stderr == (
+        "failed: gone.jpg: cannot read file: No such file or directory\nhashed 5, failed 1\n"
+    )
+    assert [json.loads(text)["path"] for text in result.stdout.splitlines()] == GOOD_PATHS
+    assert result.returncode == 1
+
+
+def test_hash_of_a_folder_without_photos_writes_nothing_and_exits_zero(tmp_path: Path) -> None:
+    write(tmp_path / "notes.txt", b"no photos here")
+
+    result = optout("hash", str(tmp_path), "--quiet")
+
+    assert result.stdout == ""
+    assert result.stderr == "hashed 0, failed 0\n"
+    assert result.returncode == 0
+
+
+def test_hash_output_is_accepted_by_the_registry_upload_parser(
+    mixed_folder: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "hashes.jsonl"
+    optout("hash", str(mixed_folder), "-o", str(output), "--quiet")
+
+    parsed = list(uploads.hashes_jsonl_parse(output.read_bytes(), max_lines=100))
+
+    assert parsed == [
+        (
+            number,
+            uploads.HashLine(
+                sha256=hashes.sha256,
+                pdq=hashes.pdq,
+                phash=hashes.phash,
+                pdq_quality=hashes.pdq_quality,
+                width=hashes.width,
+                height=hashes.height,
+                filename=path.rsplit("/", 1)[-1],
+            ),
+        )
+        for number, path in enumerate(GOOD_PATHS, start=1)
+        for hashes in [hashing.hash_bytes((mixed_folder / path).read_bytes())]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["hash", "/no/such/folder"],
+            "optout hash: error: argument DIR: not a folder: /no/such/folder",
+        ),
+        (
+            ["hash", ".", "--workers", "0"],
+            "optout hash: error: argument --workers: must be at least 1, got 0",
+        ),
+        (
+            ["hash", ".", "--workers", "two"],
+            "optout hash: error: argument --workers: not a whole number: 'two'",
+        ),
+        ([], "optout: error: the following arguments are required: COMMAND"),
+    ],
+    ids=["missing-folder", "zero-workers", "workers-not-a-number", "no-command"],
+)
+def test_usage_errors_exit_with_status_2(args: list[str], message: str) -> None:
+    result = optout(*args)
+
+    assert result.stderr.splitlines()[-1] == message
+    assert result.stdout == ""
+    assert result.returncode == 2
+
+
+def test_hash_into_a_folder_that_does_not_exist_is_a_usage_error(good_folder: Path) -> None:
+    result = optout("hash", str(good_folder), "-o", str(good_folder / "missing" / "out.jsonl"))
+
+    assert result.stderr == (
+        f"optout hash: cannot write {good_folder / 'missing' / 'out.jsonl'}: "
+        "No such file or directory\n"
+    )
+    assert result.returncode == 2
+
+
+def test_hash_help_documents_the_exit_status() -> None:
+    result = optout("hash", "--help")
+
+    assert "Exit status:\n  0  every photo was hashed\n" in result.stdout
+    assert (
+        "  1  at least one photo could not be hashed (each is reported on stderr)\n"
+        in result.stdout
+    )
+    assert "  2  usage error (bad arguments, DIR is not a folder)\n" in result.stdout
+    assert result.returncode == 0
+
+
+def test_hash_imports_no_django(good_folder: Path, tmp_path: Path) -> None:
+    # Runs main() in a fresh interpreter, then looks at what got imported. The
+    # environment still names a Django settings module: hash must not care.
+    output = tmp_path / "hashes.jsonl"
+    snippet = (
+        "import sys\n"
+        "from optout import cli\n"
+        f"code = cli.main(['hash', {str(good_folder)!r}, '-o', {str(output)!r}, '--quiet'])\n"
+        "loaded = sorted(name for name in sys.modules if name.split('.')[0] in "
+        "('django', 'rest_framework', 'psycopg', 'celery'))\n"
+        "print(code, loaded)\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", snippet],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+    assert result.stdout == "0 []\n"
+    assert len(output.read_text().splitlines()) == 5
+    assert result.returncode == 0

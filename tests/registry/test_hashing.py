@@ -1,0 +1,359 @@
+"""registry.hashing: safe decoding and the three hash kinds.
+
+Pure functions: no database. Images come from scikit-image's bundled files, from
+Meta's PDQ reference set (tests/fixtures/pdq-reference) or are generated here.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from registry import hashing
+from tests.images import SKIMAGE_PHOTOS, encode, generated_photo, jpeg_bytes, skimage_photo
+
+SKIMAGE_DATA = Path(skimage.data.__file__).parent
+PDQ_REFERENCE = Path(__file__).parent.parent / "fixtures" / "pdq-reference"
+PDQ_EXPECTED = [
+    tuple(line.split("\t"))
+    for line in (PDQ_REFERENCE / "expected.tsv").read_text().splitlines()
+    if line.strip()
+]
+# The reference images whose PDQ quality is below 50 (README.md).
+PDQ_LOW_QUALITY = {
+    "misc-images_small.jpg",
+    "reg-test-input_labelme-subset_q0003.jpg",
+    "reg-test-input_labelme-subset_q0004.jpg",
+}
+# Orientation tag of EXIF: 6 means "rotate 90° clockwise to display".
+EXIF_ORIENTATION = 0x0112
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A real 8x8 PNG whose header (with a valid CRC) claims width x height."""
+    small = encode(Image.new("L", (8, 8)), "PNG")
+    # Signature (8) + chunk length (4) + b"IHDR" (4), then 13 bytes of IHDR data.
+    ihdr = struct.pack(">II", width, height) + small[24:29]
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return small[:16] + ihdr + crc + small[33:]
+
+
+# Golden values: a library upgrade that changes any hash fails here, loudly.
+
+
+def test_golden_hashes_of_the_astronaut_png_bundled_with_scikit_image() -> None:
+    data = (SKIMAGE_DATA / "astronaut.png").read_bytes()
+
+    hashes = hashing.hash_bytes(data)
+
+    assert hashes == hashing.PhotoHashes(
+        sha256="88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+        pdq="2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724",
+        pdq_quality=100,
+        phash="c2924c5532bddfc8",
+        width=512,
+        height=512,
+    )
+
+
+def test_golden_hashes_of_the_rocket_jpeg_bundled_with_scikit_image() -> None:
+    # A JPEG too: its pixels depend on the JPEG decoder (libjpeg-turbo in Pillow),
+    # and on any decoding shortcut (draft mode) added for speed.
+    data = (SKIMAGE_DATA / "rocket.jpg").read_bytes()
+
+    hashes = hashing.hash_bytes(data)
+
+    assert hashes == hashing.PhotoHashes(
+        sha256="c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
+        pdq="8792786c87937064bf1bc0e43f1fc0e03f1cc2e33da4c2537cec821b2ce4f376",
+        pdq_quality=100,
+        phash="c0371bec1be51267",
+        width=640,
+        height=427,
+    )
+
+
+@pytest.mark.parametrize(("filename", "expected"), PDQ_EXPECTED, ids=[f for f, _ in PDQ_EXPECTED])
+def test_pdq_is_within_16_bits_of_meta_reference_implementation(
+    filename: str, expected: str
+) -> None:
+    data = (PDQ_REFERENCE / filename).read_bytes()
+
+    hashes = hashing.hash_bytes(data)
+
+    # Meta's own test tolerates 16 bits (decoders and resamplers differ); 0-12
+    # were measured with pdqhash 0.2.8 and Pillow 13.
+    assert hashing.hamming(hashes.pdq, expected) <= 16
+    if filename in PDQ_LOW_QUALITY:
+        assert hashes.pdq_quality < hashing.PDQ_MIN_QUALITY
+    else:
+        assert hashes.pdq_quality >= hashing.PDQ_MIN_QUALITY
+
+
+def test_pdq_reference_set_has_all_eighteen_vectors() -> None:
+    # Guards the parametrized test above against silently testing nothing.
+    assert len(PDQ_EXPECTED) == 18
+    assert all(hashing.is_hex(expected, hashing.PDQ_HEX_LENGTH) for _, expected in PDQ_EXPECTED)
+
+
+@pytest.mark.parametrize("name", SKIMAGE_PHOTOS)
+def test_half_size_jpeg_quality_60_copy_stays_within_match_thresholds(name: str) -> None:
+    photo = skimage_photo(name)
+    original = hashing.hash_bytes(encode(photo, "PNG"))
+    half = photo.resize((photo.width // 2, photo.height // 2), Image.Resampling.LANCZOS)
+
+    copy = hashing.hash_bytes(encode(half, "JPEG", quality=60))
+
+    # 31: the registry's PDQ threshold. 8: a loose pHash bound (measured 0-2).
+    assert hashing.hamming(original.pdq, copy.pdq) <= 31
+    assert hashing.hamming(original.phash, copy.phash) <= 8
+    assert (copy.width, copy.height) == (photo.width // 2, photo.height // 2)
+
+
+def test_exif_orientation_is_applied_before_hashing() -> None:
+    upright = skimage_photo("chelsea")
+    upright_hashes = hashing.hash_bytes(encode(upright, "JPEG", quality=95))
+    # A camera held sideways stores the pixels turned 90° counter-clockwise and
+    # tags them "rotate 90° clockwise to display" (orientation 6).
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    untagged = hashing.hash_bytes(encode(stored, "JPEG", quality=95))
+
+    tagged = hashing.hash_bytes(encode(stored, "JPEG", quality=95, exif=exif.tobytes()))
+
+    assert (tagged.width, tagged.height) == (upright.width, upright.height) == (451, 300)
+    assert hashing.hamming(tagged.pdq, upright_hashes.pdq) <= 8
+    assert hashing.hamming(tagged.phash, upright_hashes.phash) <= 4
+    assert (untagged.width, untagged.height) == (300, 451)
+    assert hashing.hamming(untagged.pdq, upright_hashes.pdq) > 64
+    assert hashing.hamming(untagged.phash, upright_hashes.phash) > 16
+
+
+def test_phash_is_exactly_the_imagehash_phash_string_of_the_upright_image() -> None:
+    data = (SKIMAGE_DATA / "coffee.png").read_bytes()
+
+    hashes = hashing.hash_bytes(data)
+
+    assert hashes.phash == str(imagehash.phash(Image.open(io.BytesIO(data))))
+    assert len(hashes.phash) == hashing.PHASH_HEX_LENGTH
+
+
+def test_sixteen_bit_greyscale_png_hashes_like_its_eight_bit_version() -> None:
+    # Pillow's own conversion would clip every value above 255 to white.
+    pixels = np.asarray(generated_photo(7).convert("L"), dtype=np.uint16) * 257
+    sixteen_bit = Image.fromarray(pixels)
+    assert sixteen_bit.mode == "I;16"
+    eight_bit = Image.fromarray((pixels >> 8).astype(np.uint8))
+
+    hashes = hashing.hash_bytes(encode(sixteen_bit, "PNG"))
+
+    expected = hashing.hash_bytes(encode(eight_bit, "PNG"))
+    assert (hashes.pdq, hashes.phash, hashes.pdq_quality) == (
+        expected.pdq,
+        expected.phash,
+        expected.pdq_quality,
+    )
+    assert hashes.pdq_quality == 100
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_every_allowed_format_is_hashed(fmt: str) -> None:
+    data = encode(generated_photo(3), fmt)
+
+    hashes = hashing.hash_bytes(data)
+
+    assert (hashes.width, hashes.height) == (320, 240)
+    assert hashes.sha256 == hashing.sha256_hex(data)
+    assert hashing.is_hex(hashes.pdq, hashing.PDQ_HEX_LENGTH)
+    assert hashing.is_hex(hashes.phash, hashing.PHASH_HEX_LENGTH)
+
+
+def test_as_dict_holds_the_six_fields_of_the_jsonl_format() -> None:
+    hashes = hashing.hash_bytes(jpeg_bytes(1))
+
+    fields = hashes.as_dict()
+
+    assert sorted(fields) == ["height", "pdq", "pdq_quality", "phash", "sha256", "width"]
+    assert (fields["width"], fields["height"]) == (320, 240)
+
+
+# Safe decoding: every bad input is an ImageRejected with an exact code.
+
+
+def rejection(data: bytes, **kwargs: int) -> tuple[str, str]:
+    with pytest.raises(hashing.ImageRejected) as raised:
+        hashing.hash_bytes(data, **kwargs)
+    return raised.value.code, raised.value.reason
+
+
+def test_text_is_not_an_image() -> None:
+    assert rejection(b"name,url\nkitten,https://example.org/kitten.jpg\n") == (
+        "not_an_image",
+        "not a JPEG, PNG, WEBP or GIF image",
+    )
+
+
+def test_text_starting_like_a_bmp_is_still_just_not_an_image() -> None:
+    assert rejection(b"BMW photos from the 2020 rally\n") == (
+        "not_an_image",
+        "not a JPEG, PNG, WEBP or GIF image",
+    )
+
+
+def test_empty_file_is_not_an_image() -> None:
+    assert rejection(b"") == ("not_an_image", "file is empty")
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP"])
+def test_image_formats_outside_the_allow_list_are_refused_by_name(fmt: str) -> None:
+    data = encode(generated_photo(3), fmt)
+
+    assert rejection(data) == (
+        "unsupported_format",
+        f"{fmt} images are not accepted; convert to JPEG, PNG, WEBP or GIF",
+    )
+
+
+def test_heic_from_a_phone_is_refused_by_name() -> None:
+    # The first box of an HEIC file: size, "ftyp", major brand "heic".
+    data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+
+    assert rejection(data) == (
+        "unsupported_format",
+        "HEIC images are not accepted; convert to JPEG, PNG, WEBP or GIF",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("kept", [0.05, 0.5, 0.95])
+def test_truncated_file_is_refused_as_truncated(fmt: str, kept: float) -> None:
+    data = encode(generated_photo(4), fmt)
+
+    cut = data[: int(len(data) * kept)]
+
+    assert rejection(cut) == ("truncated", "image file is truncated")
+
+
+def test_png_with_damaged_header_is_corrupt() -> None:
+    data = encode(generated_photo(5), "PNG")
+
+    damaged = data[:8] + bytes(20) + data[28:]
+
+    assert rejection(damaged) == ("corrupt", "PNG header is damaged")
+
+
+def test_jpeg_with_damaged_header_is_corrupt() -> None:
+    data = jpeg_bytes(5)
+
+    damaged = data[:3] + bytes(20) + data[23:]
+
+    assert rejection(damaged) == (
+        "corrupt",
+        "cannot decode image: broken data stream when reading image file",
+    )
+
+
+def test_header_claiming_a_huge_canvas_is_a_decompression_bomb() -> None:
+    data = png_claiming_size(20_000, 20_000)
+    assert len(data) < 100
+
+    assert rejection(data) == (
+        "decompression_bomb",
+        "Image size (400000000 pixels) exceeds limit of 178956970 pixels, "
+        "could be decompression bomb DOS attack.",
+    )
+
+
+def test_image_above_max_pixels_but_below_pillows_limit_is_refused() -> None:
+    # 64 MP: Pillow (89.5 MP) would decode it; the registry's cap (50 MP) refuses.
+    data = png_claiming_size(8_000, 8_000)
+
+    assert rejection(data) == (
+        "decompression_bomb",
+        "image is 8000x8000 pixels; the limit is 50000000 pixels",
+    )
+
+
+def test_decompression_bomb_warning_is_raised_as_an_error() -> None:
+    # 100 MP: above Pillow's warning limit, below its error limit. Only the
+    # warning-turned-error produces Pillow's message; our own pixel cap would
+    # have worded it differently, and nothing is left to scroll by as a warning.
+    data = png_claiming_size(10_000, 10_000)
+
+    with warnings.catch_warnings(record=True) as emitted:
+        warnings.simplefilter("always")
+        result = rejection(data)
+
+    assert result == (
+        "decompression_bomb",
+        "Image size (100000000 pixels) exceeds limit of 89478485 pixels, "
+        "could be decompression bomb DOS attack.",
+    )
+    assert emitted == []
+
+
+def test_file_larger_than_max_bytes_is_too_large() -> None:
+    data = jpeg_bytes(6)
+
+    assert rejection(data, max_bytes=1000) == (
+        "too_large",
+        f"file is {len(data)} bytes; the limit is 1000 bytes",
+    )
+
+
+def test_file_of_exactly_max_bytes_is_hashed() -> None:
+    data = jpeg_bytes(6)
+
+    hashes = hashing.hash_bytes(data, max_bytes=len(data))
+
+    assert hashes.sha256 == hashing.sha256_hex(data)
+
+
+# hamming(), is_hex(), bits_to_hex()
+
+
+def test_hamming_counts_differing_bits() -> None:
+    assert hashing.hamming("00", "ff") == 8
+    assert hashing.hamming("0f", "0e") == 1
+    assert hashing.hamming("c2924c5532bddfc8", "c2924c5532bddfc8") == 0
+    assert hashing.hamming("0" * 64, "f" * 64) == 256
+    assert hashing.hamming("ABCD", "abcd") == 0
+
+
+def test_hamming_refuses_different_lengths() -> None:
+    with pytest.raises(ValueError, match="hashes of different lengths"):
+        hashing.hamming("00", "000")
+
+
+@pytest.mark.parametrize("bad", ["0x12", "-123", "1_23", " 123", "12g4"])
+def test_hamming_refuses_anything_but_hex_digits(bad: str) -> None:
+    with pytest.raises(ValueError, match="hexadecimal digits only"):
+        hashing.hamming(bad, "0000")
+
+
+def test_is_hex_wants_exact_length_and_lowercase_digits() -> None:
+    assert hashing.is_hex("c2924c5532bddfc8", 16) is True
+    assert hashing.is_hex("C2924C5532BDDFC8", 16) is False
+    assert hashing.is_hex("c2924c5532bddfc", 16) is False
+    assert hashing.is_hex("c2924c5532bddfc80", 16) is False
+    assert hashing.is_hex("c2924c5532bddfcg", 16) is False
+    assert hashing.is_hex(None, 16) is False
+    assert hashing.is_hex(12, 2) is False
+
+
+def test_bits_to_hex_puts_the_most_significant_bit_first() -> None:
+    bits = np.zeros(256, dtype=np.uint8)
+    bits[0] = 1
+    bits[255] = 1
+
+    assert hashing.bits_to_hex(bits) == "80" + "00" * 30 + "01"
