@@ -9,7 +9,15 @@ from PIL import Image
 from skimage import data as skdata
 
 # Photographs bundled inside the scikit-image wheel (no download).
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "camera", "retina")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "camera",
+    "retina",
+)
 
 
 def skimage_photo(name: str) -> Image.Image:

@@ -15,8 +15,8 @@ from optout.matching import (
     SnapshotClaim,
     SnapshotOptOut,
     SnapshotPhoto,
-    ThresholdTooLoose,
     Thresholds,
+    ThresholdTooLoose,
     decide,
     record_parse,
 )
