@@ -27,7 +27,7 @@ def _owned(
 ) -> list:
     unique_ids = list(dict.fromkeys(ids))
     found = list(model.objects.filter(creator=creator, public_id__in=unique_ids))
-    missing = set(unique_ids) - {item.public_id for item in found}
+    missing = set(unique_ids) - {item.public_id for item in found}  # type: ignore[attr-defined]
     if missing:
         # Another creator's object is reported exactly like one that does not exist.
         raise ValidationError({field: f"not found: {', '.join(sorted(map(str, missing)))}"})

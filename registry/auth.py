@@ -24,7 +24,7 @@ TOKEN_TOUCH_INTERVAL_SECONDS = 60
 class EmailBackend(ModelBackend):
     """Creators log in with their email; usernames are the lowercased email."""
 
-    def authenticate(
+    def authenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,
         username: str | None = None,

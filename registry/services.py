@@ -61,7 +61,7 @@ def creator_create_confirmed(*, email: str) -> Creator:
 
 def creator_for_user(user: AbstractBaseUser) -> Creator:
     """The creator profile of a user, created on first use (e.g. for staff)."""
-    creator, _ = Creator.objects.get_or_create(
+    creator, _ = Creator.objects.get_or_create(  # type: ignore[misc]
         user=user, defaults={"email_confirmed_at": timezone.now()}
     )
     return creator
