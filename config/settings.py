@@ -157,6 +157,29 @@ OPTOUT_MAX_HASH_LINES = int(os.environ.get("OPTOUT_MAX_HASH_LINES", 100_000))
 # Version of the privacy notice shown on the forms; every consent event records it.
 OPTOUT_NOTICE_VERSION = os.environ.get("OPTOUT_NOTICE_VERSION", "2026-11")
 
+# --- Pipelines (organizations with API keys) ---------------------------------
+# One synchronous lookup decides at most this many records (PRODUCT.md).
+OPTOUT_MAX_LOOKUP_RECORDS = 10_000
+# The Spawning-compatible URL query takes at most this many URLs (as Spawning's).
+OPTOUT_MAX_QUERY_URLS = 10_000
+# A batch manifest upload is refused with 413 above this size, before it is read.
+OPTOUT_MAX_MANIFEST_BYTES = int(os.environ.get("OPTOUT_MAX_MANIFEST_BYTES", 200 * 1024 * 1024))
+# Records per chunk (one Celery task each): small enough that a chunk finishes
+# well inside its lease, large enough that per-task overhead stays negligible.
+OPTOUT_CHUNK_RECORDS = int(os.environ.get("OPTOUT_CHUNK_RECORDS", 10_000))
+# A worker holds a chunk this long; the sweeper re-enqueues it once expired.
+OPTOUT_CHUNK_LEASE_SECONDS = int(os.environ.get("OPTOUT_CHUNK_LEASE_SECONDS", 600))
+# webdataset shards wait here for a worker to hash them; each is deleted once
+# hashed (only the hashes stay). Must be shared by web and workers.
+OPTOUT_SPOOL_DIR = Path(os.environ.get("OPTOUT_SPOOL_DIR", RUN_DIR / "spool"))
+# Ed25519 key that signs batch receipts: PEM (PKCS#8) in the environment, or a
+# file. Development generates a git-ignored file on first use; production must
+# set one of the two (a receipt signed by a throwaway key proves nothing).
+OPTOUT_RECEIPT_SIGNING_KEY = os.environ.get("OPTOUT_RECEIPT_SIGNING_KEY", "")
+OPTOUT_RECEIPT_SIGNING_KEY_FILE = Path(
+    os.environ.get("OPTOUT_RECEIPT_SIGNING_KEY_FILE", RUN_DIR / "receipt-signing-key.pem")
+)
+
 EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
     "django.core.mail.backends.console.EmailBackend"

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/me/", include("registry.api_urls")),
     path("api/v1/me/", include("optout.api_urls")),
+    path("api/", include("optout.pipeline_urls")),
     path("", include("registry.urls")),
     path("", include("optout.urls")),
 ]

@@ -20,7 +20,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     email = factory.Sequence(lambda n: f"creator{n}@example.org")
     username = factory.LazyAttribute(lambda o: o.email)
-    password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
+    password = factory.django.Password("correct horse battery staple")
 
 
 class CreatorFactory(factory.django.DjangoModelFactory):
