@@ -66,6 +66,7 @@ OUTCOME_LABELS = {
     "registered": "registered",
     "already_registered": "already registered",
     "not_an_image": "not an image",
+    "unsupported_format": "unsupported image format",
     "too_large": "too large",
     "corrupt": "corrupt",
     "truncated": "truncated",

@@ -7,6 +7,7 @@ its output when it fails.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -99,3 +100,20 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path: Path
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+
+
+def test_readme_shows_every_committed_screenshot_and_only_existing_ones() -> None:
+    readme = (BASE_DIR / "README.md").read_text()
+    shown = set(re.findall(r"\(docs/screenshots/([\w.-]+\.png)\)", readme))
+    committed = {path.name for path in (BASE_DIR / "docs" / "screenshots").glob("*.png")}
+
+    assert committed, "the browser test commits screenshots under docs/screenshots/"
+    assert shown == committed
+
+
+def test_ci_script_runs_the_readme_test_command() -> None:
+    readme = (BASE_DIR / "README.md").read_text()
+    ci = (BASE_DIR / ".ci" / "run").read_text()
+
+    assert "make test" in readme
+    assert ci.rstrip().splitlines()[-1] == "make test"
