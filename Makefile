@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install browser run worker test lint format clean
+.PHONY: install browser run worker test lint format clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ worker: install
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Index benchmarks at the sizes of docs/performance.md (long: see there);
+# BENCH_ARGS="--sizes phash:1000000 --queries 10000" runs a smaller one.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_index.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

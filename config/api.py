@@ -166,6 +166,24 @@ class PersonalTokenScheme(OpenApiAuthenticationExtension):
         return definition
 
 
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Documents organization API keys (optout.pipeline_auth); registered on import."""
+
+    target_class = "optout.pipeline_auth.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": (
+                "`Api-Key <key>` (an organization API key; `python manage.py create_api_key`). "
+                "`API <key>`, the scheme of Spawning's API, is accepted too."
+            ),
+        }
+
+
 class ErrorSerializer(serializers.Serializer):
     """The body of every error response."""
 
@@ -194,6 +212,22 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     """Schema entries for the error statuses a view can return."""
     return {
         code: OpenApiResponse(ErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
+        for code in codes
+    }
+
+
+_PIPELINE_ERROR_DESCRIPTIONS = {
+    **_ERROR_DESCRIPTIONS,
+    401: "No API key, or an invalid, revoked or expired one (`WWW-Authenticate: Api-Key`).",
+    403: "The key lacks the scope this operation needs, or its organization is suspended.",
+    429: "Over the key's request quota; the `Retry-After` header says when to try again.",
+}
+
+
+def pipeline_error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for the error statuses of an API-key (pipeline) view."""
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=_PIPELINE_ERROR_DESCRIPTIONS[code])
         for code in codes
     }
 

@@ -179,6 +179,9 @@ OPTOUT_RECEIPT_SIGNING_KEY = os.environ.get("OPTOUT_RECEIPT_SIGNING_KEY", "")
 OPTOUT_RECEIPT_SIGNING_KEY_FILE = Path(
     os.environ.get("OPTOUT_RECEIPT_SIGNING_KEY_FILE", RUN_DIR / "receipt-signing-key.pem")
 )
+# Whether a missing key file is generated: the environment's DEBUG, fixed here
+# because test runners switch settings.DEBUG off while tests run.
+OPTOUT_RECEIPT_SIGNING_KEY_GENERATE = DEBUG
 
 EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
@@ -228,6 +231,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    # Per API key quotas of the pipeline API (optout.throttles.ApiKeyRateThrottle),
+    # counted in the default cache (Redis when REDIS_URL is set, shared by every
+    # web process). "N/s|min|hour|day"; an empty value switches a quota off. A
+    # lookup decides up to 10 000 records, so 600 lookups a minute is far above
+    # one pipeline's honest need and stops a runaway loop from starving the others;
+    # batch submissions are heavier (a manifest upload each), hence fewer.
+    "DEFAULT_THROTTLE_RATES": {
+        "lookup": os.environ.get("OPTOUT_RATE_LOOKUP", "600/min") or None,
+        "urls": os.environ.get("OPTOUT_RATE_URLS", "600/min") or None,
+        "changes": os.environ.get("OPTOUT_RATE_CHANGES", "600/min") or None,
+        "batches": os.environ.get("OPTOUT_RATE_BATCHES", "60/min") or None,
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -248,6 +263,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ClaimKindEnum": "registry.models.Claim.Kind",
         "ConsentEventKindEnum": "registry.models.ConsentEvent.Kind",
+        # Fields named `use` and `uses` share the vocabulary of uses.
+        "UseEnum": "optout.uses.USES",
     },
 }
 
@@ -290,6 +307,13 @@ CELERY_BEAT_SCHEDULE = {
     "opt-out-notices-sweep": {
         "task": "optout.tasks.opt_out_notices_sweep_task",
         "schedule": 5 * 60.0,
+    },
+    # Batch chunks whose lease expired or whose wake-up was lost, shards not yet
+    # hashed, batches not finalized. Every minute: chunks take seconds, so a
+    # killed worker's chunk should not wait long; a sweep is a few indexed queries.
+    "batch-chunks-sweep": {
+        "task": "optout.tasks.batch_chunks_sweep_task",
+        "schedule": 60.0,
     },
 }
 

@@ -7,13 +7,47 @@ the same service as a creator's own withdrawal and so takes its ledger version.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from optout import services
-from optout.models import OptOut, Organization
+from optout.models import (
+    Batch,
+    BatchResult,
+    Chunk,
+    OptOut,
+    Organization,
+    OrganizationAPIKey,
+    PipelineRequest,
+)
 from registry.models import Channel
+
+# The library's own, organization-less APIKey model is unused: keys here belong
+# to organizations (OrganizationAPIKey). Hide its admin so operators find one list.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
+
+class OrganizationAPIKeyInline(admin.TabularInline):
+    """The organization's keys, read-only; issue and revoke them in the key admin."""
+
+    model = OrganizationAPIKey
+    fields = ("prefix", "name", "scopes", "created", "expiry_date", "revoked")
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Organization)
@@ -22,6 +56,7 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_filter = (("suspended_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "=public_id")
     readonly_fields = ("public_id", "created_at")
+    inlines = (OrganizationAPIKeyInline,)
 
 
 @admin.register(OptOut)
@@ -111,3 +146,203 @@ class OptOutAdmin(admin.ModelAdmin):
             f"Withdrew {len(active)} opt-out(s); {already} already withdrawn.",
             messages.SUCCESS,
         )
+
+
+@admin.register(OrganizationAPIKey)
+class OrganizationAPIKeyAdmin(APIKeyModelAdmin):
+    """Keys are shown once, in a message, when created here (APIKeyModelAdmin);
+    only their hash is stored. Revoking cannot be undone; keys are never deleted,
+    so the audit log keeps naming them."""
+
+    fields = ("prefix", "organization", "name", "scopes", "expiry_date", "revoked")
+    # The base class declares these as fixed-length tuples; ours are longer.
+    list_display = (  # type: ignore[assignment]
+        "prefix",
+        "name",
+        "organization",
+        "scopes",
+        "created",
+        "expiry_date",
+        "_has_expired",
+        "revoked",
+    )
+    list_select_related = ("organization",)
+    list_filter = ("organization", "revoked", "expiry_date", "created")  # type: ignore[assignment]
+    search_fields = ("name", "prefix", "organization__name")  # type: ignore[assignment]
+    actions = ("revoke",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            # A key never moves to another organization.
+            fields += ("organization",)
+            if obj.revoked:
+                fields += ("scopes",)
+        return fields
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "scopes":
+            # Checkboxes instead of a JSON text box; the model stores the chosen list.
+            return forms.MultipleChoiceField(
+                choices=OrganizationAPIKey.Scope.choices,
+                widget=forms.CheckboxSelectMultiple,
+                initial=list(OrganizationAPIKey.Scope.values),
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[OrganizationAPIKey]) -> None:
+        revoked = services.api_keys_revoke(key_ids=list(queryset.values_list("pk", flat=True)))
+        already = queryset.count() - revoked
+        self.message_user(
+            request, f"Revoked {revoked} key(s); {already} already revoked.", messages.SUCCESS
+        )
+
+
+@admin.register(PipelineRequest)
+class PipelineRequestAdmin(admin.ModelAdmin):
+    """The audit log of pipeline requests: read-only evidence."""
+
+    list_display = (
+        "created_at",
+        "organization",
+        "key_prefix",
+        "endpoint",
+        "use",
+        "record_count",
+        "excluded_count",
+        "registry_version",
+    )
+    list_select_related = ("organization",)
+    list_filter = ("organization", "endpoint", "created_at")
+    search_fields = ("=key_prefix", "organization__name")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- batches: read-only; pipelines create them, workers move them on ------------
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _changelist_link(model: str, batch: Batch, label: str) -> str:
+    url = reverse(f"admin:optout_{model}_changelist")
+    return format_html('<a href="{}?q={}">{}</a>', url, batch.public_id, label)
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdmin):
+    list_display = (
+        "public_id",
+        "organization",
+        "use",
+        "format",
+        "status",
+        "record_count",
+        "excluded_count",
+        "invalid_count",
+        "chunks",
+        "registry_version",
+        "created_at",
+        "finished_at",
+    )
+    list_select_related = ("organization",)
+    list_filter = ("status", "organization", "use", "format")
+    search_fields = ("=public_id",)
+    # Chunks and results can be many: linked as filtered lists, never inlined.
+    fields = (
+        "public_id",
+        "organization",
+        "api_key",
+        "use",
+        "format",
+        "status",
+        "failure_reason",
+        "manifest_name",
+        "manifest_sha256",
+        "manifest_bytes",
+        "idempotency_key",
+        "thresholds",
+        "registry_version",
+        "record_count",
+        "chunks",
+        "excluded_count",
+        "invalid_count",
+        "chunk_list",
+        "result_list",
+        "spool_path",
+        "receipt",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="chunks done")
+    def chunks(self, obj: Batch) -> str:
+        return f"{obj.chunks_done} / {obj.chunk_count}"
+
+    @admin.display(description="chunk list")
+    def chunk_list(self, obj: Batch) -> str:
+        return _changelist_link("chunk", obj, f"{obj.chunk_count} chunks")
+
+    @admin.display(description="excluded and invalid records")
+    def result_list(self, obj: Batch) -> str:
+        return _changelist_link("batchresult", obj, "results")
+
+
+@admin.register(Chunk)
+class ChunkAdmin(ReadOnlyAdmin):
+    list_display = (
+        "batch",
+        "index",
+        "status",
+        "record_count",
+        "attempts",
+        "lease_expires_at",
+        "excluded_count",
+        "invalid_count",
+        "done_at",
+    )
+    list_select_related = ("batch",)
+    list_filter = ("status",)
+    search_fields = ("=batch__public_id",)
+    # Not the records: thousands of them per chunk, useless on screen.
+    fields = list_display
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Chunk]:
+        return super().get_queryset(request).defer("records")
+
+
+@admin.register(BatchResult)
+class BatchResultAdmin(ReadOnlyAdmin):
+    list_display = ("batch", "row", "record_id", "decision", "reason")
+    list_select_related = ("batch",)
+    list_filter = ("decision",)
+    search_fields = ("=batch__public_id", "=record_id")
+    fields = ("batch", "row", "record_id", "decision", "matches", "reason")
+    readonly_fields = fields

@@ -2,9 +2,11 @@
 
 ``optout hash DIR`` hashes a folder of photos on the creator's own machine and
 writes one JSON line per photo, ready to upload: the registry receives hashes,
-never the photos. It imports no Django and touches no database, so it runs from
-a plain ``pip install`` without any settings. Subcommands that talk to the
-registry import what they need inside their own functions.
+never the photos. ``optout check MANIFEST`` checks a pipeline's manifest
+against the registry (optout/check.py); ``optout verify RECEIPT`` verifies a
+batch receipt offline. None of them imports Django or touches a database, so
+they run from a plain ``pip install`` without any settings. Subcommands import
+what they need inside their own functions.
 """
 
 from __future__ import annotations
@@ -194,6 +196,162 @@ def _positive_int(value: str) -> int:
     return number
 
 
+CHECK_EPILOG = """\
+Submits MANIFEST (JSONL, CSV, Parquet, or a webdataset .tar) as a batch for
+one use, follows it with a progress bar until the registry has decided every
+record, then:
+  - writes the excluded records to -o, one JSON object per line (id, row,
+    matches); default: exclusions.jsonl in the current folder;
+  - saves the signed receipt to --receipt (default: <batch id>.receipt.json in
+    the current folder) and verifies it: the signature against --public-key
+    FILE if given, else against the key fetched from
+    URL/api/v1/receipts/public-key (stderr says which was trusted); and the
+    statement against this run: batch id, use, the manifest's sha256, the
+    number of exclusions and the sha256 of their ids;
+  - with --filtered, writes the manifest minus the excluded records, in the
+    manifest's own format. Rows are matched by number as the registry numbers
+    them (JSONL and CSV: line number, the CSV header being line 1; Parquet:
+    row; .tar: sample), and each dropped row's id must be the excluded id.
+    Rows the registry found invalid (named on stderr) were not checked; they
+    stay in the filtered manifest.
+
+Running the same command again follows the same batch instead of submitting
+a new one: the Idempotency-Key defaults to the sha256 of the use followed by
+the manifest bytes. Pass another --idempotency-key to check again against
+the registry as it is now.
+
+The API key comes from --key or the environment variable OPTOUT_API_KEY
+(prefer the environment: other users of a machine can see command lines).
+
+Exit status:
+  0  batch done, receipt verified, files written
+  1  the batch failed, the registry refused a request or could not be
+     reached, or the receipt does not verify (each said on stderr)
+  2  usage error (bad arguments, unreadable files, no API key)
+"""
+
+VERIFY_EPILOG = """\
+Checks the receipt's Ed25519 signature over its statement with the key you
+trust (the registry's published key: a PEM file, or the base64 raw key), not
+with the key the receipt names, and prints what the receipt states. Needs no
+network access.
+
+Exit status:
+  0  the receipt is valid
+  1  the receipt is not valid (the reason is on stderr)
+  2  usage error (unreadable receipt file, not a public key)
+"""
+
+
+def command_check(args: argparse.Namespace) -> int:
+    from optout import check
+
+    api_key = args.key or os.environ.get("OPTOUT_API_KEY", "")
+    if not api_key:
+        print("optout check: error: no API key: pass --key or set OPTOUT_API_KEY", file=sys.stderr)
+        return EXIT_USAGE
+    options = check.CheckOptions(
+        manifest=args.manifest,
+        url=args.url,
+        api_key=api_key,
+        use=args.use,
+        output=args.output,
+        filtered=args.filtered,
+        receipt=args.receipt,
+        public_key=args.public_key,
+        idempotency_key=args.idempotency_key,
+        poll_interval=args.poll_interval,
+        progress=not args.quiet,
+    )
+    return check.run(options)
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from optout import receipts
+
+    try:
+        trusted = _trusted_key(args.public_key)
+        text = args.receipt.read_text(encoding="utf-8")
+    except (OSError, receipts.KeyInvalid) as error:
+        message = getattr(error, "strerror", None) or error
+        print(f"optout verify: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        receipt = _unwrap_receipt(json.loads(text))
+    except ValueError as error:
+        receipt = f"not JSON: {error}"
+    try:
+        if isinstance(receipt, str):
+            raise receipts.ReceiptInvalid(receipt)
+        receipts.receipt_verify(receipt, trusted)
+        statement = receipt["statement"]
+        if statement.get("type") != receipts.STATEMENT_TYPE:
+            raise receipts.ReceiptInvalid(f"not a batch receipt: type {statement.get('type')!r}")
+    except receipts.ReceiptInvalid as error:
+        print(f"optout verify: {args.receipt} is NOT valid: {error.reason}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    print(f"receipt valid: signed by key id {receipts.key_id(trusted)}")
+    for label, field in VERIFY_SUMMARY:
+        print(f"{label + ':':<18}{statement.get(field, '-')}")
+    return EXIT_OK
+
+
+VERIFY_SUMMARY = (
+    ("batch", "batch"),
+    ("organization", "organization"),
+    ("use", "use"),
+    ("registry version", "registry_version"),
+    ("records", "record_count"),
+    ("excluded", "excluded_count"),
+    ("invalid", "invalid_count"),
+    ("manifest sha256", "manifest_sha256"),
+    ("finished at", "finished_at"),
+)
+
+
+def _trusted_key(value: str) -> Any:
+    """--public-key: a file holding the key, or the key itself (base64 or PEM)."""
+    from optout import receipts
+
+    path = Path(value)
+    if path.is_file():
+        return receipts.public_key_load(path.read_bytes())
+    try:
+        return receipts.public_key_load(value)
+    except receipts.KeyInvalid as error:
+        raise receipts.KeyInvalid(f"--public-key {value}: no such file, and {error}") from None
+
+
+def _unwrap_receipt(data: Any) -> Any:
+    """A receipt, also when given the whole batch (its ``receipt`` field)."""
+    if isinstance(data, dict) and "statement" not in data and isinstance(data.get("receipt"), dict):
+        return data["receipt"]
+    return data
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"not a file: {value}")
+    return path
+
+
+def _registry_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {value}")
+    return value.rstrip("/")
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return seconds
+
+
 def _directory(value: str) -> Path:
     path = Path(value)
     if not path.is_dir():
@@ -237,7 +395,92 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", help="no progress bar (failures are still reported)"
     )
     hash_parser.set_defaults(handler=command_hash)
+    _add_check_parser(commands)
+    _add_verify_parser(commands)
     return parser
+
+
+def _add_check_parser(commands: Any) -> None:
+    from optout.uses import USES
+
+    check_parser = commands.add_parser(
+        "check",
+        help="check a manifest against the registry; write exclusions, receipt, filtered manifest",
+        description="Check the records of MANIFEST against the Opt-Out Registry.",
+        epilog=CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check_parser.add_argument("manifest", type=_existing_file, metavar="MANIFEST")
+    check_parser.add_argument(
+        "--url",
+        type=_registry_url,
+        default=os.environ.get("OPTOUT_URL"),
+        required="OPTOUT_URL" not in os.environ,
+        help="the registry, e.g. https://registry.example.org (default: $OPTOUT_URL)",
+    )
+    check_parser.add_argument("--key", metavar="KEY", help="API key (default: $OPTOUT_API_KEY)")
+    check_parser.add_argument(
+        "--use",
+        choices=USES,
+        default="ai_training",
+        metavar="USE",
+        help=f"the declared use: {', '.join(USES)} (default: %(default)s)",
+    )
+    check_parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("exclusions.jsonl"),
+        metavar="EXCLUSIONS.jsonl",
+        help="where the exclusions go (default: %(default)s)",
+    )
+    check_parser.add_argument(
+        "--filtered", type=Path, metavar="FILTERED", help="write the manifest minus exclusions here"
+    )
+    check_parser.add_argument(
+        "--receipt",
+        type=Path,
+        metavar="RECEIPT.json",
+        help="where the receipt goes (default: <batch id>.receipt.json)",
+    )
+    check_parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="PEM_FILE",
+        help="the registry's public key to verify the receipt with (default: fetch it)",
+    )
+    check_parser.add_argument(
+        "--idempotency-key",
+        metavar="K",
+        help="default: sha256 of the use and the manifest (a rerun follows the same batch)",
+    )
+    check_parser.add_argument(
+        "--poll-interval",
+        type=_positive_seconds,
+        default=2.0,
+        metavar="S",
+        help="seconds between status requests (default: %(default)s)",
+    )
+    check_parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    check_parser.set_defaults(handler=command_check)
+
+
+def _add_verify_parser(commands: Any) -> None:
+    verify_parser = commands.add_parser(
+        "verify",
+        help="verify a batch receipt offline",
+        description="Verify the signature of a batch receipt and print what it states.",
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify_parser.add_argument("receipt", type=Path, metavar="RECEIPT")
+    verify_parser.add_argument(
+        "--public-key",
+        required=True,
+        metavar="KEY_FILE_OR_BASE64",
+        help="the registry's public key: a PEM file, or the base64 raw key",
+    )
+    verify_parser.set_defaults(handler=command_verify)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

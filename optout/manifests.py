@@ -1,21 +1,26 @@
 """Streaming readers for batch manifests. Pure: no Django.
 
-Formats: JSONL, CSV, Parquet (img2dataset's output as is: ``key`` serves as the
-record id), and webdataset ``.tar`` shards (samples grouped by key; their image
-members are hashed by the worker, the shard itself deleted afterwards).
+Formats: JSONL, CSV (or TSV), Parquet (img2dataset's output as is: ``key`` serves
+as the record id), and webdataset ``.tar`` shards (samples grouped by key; their
+image members are hashed by the worker, the shard itself deleted afterwards).
 
 Each reader yields ``(row, raw)`` where ``raw`` is a dict with the record's
-fields, or a string saying why that row is malformed. Row numbers are 1-based:
-the line number for JSONL and CSV (the CSV header is line 1), the row index for
-Parquet, the sample index for webdataset shards.
+fields, or a string saying why that row is malformed: one bad row never stops
+the others. Row numbers are 1-based: the line number for JSONL and CSV (the CSV
+header is line 1; a quoted field spanning lines gives its last line), the row
+index for Parquet, the sample index for webdataset shards. ManifestInvalid is
+raised only when the manifest as a whole cannot be read.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -23,8 +28,19 @@ FORMATS = ("jsonl", "csv", "parquet", "webdataset")
 RECORD_FIELDS = ("id", "sha256", "pdq", "phash", "url")
 # webdataset image members the worker hashes (extension after the sample key).
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif"})
-# A CSV field may be as long as a URL can be; csv's default (128 KiB) stays.
+# Parquet rows converted to Python objects at a time: bounds memory whatever the
+# file's own row groups are.
 _PARQUET_BATCH_ROWS = 10_000
+# What json.loads raises on bad input: JSONDecodeError and UnicodeDecodeError are
+# ValueErrors; deeply nested arrays ("[[[[…") exhaust the recursion limit.
+_JSON_ERRORS = (ValueError, RecursionError)
+# What a damaged tar stream raises, depending on where the damage is.
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+# Undecodable bytes survive CSV decoding as lone surrogates (surrogateescape), so
+# that one bad row is reported on its own instead of failing the whole block of
+# text around it.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNKNOWN_FORMAT = "unknown manifest format; send JSONL, CSV, Parquet or a webdataset .tar"
 
 Row = tuple[int, dict[str, Any] | str]
 
@@ -35,6 +51,17 @@ class ManifestInvalid(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _head_text(head: bytes) -> str | None:
+    """The leading bytes as text, or None if they are not UTF-8. The head may end
+    in the middle of a multi-byte character: the incremental decoder keeps that
+    tail back instead of failing."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        return decoder.decode(head, final=False)
+    except UnicodeDecodeError:
+        return None
 
 
 def detect_format(name: str, head: bytes) -> str:
@@ -48,28 +75,24 @@ def detect_format(name: str, head: bytes) -> str:
         return "webdataset"
     if lowered.endswith((".parquet", ".tar")):
         raise ManifestInvalid("malformed", f"{name} does not look like the file its name says")
-    try:
-        text = head.decode("utf-8-sig", errors="strict")
-    except UnicodeDecodeError:
-        # The head may end in the middle of a multi-byte character.
-        try:
-            text = head[:-4].decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ManifestInvalid(
-                "unsupported_format",
-                "unknown manifest format; send JSONL, CSV, Parquet or a webdataset .tar",
-            ) from None
-    if lowered.endswith((".jsonl", ".ndjson", ".json")) or text.lstrip().startswith("{"):
+    # The name decides for text formats: a stray non-UTF-8 byte is then one bad row.
+    if lowered.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    if lowered.endswith((".csv", ".tsv")) or "," in text.split("\n", 1)[0]:
+    if lowered.endswith((".csv", ".tsv")):
         return "csv"
-    raise ManifestInvalid(
-        "unsupported_format",
-        "unknown manifest format; send JSONL, CSV, Parquet or a webdataset .tar",
-    )
+    text = _head_text(head)
+    if text is None:
+        raise ManifestInvalid("unsupported_format", _UNKNOWN_FORMAT)
+    if text.lstrip().startswith("{"):
+        return "jsonl"
+    first_line = text.split("\n", 1)[0]
+    if "," in first_line or "\t" in first_line:
+        return "csv"
+    raise ManifestInvalid("unsupported_format", _UNKNOWN_FORMAT)
 
 
 def _pick(raw: dict[str, Any]) -> dict[str, Any]:
+    """The record fields of a row; other columns (caption, width, md5…) are ignored."""
     record = {key: raw[key] for key in RECORD_FIELDS if raw.get(key) not in (None, "")}
     if "id" not in record and raw.get("key") not in (None, ""):
         record["id"] = raw["key"]  # img2dataset and webdataset name it "key"
@@ -82,8 +105,11 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Row]:
             continue
         try:
             raw = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            yield number, f"not valid JSON: {getattr(error, 'msg', error)}"
+        except _JSON_ERRORS as error:
+            reason = getattr(error, "msg", None) or type(error).__name__
+            if isinstance(error, RecursionError):
+                reason = "nested too deeply"
+            yield number, f"not valid JSON: {reason}"
             continue
         if not isinstance(raw, dict):
             yield number, "each line must be a JSON object"
@@ -91,12 +117,19 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Row]:
         yield number, _pick(raw)
 
 
+def _csv_delimiter(header: str) -> str:
+    return "\t" if "\t" in header and "," not in header else ","
+
+
 def read_csv(stream: IO[bytes]) -> Iterator[Row]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    """CSV with a header line naming the columns (comma, or tab for TSV)."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    header = text.readline()
+    lines = _prepend(header, text)
+    reader = csv.DictReader(lines, delimiter=_csv_delimiter(header))
     try:
-        reader = csv.DictReader(text)
         fields = reader.fieldnames or []
-    except (csv.Error, UnicodeDecodeError) as error:
+    except csv.Error as error:
         raise ManifestInvalid("malformed", f"cannot read the CSV header: {error}") from None
     known = set(RECORD_FIELDS) | {"key"}
     if not known & {name.strip().lower() for name in fields}:
@@ -108,13 +141,21 @@ def read_csv(stream: IO[bytes]) -> Iterator[Row]:
             raw = next(reader)
         except StopIteration:
             return
-        except (csv.Error, UnicodeDecodeError) as error:
+        except csv.Error as error:
             yield reader.line_num, f"malformed CSV: {error}"
             continue
         if None in raw:
             yield reader.line_num, "row has more fields than the header"
             continue
+        if any(_UNDECODABLE.search(value) for value in raw.values() if isinstance(value, str)):
+            yield reader.line_num, "row is not valid UTF-8"
+            continue
         yield reader.line_num, _pick({k.strip().lower(): v for k, v in raw.items() if k})
+
+
+def _prepend(first: str, rest: IO[str]) -> Iterator[str]:
+    yield first
+    yield from rest
 
 
 def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
@@ -133,42 +174,59 @@ def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
             f"the Parquet file has none of the columns {', '.join(RECORD_FIELDS)} (or key)",
         )
     row = 0
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+    batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as error:  # a damaged row group: nothing after it can be read
+            raise ManifestInvalid(
+                "malformed", f"cannot read Parquet after row {row}: {error}"
+            ) from None
         for raw in batch.to_pylist():
             row += 1
             yield row, _pick(raw)
 
 
 def _sample_key(member_name: str) -> tuple[str, str]:
+    """webdataset's ``__key__``: the member path up to the first dot of its file
+    name; the rest is the extension (``a/b/000001.seg.png`` → ``a/b/000001``)."""
     directory, _, base = member_name.rpartition("/")
     stem, _, extension = base.partition(".")
     return (f"{directory}/{stem}" if directory else stem), extension.lower()
 
 
+def _json_member(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except _JSON_ERRORS:
+        return None
+
+
+def _sample_record(key: str, sample: dict[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": key}
+    meta = sample.get("json")
+    if isinstance(meta, dict):
+        record.update({k: meta[k] for k in ("url", "sha256") if meta.get(k) not in (None, "")})
+    if sample.get("url") and "url" not in record:
+        record["url"] = sample["url"]
+    if "image" in sample:
+        record["image"] = sample["image"]
+    return record
+
+
 def read_webdataset(stream: IO[bytes]) -> Iterator[Row]:
-    """Samples of a webdataset shard: id from the key (or the json's "key"), url
-    from the json, and ``image`` bytes to be hashed by the caller."""
+    """Samples of a webdataset shard: id = the sample key, url from the ``.json``
+    (or ``.url``) member, and ``image`` bytes (the first image member) for the
+    caller to hash. A damaged shard ends with one row saying where."""
     try:
         archive = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
-    except tarfile.TarError as error:
+    except _TAR_ERRORS as error:
         raise ManifestInvalid("malformed", f"cannot read the tar shard: {error}") from None
     current_key: str | None = None
     sample: dict[str, Any] = {}
     row = 0
-
-    def finish() -> Row:
-        record: dict[str, Any] = {"id": current_key}
-        meta = sample.get("json")
-        if isinstance(meta, dict):
-            record.update({k: meta[k] for k in ("url", "sha256") if meta.get(k) not in (None, "")})
-            if meta.get("key") not in (None, ""):
-                record["id"] = str(meta["key"])
-        if "url" in sample and "url" not in record:
-            record["url"] = sample["url"]
-        if "image" in sample:
-            record["image"] = sample["image"]
-        return row, record
-
     try:
         for member in archive:
             if not member.isfile():
@@ -176,7 +234,7 @@ def read_webdataset(stream: IO[bytes]) -> Iterator[Row]:
             key, extension = _sample_key(member.name)
             if key != current_key:
                 if current_key is not None:
-                    yield finish()
+                    yield row, _sample_record(current_key, sample)
                 current_key, sample, row = key, {}, row + 1
             handle = archive.extractfile(member)
             if handle is None:
@@ -184,21 +242,35 @@ def read_webdataset(stream: IO[bytes]) -> Iterator[Row]:
             if extension in IMAGE_EXTENSIONS and "image" not in sample:
                 sample["image"] = handle.read()
             elif extension == "json":
-                try:
-                    sample["json"] = json.loads(handle.read())
-                except json.JSONDecodeError:
-                    sample["json"] = None
+                sample["json"] = _json_member(handle.read())
             elif extension == "url":
                 sample["url"] = handle.read().decode("utf-8", "replace").strip()
-    except tarfile.TarError as error:
+    except _TAR_ERRORS as error:
+        # The sample being read when the damage showed is incomplete: reported,
+        # not decided on whatever part of it was read.
         if current_key is not None:
-            yield finish()
-        yield row + 1, f"the tar shard is damaged after this point: {error}"
+            yield row, f"sample {current_key!r}: the tar shard is damaged here: {error}"
         return
     finally:
         archive.close()
     if current_key is not None:
-        yield finish()
+        yield row, _sample_record(current_key, sample)
+
+
+def webdataset_check(stream: IO[bytes]) -> None:
+    """Raise ManifestInvalid unless ``stream`` (seekable) starts as a tar shard
+    with at least one file; reads headers only, no image bytes."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r:") as archive:
+            member = archive.next()
+            while member is not None and not member.isfile():
+                member = archive.next()
+    except _TAR_ERRORS as error:
+        raise ManifestInvalid("malformed", f"cannot read the tar shard: {error}") from None
+    finally:
+        stream.seek(0)
+    if member is None:
+        raise ManifestInvalid("empty", "the tar shard holds no files")
 
 
 READERS = {

@@ -4,9 +4,10 @@ registry, which never imports optout)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -15,11 +16,13 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from optout.models import OptOut, Organization
+from optout.models import Batch, OptOut, Organization, OrganizationAPIKey, PipelineRequest
 from optout.uses import USE_LABELS, USES, unknown_uses
 from registry.ledger import LedgerEntry, entries_append, entry_append
 from registry.models import Claim, ConsentEvent, Creator, Photo
 from registry.services import ACTOR_CREATOR
+
+pipeline_logger = logging.getLogger("optout.pipeline")
 
 
 def _owned(
@@ -204,6 +207,77 @@ def creator_delete(
 
 def organization_get_or_create(*, name: str) -> tuple[Organization, bool]:
     return Organization.objects.get_or_create(name=name.strip())
+
+
+# --- API keys and the pipeline audit log --------------------------------------
+
+
+def api_key_create(
+    *,
+    organization: Organization,
+    name: str,
+    scopes: Sequence[str] = tuple(OrganizationAPIKey.Scope.values),
+    expires_at: datetime | None = None,
+) -> tuple[OrganizationAPIKey, str]:
+    """A new API key for ``organization``; the raw key is returned once and only
+    its hash is stored. Raises ValidationError for unknown or no scopes, a blank
+    name, or an expiry in the past."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "name the key (for example the pipeline using it)"})
+    unknown = [scope for scope in scopes if scope not in OrganizationAPIKey.Scope.values]
+    if unknown or not scopes:
+        allowed = ", ".join(OrganizationAPIKey.Scope.values)
+        problem = f"unknown scope {', '.join(unknown)}" if unknown else "choose at least one scope"
+        raise ValidationError({"scopes": f"{problem}; allowed: {allowed}"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "the expiry must be in the future"})
+    chosen = [scope for scope in OrganizationAPIKey.Scope.values if scope in set(scopes)]
+    key, raw = OrganizationAPIKey.objects.create_key(
+        organization=organization, name=name[:50], scopes=chosen, expiry_date=expires_at
+    )
+    assert isinstance(key, OrganizationAPIKey)
+    return key, raw
+
+
+def api_keys_revoke(*, key_ids: Sequence[str]) -> int:
+    """Revoke keys (cannot be undone). Returns how many were still active."""
+    return OrganizationAPIKey.objects.filter(pk__in=key_ids, revoked=False).update(revoked=True)
+
+
+def pipeline_request_record(
+    *,
+    key: OrganizationAPIKey,
+    endpoint: str,
+    use: str = "",
+    record_count: int = 0,
+    excluded_count: int = 0,
+    registry_version: int | None = None,
+    batch: Batch | None = None,
+) -> PipelineRequest:
+    """The audit row (and log line) of one pipeline request."""
+    row = PipelineRequest.objects.create(
+        organization_id=key.organization_id,
+        api_key=key,
+        key_prefix=key.prefix,
+        endpoint=endpoint,
+        use=use,
+        record_count=record_count,
+        excluded_count=excluded_count,
+        registry_version=registry_version,
+        batch=batch,
+    )
+    pipeline_logger.info(
+        "%s key=%s organization=%s use=%s records=%d excluded=%d registry_version=%s",
+        endpoint,
+        key.prefix,
+        key.organization.name,
+        use or "-",
+        record_count,
+        excluded_count,
+        registry_version,
+    )
+    return row
 
 
 # --- opt-out confirmation notices -------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from optout import services
+from optout import batches, services
 
 
 # Any failure leaves notice_sent_at NULL (the service releases its claim), so a
@@ -29,3 +29,34 @@ def opt_out_notice_send_task(opt_out_id: int) -> bool:
 @shared_task
 def opt_out_notices_sweep_task() -> int:
     return len(services.opt_out_notices_sweep())
+
+
+# --- batches -------------------------------------------------------------------
+# The chunk's lease is released before an error propagates, so a retry can take
+# it again at once. Backoff (about 30 s, 1, 2, 4, 8 minutes) rides out a database
+# restart; after that the sweeper re-enqueues the chunk, and a chunk that keeps
+# failing fails its batch (batches.CHUNK_MAX_ATTEMPTS).
+@shared_task(
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=10 * 60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def batch_chunk_decide_task(chunk_id: int) -> bool:
+    return batches.batch_chunk_decide(chunk_id=chunk_id)
+
+
+# No retry: a shard that cannot be hashed fails its batch (its file is deleted
+# either way: photo bytes never wait for a retry); a worker killed mid-shard is
+# redelivered (acks_late) or re-enqueued by the sweeper.
+@shared_task
+def batch_shard_hash_task(batch_id: int) -> bool:
+    return batches.batch_shard_hash(batch_id=batch_id)
+
+
+# No retry: the next beat (a minute later) is the retry.
+@shared_task
+def batch_chunks_sweep_task() -> int:
+    sweep = batches.batch_chunks_sweep()
+    return len(sweep.chunks) + len(sweep.shards) + len(sweep.finalized)

@@ -31,6 +31,16 @@ def chromium_available() -> bool:
     return Path("/usr/bin/chromium").exists() and shutil.which("chromium") is not None
 
 
+@pytest.fixture(autouse=True)
+def _snapshot_cache_cleared() -> None:
+    """The per-process snapshot cache is keyed by registry version, but the test
+    database is rolled back or flushed between tests, so one version number can
+    stand for different contents in two tests: start every test with it empty."""
+    from optout.snapshots import snapshot_cache
+
+    snapshot_cache.clear()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reasons = {
         "postgres": (postgres_available(), "needs PostgreSQL: set DATABASE_URL"),

@@ -46,11 +46,20 @@ def broker_at(db: int) -> Iterator[str]:
     url = worker_redis_url(db)
     app.conf.broker_url = url
     app.conf.task_always_eager = False
-    app.close()  # drop pooled connections to the previous broker
+    _broker_connections_drop()
     app.control.purge()
     yield url
     app.conf.broker_url, app.conf.task_always_eager = saved
+    _broker_connections_drop()
+
+
+def _broker_connections_drop() -> None:
+    """Forget pooled connections to the previous broker. app.close() drops the
+    connection pool but not the producer pool, which would go on publishing to
+    the previous URL: a second worker test module in the same run would then
+    never see its messages."""
     app.close()
+    app.amqp._producer_pool = None
 
 
 def worker_start(

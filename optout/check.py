@@ -1,0 +1,396 @@
+"""``optout check MANIFEST``: check a manifest against the registry, end to end.
+
+Submit the manifest as a batch, follow it to its end with a progress bar,
+download the exclusions, save the signed receipt and verify it (signature and
+statement, against what was actually sent and received), and on request write
+the manifest minus the excluded records. Imports no Django: the command line
+runs from a plain install. Messages go to stderr; stdout stays empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from tqdm import tqdm
+
+from optout import client, manifest_filter, receipts
+from optout.manifests import ManifestInvalid
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+FINAL_STATUSES = ("done", "failed")
+# Consecutive failed polls (registry restarting, proxy hiccup) before giving up;
+# with the back-off below that is about five minutes of outage.
+MAX_POLL_FAILURES = 12
+MAX_BACKOFF_SECONDS = 30.0
+# Smaller manifests upload in about a second: no bar for them.
+UPLOAD_BAR_BYTES = 16 * 1024 * 1024
+# Invalid rows named on stderr; the rest are one download away (?decision=invalid).
+INVALID_SHOWN = 10
+
+
+class UsageError(Exception):
+    """Something about the command line or local files: exit status 2."""
+
+
+class CheckFailed(Exception):
+    """The batch failed, or what came back does not hold up: exit status 1."""
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    manifest: Path
+    url: str
+    api_key: str
+    use: str
+    output: Path
+    filtered: Path | None
+    receipt: Path | None
+    public_key: Path | None
+    idempotency_key: str | None
+    poll_interval: float
+    progress: bool
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """What was downloaded: row -> record id, and the digest a receipt states."""
+
+    rows: dict[int, str]
+    ids_sha256: str
+
+
+def say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def run(options: CheckOptions) -> int:
+    try:
+        return _run(options)
+    except UsageError as error:
+        print(f"optout check: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (client.ApiError, CheckFailed) as error:
+        print(f"optout check: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as error:  # a full disk, a file removed under our feet
+        print(f"optout check: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(options: CheckOptions) -> int:
+    trusted_key = _trusted_key_from_file(options.public_key)
+    _check_paths(options)
+    manifest_sha256, default_key = manifest_digests(options.manifest, options.use)
+    registry = client.Registry(options.url, options.api_key)
+    try:
+        batch = _submit(registry, options, options.idempotency_key or default_key)
+        batch = _wait(registry, batch, options)
+    except KeyboardInterrupt:
+        print(
+            "optout check: interrupted; the registry goes on checking the batch: run the "
+            "same command again to pick it up",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    batch_id = str(batch["id"])
+    if batch.get("status") == "failed":
+        reason = batch.get("failure_reason") or batch.get("detail") or "no reason given"
+        raise CheckFailed(f"batch {batch_id} failed: {reason}")
+    _summary(batch)
+    _invalid_warn(registry, batch)
+    exclusions = _download(registry, batch_id, options.output)
+    receipt = _receipt_save(batch, options.receipt or Path(f"{batch_id}.receipt.json"))
+    trusted_key = trusted_key or _trusted_key_fetch(registry)
+    problems = receipt_problems(
+        receipt,
+        trusted_key,
+        batch_id=batch_id,
+        use=options.use,
+        manifest_sha256=manifest_sha256,
+        exclusions=exclusions,
+    )
+    if problems:
+        raise CheckFailed(
+            "the receipt does NOT verify:\n  "
+            + "\n  ".join(problems)
+            + ("\n  the filtered manifest was not written" if options.filtered else "")
+        )
+    say(f"receipt verified: signed by key id {receipts.key_id(trusted_key)}")
+    if options.filtered:
+        _filter(options.manifest, options.filtered, exclusions)
+    return EXIT_OK
+
+
+# --- before anything is sent -------------------------------------------------------
+
+
+def manifest_digests(manifest: Path, use: str) -> tuple[str, str]:
+    """(sha256 of the manifest, the default Idempotency-Key: sha256 of the use
+    followed by the manifest bytes). The same manifest checked for the same use
+    again gets the same key, so a rerun resumes the batch instead of starting one."""
+    plain = hashlib.sha256()
+    keyed = hashlib.sha256(use.encode("utf-8"))
+    try:
+        with manifest.open("rb") as handle:
+            while block := handle.read(1024 * 1024):
+                plain.update(block)
+                keyed.update(block)
+    except OSError as error:
+        raise UsageError(f"cannot read {manifest}: {error.strerror or error}") from None
+    return plain.hexdigest(), keyed.hexdigest()
+
+
+def _trusted_key_from_file(path: Path | None) -> Ed25519PublicKey | None:
+    if path is None:
+        return None
+    try:
+        key = receipts.public_key_load(path.read_bytes())
+    except OSError as error:
+        raise UsageError(f"cannot read --public-key {path}: {error.strerror or error}") from None
+    except receipts.KeyInvalid as error:
+        raise UsageError(f"--public-key {path}: {error}") from None
+    say(f"trusting the public key in {path} (key id {receipts.key_id(key)})")
+    return key
+
+
+def _check_paths(options: CheckOptions) -> None:
+    outputs = {"-o": options.output, "--receipt": options.receipt, "--filtered": options.filtered}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        if path.resolve() == options.manifest.resolve():
+            raise UsageError(f"{flag} {path} would overwrite the manifest")
+        if not path.parent.resolve().is_dir():
+            raise UsageError(f"{flag} {path}: the folder {path.parent} does not exist")
+    if options.filtered is None:
+        return
+    try:
+        found = manifest_filter.manifest_format(options.manifest)
+    except ManifestInvalid as error:
+        raise UsageError(f"{options.manifest}: {error}") from None
+    named = manifest_filter.EXTENSION_FORMATS.get(options.filtered.suffix.lower())
+    if named is not None and named != found:
+        raise UsageError(
+            f"--filtered {options.filtered}: the filtered manifest keeps the manifest's "
+            f"format ({found}); give it a matching extension"
+        )
+
+
+# --- the batch -----------------------------------------------------------------
+
+
+def _submit(registry: client.Registry, options: CheckOptions, key: str) -> dict[str, Any]:
+    size = options.manifest.stat().st_size
+    with tqdm(
+        total=size,
+        desc="uploading",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not options.progress or size < UPLOAD_BAR_BYTES,
+        leave=False,
+    ) as bar:
+        status, batch = registry.batch_submit(
+            options.manifest, use=options.use, idempotency_key=key, on_read=bar.update
+        )
+    if "id" not in batch:
+        raise CheckFailed(f"the registry accepted the manifest but named no batch id: {batch}")
+    if status == 202:
+        say(f"submitted {options.manifest.name} for {options.use}: batch {batch['id']}")
+    else:
+        say(
+            f"batch {batch['id']} was already submitted with this Idempotency-Key "
+            f"({key[:16]}…): following it (pass --idempotency-key to check again)"
+        )
+    return batch
+
+
+def _wait(registry: client.Registry, accepted: dict[str, Any], options: CheckOptions) -> Any:
+    """The batch once done or failed, as GET /api/v1/batches/<id> shows it (the
+    submission's answer carries neither counts nor receipt)."""
+    batch_id = str(accepted["id"])
+    batch: dict[str, Any] = {"id": batch_id, "status": "queued"}
+    with tqdm(desc="checking", unit="record", file=sys.stderr, disable=not options.progress) as bar:
+        failures = 0
+        while True:
+            try:
+                batch = registry.batch_get(batch_id)
+            except client.ApiError as error:
+                failures += 1
+                if not error.transient or failures >= MAX_POLL_FAILURES:
+                    raise
+                say(f"{error}; retrying in {_backoff(options.poll_interval, failures):.0f}s")
+            else:
+                failures = 0
+                _progress_show(bar, batch)
+                if batch.get("status") in FINAL_STATUSES:
+                    return batch
+            time.sleep(_backoff(options.poll_interval, failures))
+
+
+def _backoff(interval: float, failures: int) -> float:
+    return min(interval * 2**failures, max(interval, MAX_BACKOFF_SECONDS))
+
+
+def _progress_show(bar: tqdm[Any], batch: dict[str, Any]) -> None:
+    records = int(batch.get("record_count") or 0)
+    fraction = float(batch.get("progress") or 0.0)
+    if batch.get("status") == "done":
+        fraction = 1.0
+    if records and bar.total != records:
+        bar.total = records
+    bar.n = round(fraction * records) if records else 0
+    bar.set_postfix_str(str(batch.get("status", "")), refresh=False)
+    bar.refresh()
+
+
+def _counts(batch: dict[str, Any]) -> dict[str, Any]:
+    counts = batch.get("counts")
+    return counts if isinstance(counts, dict) else {}
+
+
+def _summary(batch: dict[str, Any]) -> None:
+    counts = _counts(batch)
+    say(
+        f"batch {batch['id']} done: {batch.get('record_count', '?')} records, "
+        f"{counts.get('excluded', '?')} excluded, {counts.get('invalid', '?')} invalid, "
+        f"registry version {batch.get('registry_version', '?')}"
+    )
+
+
+def _invalid_warn(registry: client.Registry, batch: dict[str, Any]) -> None:
+    """Records the registry could not read were not checked: say which ones."""
+    counts = _counts(batch)
+    invalid = int(counts.get("invalid") or 0)
+    if not invalid:
+        return
+    shown = []
+    try:
+        for line in registry.result_lines(str(batch["id"]), decision="invalid"):
+            item = json.loads(line)
+            shown.append(f"  row {item.get('row')}: {item.get('reason')}")
+            if len(shown) == INVALID_SHOWN:
+                break
+    except (client.ApiError, ValueError, AttributeError) as error:
+        shown.append(f"  (cannot list them: {error})")
+    more = f"\n  … and {invalid - len(shown)} more" if invalid > len(shown) else ""
+    say(
+        f"warning: {invalid} records are invalid and were NOT checked (kept in a filtered "
+        "manifest):\n" + "\n".join(shown) + more
+    )
+
+
+# --- what comes back -------------------------------------------------------------
+
+
+def _download(registry: client.Registry, batch_id: str, target: Path) -> Exclusions:
+    rows: dict[int, str] = {}
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            for number, line in enumerate(registry.result_lines(batch_id), start=1):
+                if not line.strip():
+                    continue
+                row, record_id = _exclusion_row(line, number)
+                if row in rows:
+                    raise CheckFailed(f"the exclusions name row {row} twice (line {number})")
+                rows[row] = record_id
+                out.write(line if line.endswith(b"\n") else line + b"\n")
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    ordered = [rows[row] for row in sorted(rows)]
+    say(f"exclusions: {len(rows)} records written to {target}")
+    return Exclusions(rows=rows, ids_sha256=receipts.excluded_ids_digest(ordered))
+
+
+def _exclusion_row(line: bytes, number: int) -> tuple[int, str]:
+    try:
+        item = json.loads(line)
+        row = item["row"]
+        record_id = item.get("id")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CheckFailed(
+            f"line {number} of the exclusions is not a JSON object with a row: {line[:200]!r}"
+        ) from None
+    if not isinstance(row, int) or isinstance(row, bool) or row < 1:
+        raise CheckFailed(f"line {number} of the exclusions has no valid row: {row!r}")
+    return row, "" if record_id is None else str(record_id)
+
+
+def _receipt_save(batch: dict[str, Any], path: Path) -> dict[str, Any]:
+    receipt = batch.get("receipt")
+    if not isinstance(receipt, dict):
+        raise CheckFailed(f"batch {batch['id']} is done but carries no receipt")
+    try:
+        path.write_text(json.dumps(receipt, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write the receipt {path}: {error.strerror or error}") from None
+    say(f"receipt: saved to {path}")
+    return receipt
+
+
+def _trusted_key_fetch(registry: client.Registry) -> Ed25519PublicKey:
+    answer = registry.public_key()
+    try:
+        key = receipts.public_key_load(str(answer.get("public_key") or ""))
+    except receipts.KeyInvalid as error:
+        raise CheckFailed(f"the registry's public key is not usable: {error}") from None
+    say(
+        f"trusting the public key fetched from {registry.url('/api/v1/receipts/public-key')} "
+        f"(key id {receipts.key_id(key)}); pass --public-key FILE to pin a key you "
+        "obtained independently"
+    )
+    return key
+
+
+def receipt_problems(
+    receipt: dict[str, Any],
+    trusted_key: Ed25519PublicKey,
+    *,
+    batch_id: str,
+    use: str,
+    manifest_sha256: str,
+    exclusions: Exclusions,
+) -> list[str]:
+    """Everything wrong with ``receipt`` for this run; empty when it holds up."""
+    try:
+        receipts.receipt_verify(receipt, trusted_key)
+    except receipts.ReceiptInvalid as error:
+        return [error.reason]
+    statement = receipt["statement"]
+    expected: list[tuple[str, Any, str]] = [
+        ("type", receipts.STATEMENT_TYPE, "a batch receipt"),
+        ("batch", batch_id, "the batch checked"),
+        ("use", use, "the use declared"),
+        ("manifest_sha256", manifest_sha256, "the sha256 of the local manifest"),
+        ("excluded_count", len(exclusions.rows), "the number of exclusions downloaded"),
+        ("excluded_ids_sha256", exclusions.ids_sha256, "the sha256 of the downloaded ids"),
+    ]
+    return [
+        f"{field} is {statement.get(field)!r}, expected {value!r} ({meaning})"
+        for field, value, meaning in expected
+        if statement.get(field) != value
+    ]
+
+
+def _filter(manifest: Path, target: Path, exclusions: Exclusions) -> None:
+    try:
+        result = manifest_filter.manifest_filter(manifest, target, exclusions.rows)
+    except manifest_filter.FilterError as error:
+        raise CheckFailed(str(error)) from None
+    except (OSError, ManifestInvalid) as error:
+        raise CheckFailed(f"cannot write the filtered manifest {target}: {error}") from None
+    say(f"filtered manifest: {target} ({result.kept} records kept, {result.dropped} dropped)")

@@ -1,0 +1,102 @@
+"""The pipeline's synchronous requests: a lookup of records, Spawning's URL
+query, and a page of the change feed.
+
+Lookups and URL queries decide against the registry at its newest version
+(snapshot_cache) for the organization of the key, so that organization's
+exceptions are honoured. Every request leaves one audit row
+(optout.services.pipeline_request_record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optout import changes, services
+from optout.matching import DEFAULT_THRESHOLDS, Thresholds, decide, record_parse
+from optout.matching.decide import Decision
+from optout.models import OrganizationAPIKey, PipelineRequest
+from optout.snapshots import snapshot_cache
+from optout.uses import AI_GENERATIVE_TRAINING
+
+# Spawning's `optOut` means "do not train", and its callers declare no use.
+# Deciding for generative AI training answers true whenever any training use is
+# refused: refusing ai_training also refuses ai_generative_training, so this
+# covers both kinds of opt-out, while data mining or inference alone does not
+# count. datadiligence exists to keep opted-out images out of generative models.
+URL_QUERY_USE = AI_GENERATIVE_TRAINING
+
+
+@dataclass(frozen=True)
+class LookupOutcome:
+    registry_version: int
+    decisions: list[Decision]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "registry_version": self.registry_version,
+            "results": [decision.as_dict() for decision in self.decisions],
+        }
+
+
+def _decide(
+    *, key: OrganizationAPIKey, use: str, raw_records: Sequence[Any], thresholds: Thresholds
+) -> LookupOutcome:
+    snapshot = snapshot_cache.current()
+    records = [record_parse(raw, row=index) for index, raw in enumerate(raw_records)]
+    decisions = decide(
+        records, snapshot, use=use, organization=key.organization_id, thresholds=thresholds
+    )
+    return LookupOutcome(snapshot.version, decisions)
+
+
+def lookup_run(
+    *, key: OrganizationAPIKey, use: str, records: Sequence[Any], thresholds: Thresholds
+) -> LookupOutcome:
+    """Decide every record (in order); a malformed one is ``invalid`` with its reason."""
+    outcome = _decide(key=key, use=use, raw_records=records, thresholds=thresholds)
+    services.pipeline_request_record(
+        key=key,
+        endpoint=PipelineRequest.Endpoint.LOOKUP,
+        use=use,
+        record_count=len(records),
+        excluded_count=sum(d.decision == "exclude" for d in outcome.decisions),
+        registry_version=outcome.registry_version,
+    )
+    return outcome
+
+
+def urls_query(*, key: OrganizationAPIKey, urls: Sequence[str]) -> list[bool]:
+    """Spawning's answer per URL, in order: True when the URL is opted out of
+    training. A URL that cannot be parsed cannot match a claim: False."""
+    outcome = _decide(
+        key=key,
+        use=URL_QUERY_USE,
+        raw_records=[{"id": str(index), "url": url} for index, url in enumerate(urls)],
+        thresholds=DEFAULT_THRESHOLDS,
+    )
+    opted_out = [decision.decision == "exclude" for decision in outcome.decisions]
+    services.pipeline_request_record(
+        key=key,
+        endpoint=PipelineRequest.Endpoint.URLS,
+        use=URL_QUERY_USE,
+        record_count=len(urls),
+        excluded_count=sum(opted_out),
+        registry_version=outcome.registry_version,
+    )
+    return opted_out
+
+
+def changes_list(
+    *, key: OrganizationAPIKey, cursor: changes.ChangesCursor, limit: int
+) -> changes.ChangesPage:
+    """One page of the change feed for the key's organization."""
+    page = changes.changes_page(organization_id=key.organization_id, cursor=cursor, limit=limit)
+    services.pipeline_request_record(
+        key=key,
+        endpoint=PipelineRequest.Endpoint.CHANGES,
+        record_count=len(page.changes),
+        registry_version=page.registry_version,
+    )
+    return page

@@ -1,0 +1,229 @@
+"""Request validation and response documentation of the pipeline's synchronous
+endpoints: lookup, change feed, Spawning-compatible URL query.
+
+Responses are built from the decision engine's own ``as_dict`` (10 000 results
+per lookup); the response serializers here document that shape for OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.api import PayloadTooLarge
+from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
+from optout.models import OptOut
+from optout.uses import USES
+from registry.models import Claim
+
+_HASH_HELP = {
+    "sha256": "SHA-256 of the image file, 64 hex digits.",
+    "pdq": "PDQ hash, 64 hex digits (the format StopNCII and HMA exchange).",
+    "phash": "pHash, 16 hex digits, exactly `str(imagehash.phash(img))`.",
+}
+
+
+# --- POST /api/v1/lookup -------------------------------------------------------
+
+
+class LookupRecordSerializer(serializers.Serializer):
+    """One record (documentation: records are validated one by one by the engine)."""
+
+    id = serializers.CharField(max_length=512, help_text="The caller's id, echoed back.")
+    sha256 = serializers.CharField(required=False, help_text=_HASH_HELP["sha256"])
+    pdq = serializers.CharField(required=False, help_text=_HASH_HELP["pdq"])
+    phash = serializers.CharField(required=False, help_text=_HASH_HELP["phash"])
+    url = serializers.CharField(
+        required=False, help_text="http(s) URL the image came from (domain, prefix, handle)."
+    )
+
+
+@extend_schema_field(LookupRecordSerializer(many=True))
+class LookupRecordsField(serializers.Field):
+    """The records as sent. Only the list itself is checked here: a malformed
+    record becomes an ``invalid`` result and the others are still decided."""
+
+    default_error_messages = {"not_a_list": "Expected a list of records, got {input_type}."}
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        limit = settings.OPTOUT_MAX_LOOKUP_RECORDS
+        if len(data) > limit:
+            # Refused before anything is decided: a 413, not a validation error.
+            raise PayloadTooLarge(
+                f"{len(data)} records; one lookup takes at most {limit}. "
+                "Split them, or submit a batch (POST /api/v1/batches)."
+            )
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class LookupThresholdsSerializer(serializers.Serializer):
+    pdq = serializers.IntegerField(
+        required=False,
+        help_text=f"PDQ Hamming distance, 0 to {DEFAULT_THRESHOLDS.pdq} (the default).",
+    )
+    phash = serializers.IntegerField(
+        required=False,
+        help_text=f"pHash Hamming distance, 0 to {DEFAULT_THRESHOLDS.phash} (the default).",
+    )
+
+    def validate(self, attrs: dict[str, int]) -> Thresholds:  # type: ignore[override]
+        try:
+            return DEFAULT_THRESHOLDS.stricter(**attrs)
+        except ThresholdTooLoose as error:
+            raise serializers.ValidationError(str(error)) from None
+
+
+class LookupRequestSerializer(serializers.Serializer):
+    use = serializers.ChoiceField(
+        choices=USES,
+        help_text="The use the records are checked for.",
+        error_messages={"invalid_choice": f'"{{input}}" is not a use; allowed: {", ".join(USES)}.'},
+    )
+    records = LookupRecordsField(
+        help_text=(
+            f"Up to {settings.OPTOUT_MAX_LOOKUP_RECORDS} records, each with an `id` and any "
+            "of `sha256`, `pdq`, `phash`, `url`. More is a 413."
+        )
+    )
+    thresholds = LookupThresholdsSerializer(
+        required=False,
+        help_text="Stricter Hamming thresholds than the registry's; a looser one is a 400.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("thresholds", DEFAULT_THRESHOLDS)
+        return attrs
+
+
+class LookupMatchSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=["sha256", "pdq", "phash", "url_prefix", "domain", "handle"],
+        help_text="What matched: a photo hash, or a claim on the record's URL.",
+    )
+    distance = serializers.IntegerField(help_text="Hamming distance (0 for exact matches).")
+    threshold = serializers.IntegerField(help_text="The threshold the distance was held to.")
+    opt_out = serializers.UUIDField(help_text="The opt-out that refuses the use.")
+    uses = serializers.ListField(
+        child=serializers.ChoiceField(choices=USES), help_text="The uses that opt-out refuses."
+    )
+
+
+class LookupResultSerializer(serializers.Serializer):
+    id = serializers.CharField(allow_null=True, help_text="The record's id (null if it had none).")
+    decision = serializers.ChoiceField(choices=["exclude", "allow", "invalid"])
+    matches = LookupMatchSerializer(
+        many=True, required=False, help_text="Why it is excluded (empty when allowed)."
+    )
+    reason = serializers.CharField(required=False, help_text="What is wrong (`invalid` only).")
+    row = serializers.IntegerField(
+        required=False, help_text="0-based position in `records` (`invalid` only)."
+    )
+
+
+class LookupResponseSerializer(serializers.Serializer):
+    registry_version = serializers.IntegerField(
+        help_text="The registry version every result was decided against."
+    )
+    results = LookupResultSerializer(many=True, help_text="One per record, in request order.")
+
+
+# --- GET /api/v1/changes ---------------------------------------------------------
+
+
+class ChangesQuerySerializer(serializers.Serializer):
+    since = serializers.IntegerField(
+        min_value=0,
+        default=0,
+        help_text="List changes after this registry version (default 0: from the start).",
+    )
+    limit = serializers.IntegerField(
+        min_value=1, max_value=1000, default=100, help_text="Changes per page (1 to 1000)."
+    )
+    hashes_after = serializers.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        help_text="Set by `next` to continue a change split over pages; do not set it yourself.",
+    )
+
+
+class ChangeHashSerializer(serializers.Serializer):
+    sha256 = serializers.CharField(help_text=_HASH_HELP["sha256"])
+    pdq = serializers.CharField(allow_null=True, help_text=_HASH_HELP["pdq"])
+    phash = serializers.CharField(allow_null=True, help_text=_HASH_HELP["phash"])
+
+
+class ChangeClaimSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Claim.Kind.choices)
+    value = serializers.CharField(help_text="Normalised, as matching compares it.")
+
+
+class ChangeSerializer(serializers.Serializer):
+    registry_version = serializers.IntegerField(help_text="From this version on the change holds.")
+    kind = serializers.ChoiceField(
+        choices=["opt_out_filed", "opt_out_changed", "opt_out_withdrawn", "photo_registered"],
+        help_text=(
+            "`opt_out_filed`/`opt_out_changed`: the opt-out matches the hashes and claims "
+            "listed; `opt_out_withdrawn`: it no longer does; `photo_registered`: a new photo "
+            "falls under active `all_photos` opt-outs."
+        ),
+    )
+    opt_out = serializers.UUIDField(
+        allow_null=True,
+        help_text="The opt-out (as lookup matches name it); null for `photo_registered`.",
+    )
+    uses = serializers.ListField(
+        child=serializers.ChoiceField(choices=USES), help_text="The uses refused."
+    )
+    scope = serializers.ChoiceField(choices=OptOut.Scope.choices)
+    hashes = ChangeHashSerializer(
+        many=True,
+        help_text="Photos affected, in sha256 order (no more than 10 000 on one page).",
+    )
+    hashes_complete = serializers.BooleanField(
+        help_text=(
+            "False when the change covers more hashes than fit on this page: the next page "
+            "continues it with the same `registry_version` and the following hashes."
+        )
+    )
+    claims = ChangeClaimSerializer(many=True, help_text="Claims affected (`claims` scope).")
+    at = serializers.DateTimeField(help_text="When the ledger recorded it.")
+
+
+class ChangesPageSerializer(serializers.Serializer):
+    registry_version = serializers.IntegerField(
+        help_text="The newest registry version; changes up to it are listed."
+    )
+    next = serializers.URLField(
+        allow_null=True,
+        help_text=(
+            "The next page; null once every change up to `registry_version` is listed "
+            "(then ask again later with `since=<registry_version>`)."
+        ),
+    )
+    results = ChangeSerializer(many=True, help_text="Oldest first.")
+
+
+# --- POST /api/v2/query/urls/ -----------------------------------------------------
+
+
+class UrlQueryResultSerializer(serializers.Serializer):
+    url = serializers.CharField(help_text="The URL as sent.")
+    # Spawning's field names, camelCase.
+    optOut = serializers.BooleanField(
+        help_text="True when the URL is opted out of (generative) AI training."
+    )
+    optIn = serializers.BooleanField(
+        help_text="Always false: the registry records refusals, not opt-ins."
+    )
+
+
+class UrlQueryResponseSerializer(serializers.Serializer):
+    urls = UrlQueryResultSerializer(many=True, help_text="One per URL, in request order.")

@@ -1,0 +1,88 @@
+"""Shared helpers of the batch tests: API clients with keys, manifests in every
+format, a registry with opt-outs, and hash perturbations at exact distances."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rest_framework.test import APIClient
+
+from optout.models import Organization, OrganizationAPIKey
+
+
+def pipeline_client(
+    organization: Organization, scopes: Iterable[str] = ("lookup", "batches")
+) -> APIClient:
+    _key, raw = OrganizationAPIKey.objects.create_key(
+        name="pipeline", organization=organization, scopes=list(scopes)
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    return client
+
+
+def submit(
+    client: APIClient,
+    content: bytes,
+    *,
+    name: str = "manifest.jsonl",
+    key: str | None = "key-1",
+    use: str = "ai_training",
+    **fields: Any,
+) -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
+    data = {"manifest": SimpleUploadedFile(name, content), "use": use, **fields}
+    return client.post("/api/v1/batches", data, format="multipart", **headers)
+
+
+def jsonl(records: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(record).encode() + b"\n" for record in records)
+
+
+def parquet(columns: dict[str, list[Any]]) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+def tar(members: Iterable[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def flip_bits(hex_value: str, count: int, rng: random.Random) -> str:
+    """``hex_value`` with exactly ``count`` distinct bits flipped."""
+    bits = len(hex_value) * 4
+    value = int(hex_value, 16)
+    for position in rng.sample(range(bits), count):
+        value ^= 1 << position
+    return f"{value:0{len(hex_value)}x}"
+
+
+def hamming(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def download(client: APIClient, url: str) -> tuple[int, bytes]:
+    response = client.get(url)
+    if getattr(response, "streaming", False):
+        return response.status_code, b"".join(response.streaming_content)
+    return response.status_code, response.content
+
+
+def jsonl_rows(body: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in body.decode().splitlines()]

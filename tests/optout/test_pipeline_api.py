@@ -1,0 +1,927 @@
+"""Pipeline API, synchronous part: POST /api/v1/lookup and GET /api/v1/changes
+(optout/pipeline_api.py), with API-key auth, quotas and the audit log.
+
+Creators, photos, claims and opt-outs are set up through the real services, so
+every decision is made against ledger versions PostgreSQL handed out."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+
+from optout import changes, services
+from optout.models import OptOut, Organization, OrganizationAPIKey, PipelineRequest
+from registry import services as registry_services
+from registry.ledger import registry_version_current
+from registry.models import Channel, Claim, ConsentEvent, Creator, Photo
+from registry.uploads import HashLine
+from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+SHA_C = "c" * 64
+PDQ_A = "0f" * 32
+PHASH_A = "3c" * 8
+USES_ALLOWED = "data_mining, ai_training, ai_generative_training, ai_inference"
+
+
+def flip(value: str, bits: int) -> str:
+    """``value`` with its lowest ``bits`` bits inverted (Hamming distance ``bits``)."""
+    number = int(value, 16) ^ ((1 << bits) - 1)
+    return f"{number:0{len(value)}x}"
+
+
+def register(creator: Creator, *lines: HashLine) -> list[Photo]:
+    registry_services.photos_register_from_hashes(
+        creator=creator, items=[(None, line) for line in lines], channel=Channel.WEB
+    )
+    by_sha = {photo.sha256: photo for photo in Photo.objects.filter(creator=creator)}
+    return [by_sha[line.sha256] for line in lines]
+
+
+def claim(creator: Creator, kind: str, value: str) -> Claim:
+    added, _ = registry_services.claim_add(
+        creator=creator, kind=kind, value=value, channel=Channel.WEB
+    )
+    return added
+
+
+def file(creator: Creator, uses: list[str], scope: str = "all_photos", **kwargs: Any) -> OptOut:
+    return services.opt_out_file(
+        creator=creator, uses=uses, scope=scope, channel=Channel.WEB, **kwargs
+    )
+
+
+def withdraw(opt_out: OptOut) -> OptOut:
+    return services.opt_out_withdraw(
+        creator=opt_out.creator, opt_out_id=opt_out.public_id, channel=Channel.WEB
+    )
+
+
+def raw_key(organization: Organization, scopes: tuple[str, ...] = ("lookup", "batches")) -> str:
+    _, raw = services.api_key_create(organization=organization, name="tests", scopes=scopes)
+    return raw
+
+
+def pipeline(raw: str, scheme: str = "Api-Key") -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {raw}")
+    return client
+
+
+def lookup(api: APIClient, records: list[Any], use: str = "ai_training", **body: Any) -> Response:
+    response: Response = api.post(
+        "/api/v1/lookup", {"use": use, "records": records, **body}, format="json"
+    )
+    return response
+
+
+def match(kind: str, opt_out: OptOut, distance: int = 0, threshold: int = 0) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "distance": distance,
+        "threshold": threshold,
+        "opt_out": str(opt_out.public_id),
+        "uses": opt_out.uses,
+    }
+
+
+def at(opt_out_or_event: ConsentEvent) -> str:
+    return opt_out_or_event.created_at.isoformat().replace("+00:00", "Z")
+
+
+def event_of(kind: str, subject: uuid.UUID) -> ConsentEvent:
+    return ConsentEvent.objects.get(kind=kind, subject_public_id=subject)
+
+
+@dataclass
+class World:
+    alice: Creator  # one photo, an all_photos opt-out refusing ai_training
+    photo_a: Photo
+    opt_alice: OptOut
+    bob: Creator  # a domain and a URL prefix, a claims opt-out refusing ai_training
+    opt_bob: OptOut
+    carol: Creator  # a photo and no opt-out
+    photo_c: Photo
+    acme: Organization
+    api: APIClient
+
+
+@pytest.fixture
+def world() -> World:
+    alice = CreatorFactory(user=UserFactory(email="alice@example.org"))
+    [photo_a] = register(
+        alice, HashLine(sha256=SHA_A, pdq=PDQ_A, phash=PHASH_A, filename="alice-dawn.jpg")
+    )
+    opt_alice = file(alice, ["ai_training"])
+    bob = CreatorFactory(user=UserFactory(email="bob@example.org"))
+    domain = claim(bob, "domain", "bob.example")
+    prefix = claim(bob, "url_prefix", "https://photos.example.net/bob/")
+    opt_bob = file(bob, ["ai_training"], "claims", claims=[domain.public_id, prefix.public_id])
+    carol = CreatorFactory(user=UserFactory(email="carol@example.org"))
+    [photo_c] = register(carol, HashLine(sha256=SHA_C, filename="carol.jpg"))
+    acme = OrganizationFactory(name="Acme Vision")
+    return World(
+        alice, photo_a, opt_alice, bob, opt_bob, carol, photo_c, acme, pipeline(raw_key(acme))
+    )
+
+
+# --- POST /api/v1/lookup: decisions ----------------------------------------------------
+
+
+def test_lookup_excludes_by_every_hash_kind_and_by_url_and_allows_the_rest(world: World) -> None:
+    records = [
+        {"id": "sha", "sha256": SHA_A},
+        {"id": "pdq", "pdq": flip(PDQ_A, 5)},
+        {"id": "phash", "phash": flip(PHASH_A, 3)},
+        {"id": "domain", "url": "https://cdn.bob.example/x.jpg"},
+        {"id": "prefix", "url": "https://photos.example.net/bob/1.jpg"},
+        {"id": "other-path", "url": "https://photos.example.net/carol/1.jpg"},
+        {"id": "carol", "sha256": SHA_C},
+    ]
+
+    response = lookup(world.api, records)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "registry_version": registry_version_current(),
+        "results": [
+            {"id": "sha", "decision": "exclude", "matches": [match("sha256", world.opt_alice)]},
+            {
+                "id": "pdq",
+                "decision": "exclude",
+                "matches": [match("pdq", world.opt_alice, 5, 31)],
+            },
+            {
+                "id": "phash",
+                "decision": "exclude",
+                "matches": [match("phash", world.opt_alice, 3, 8)],
+            },
+            {"id": "domain", "decision": "exclude", "matches": [match("domain", world.opt_bob)]},
+            {
+                "id": "prefix",
+                "decision": "exclude",
+                "matches": [match("url_prefix", world.opt_bob)],
+            },
+            {"id": "other-path", "decision": "allow", "matches": []},
+            {"id": "carol", "decision": "allow", "matches": []},
+        ],
+    }
+
+
+def test_malformed_records_are_invalid_with_reasons_while_the_others_are_decided(
+    world: World,
+) -> None:
+    records = [
+        {"id": "ok", "sha256": SHA_A},
+        {"id": "short", "sha256": "abc"},
+        "just text",
+        {"sha256": SHA_A},
+        {"id": "empty"},
+        {"id": "ftp", "url": "ftp://bob.example/x.jpg"},
+        {"id": 7, "sha256": "f" * 64},
+    ]
+
+    response = lookup(world.api, records)
+
+    assert response.status_code == 200
+    assert response.json()["results"] == [
+        {"id": "ok", "decision": "exclude", "matches": [match("sha256", world.opt_alice)]},
+        {
+            "id": "short",
+            "decision": "invalid",
+            "reason": "sha256 must be 64 hexadecimal digits",
+            "row": 1,
+        },
+        {"id": None, "decision": "invalid", "reason": "record must be an object", "row": 2},
+        {"id": None, "decision": "invalid", "reason": "id is required", "row": 3},
+        {
+            "id": "empty",
+            "decision": "invalid",
+            "reason": "record has none of sha256, pdq, phash, url",
+            "row": 4,
+        },
+        {
+            "id": "ftp",
+            "decision": "invalid",
+            "reason": "url: 'ftp://bob.example/x.jpg' is not an http or https URL",
+            "row": 5,
+        },
+        {"id": "7", "decision": "allow", "matches": []},
+    ]
+    audit = PipelineRequest.objects.get()
+    assert (audit.record_count, audit.excluded_count) == (7, 1)
+
+
+def test_an_exception_is_honoured_for_the_excepted_organization_only(world: World) -> None:
+    dave = CreatorFactory()
+    [photo] = register(dave, HashLine(sha256=SHA_B))
+    opt_out = file(
+        dave,
+        ["ai_training"],
+        "photos",
+        photos=[photo.public_id],
+        exceptions=[world.acme.public_id],
+    )
+    other = pipeline(raw_key(OrganizationFactory(name="Other Lab")))
+
+    excepted = lookup(world.api, [{"id": "r", "sha256": SHA_B}])
+    refused = lookup(other, [{"id": "r", "sha256": SHA_B}])
+
+    assert excepted.json()["results"] == [{"id": "r", "decision": "allow", "matches": []}]
+    assert refused.json()["results"] == [
+        {"id": "r", "decision": "exclude", "matches": [match("sha256", opt_out)]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("use", "decision"),
+    [
+        ("ai_training", "exclude"),
+        ("ai_generative_training", "exclude"),
+        ("data_mining", "allow"),
+        ("ai_inference", "allow"),
+    ],
+)
+def test_refusing_ai_training_also_refuses_generative_training_and_nothing_else(
+    world: World, use: str, decision: str
+) -> None:
+    response = lookup(world.api, [{"id": "r", "sha256": SHA_A}], use=use)
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["decision"] == decision
+    assert PipelineRequest.objects.get().use == use
+
+
+def test_stricter_thresholds_narrow_the_matches(world: World) -> None:
+    records = [{"id": "pdq", "pdq": flip(PDQ_A, 10)}, {"id": "phash", "phash": flip(PHASH_A, 4)}]
+
+    default = lookup(world.api, records)
+    narrower = lookup(world.api, records, thresholds={"pdq": 9, "phash": 3})
+    exact_fit = lookup(world.api, records, thresholds={"pdq": 10, "phash": 4})
+
+    assert [r["matches"] for r in default.json()["results"]] == [
+        [match("pdq", world.opt_alice, 10, 31)],
+        [match("phash", world.opt_alice, 4, 8)],
+    ]
+    assert [r["decision"] for r in narrower.json()["results"]] == ["allow", "allow"]
+    assert [r["matches"] for r in exact_fit.json()["results"]] == [
+        [match("pdq", world.opt_alice, 10, 10)],
+        [match("phash", world.opt_alice, 4, 4)],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "message"),
+    [
+        ({"pdq": 32}, "pdq threshold must be between 0 and 31 (the registry's maximum)"),
+        ({"phash": 9}, "phash threshold must be between 0 and 8 (the registry's maximum)"),
+        ({"pdq": -1}, "pdq threshold must be between 0 and 31 (the registry's maximum)"),
+    ],
+)
+def test_a_looser_threshold_is_a_400_naming_the_maximum(
+    world: World, thresholds: dict[str, int], message: str
+) -> None:
+    response = lookup(world.api, [{"id": "r", "sha256": SHA_A}], thresholds=thresholds)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid",
+        "detail": message,
+        "fields": {"thresholds": {"non_field_errors": [message]}},
+    }
+    assert PipelineRequest.objects.count() == 0
+
+
+def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_changes(
+    world: World,
+) -> None:
+    records = [{"id": "a", "sha256": SHA_A}, {"id": "c", "sha256": SHA_C}]
+    before = lookup(world.api, records).json()
+
+    withdrawn = withdraw(world.opt_alice)
+    after_withdrawal = lookup(world.api, records).json()
+    opt_carol = file(world.carol, ["ai_training"], "photos", photos=[world.photo_c.public_id])
+    after_filing = lookup(world.api, records).json()
+    feed = world.api.get("/api/v1/changes", {"since": before["registry_version"]})
+
+    assert [r["decision"] for r in before["results"]] == ["exclude", "allow"]
+    assert [r["decision"] for r in after_withdrawal["results"]] == ["allow", "allow"]
+    assert [r["decision"] for r in after_filing["results"]] == ["allow", "exclude"]
+    assert after_withdrawal["registry_version"] == withdrawn.withdrawn_version
+    assert after_filing["registry_version"] == opt_carol.filed_version
+    assert (
+        before["registry_version"]
+        < after_withdrawal["registry_version"]
+        < after_filing["registry_version"]
+    )
+    assert feed.status_code == 200
+    assert feed.json() == {
+        "registry_version": opt_carol.filed_version,
+        "next": None,
+        "results": [
+            {
+                "registry_version": withdrawn.withdrawn_version,
+                "kind": "opt_out_withdrawn",
+                "opt_out": str(world.opt_alice.public_id),
+                "uses": ["ai_training"],
+                "scope": "all_photos",
+                "hashes": [{"sha256": SHA_A, "pdq": PDQ_A, "phash": PHASH_A}],
+                "hashes_complete": True,
+                "claims": [],
+                "at": at(event_of("opt_out_withdrawn", world.opt_alice.public_id)),
+            },
+            {
+                "registry_version": opt_carol.filed_version,
+                "kind": "opt_out_filed",
+                "opt_out": str(opt_carol.public_id),
+                "uses": ["ai_training"],
+                "scope": "photos",
+                "hashes": [{"sha256": SHA_C, "pdq": None, "phash": None}],
+                "hashes_complete": True,
+                "claims": [],
+                "at": at(event_of("opt_out_filed", opt_carol.public_id)),
+            },
+        ],
+    }
+
+
+# --- POST /api/v1/lookup: bad requests ------------------------------------------------
+
+
+def test_more_than_10000_records_is_a_413_before_anything_is_decided(world: World) -> None:
+    records = [{"id": str(i), "sha256": SHA_A} for i in range(10_001)]
+
+    response = lookup(world.api, records)
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "too_large",
+        "detail": "10001 records; one lookup takes at most 10000. "
+        "Split them, or submit a batch (POST /api/v1/batches).",
+    }
+    assert PipelineRequest.objects.count() == 0
+
+
+def test_exactly_10000_records_are_all_decided_in_order(world: World) -> None:
+    records = [{"id": f"r{i}", "sha256": SHA_A if i % 2 else SHA_C} for i in range(10_000)]
+
+    response = lookup(world.api, records)
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == [f"r{i}" for i in range(10_000)]
+    assert sum(r["decision"] == "exclude" for r in results) == 5_000
+    assert PipelineRequest.objects.get().excluded_count == 5_000
+
+
+def test_an_unknown_use_is_a_400_naming_the_allowed_uses(world: World) -> None:
+    response = lookup(world.api, [{"id": "r", "sha256": SHA_A}], use="face_recognition")
+
+    message = f'"face_recognition" is not a use; allowed: {USES_ALLOWED}.'
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid", "detail": message, "fields": {"use": [message]}}
+    assert PipelineRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"use": "ai_training"}, {"records": ["This field is required."]}),
+        (
+            {"use": "ai_training", "records": {"id": "r1"}},
+            {"records": ["Expected a list of records, got dict."]},
+        ),
+        (
+            {"use": "ai_training", "records": "r1"},
+            {"records": ["Expected a list of records, got str."]},
+        ),
+        (
+            {"use": "ai_training", "records": [], "thresholds": "strict"},
+            {
+                "thresholds": {
+                    "non_field_errors": ["Invalid data. Expected a dictionary, but got str."]
+                }
+            },
+        ),
+        (
+            [{"id": "r1", "sha256": SHA_A}],
+            {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]},
+        ),
+    ],
+)
+def test_a_body_without_a_list_of_records_is_a_400_naming_the_field(
+    world: World, body: Any, fields: dict[str, Any]
+) -> None:
+    response = world.api.post("/api/v1/lookup", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+    assert response.json()["fields"] == fields
+    assert PipelineRequest.objects.count() == 0
+
+
+def test_an_empty_list_of_records_is_answered_with_no_results(world: World) -> None:
+    response = lookup(world.api, [])
+
+    assert response.json() == {"registry_version": registry_version_current(), "results": []}
+
+
+def test_malformed_json_is_a_400_and_a_form_is_a_415(world: World) -> None:
+    garbled = world.api.post("/api/v1/lookup", "{not json", content_type="application/json")
+    form = world.api.post("/api/v1/lookup", {"use": "ai_training"}, format="multipart")
+
+    assert (garbled.status_code, garbled.json()["error"]) == (400, "parse_error")
+    assert (form.status_code, form.json()["error"]) == (415, "unsupported_media_type")
+    assert PipelineRequest.objects.count() == 0
+
+
+# --- authentication, scopes, quotas (every synchronous pipeline endpoint) ---------------
+
+ENDPOINTS: dict[str, Callable[[APIClient], Response]] = {
+    "lookup": lambda api: api.post(
+        "/api/v1/lookup", {"use": "ai_training", "records": []}, format="json"
+    ),
+    "changes": lambda api: api.get("/api/v1/changes"),
+    "urls": lambda api: api.post(
+        "/api/v2/query/urls/", "https://bob.example/x.jpg", content_type="text/plain"
+    ),
+}
+
+
+def _revoked(organization: Organization) -> str:
+    key, raw = services.api_key_create(organization=organization, name="old")
+    services.api_keys_revoke(key_ids=[key.pk])
+    return raw
+
+
+def _expired(organization: Organization) -> str:
+    key, raw = services.api_key_create(organization=organization, name="old")
+    OrganizationAPIKey.objects.filter(pk=key.pk).update(
+        expiry_date=timezone.now() - timedelta(seconds=1)
+    )
+    return raw
+
+
+def _creator_token(organization: Organization) -> str:
+    _, raw = registry_services.token_create(creator=CreatorFactory(), name="laptop")
+    return raw
+
+
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+@pytest.mark.parametrize(
+    ("header", "status", "error", "detail"),
+    [
+        (lambda org: "", 401, "not_authenticated", "Authentication credentials were not provided."),
+        (
+            lambda org: "Api-Key",
+            401,
+            "authentication_failed",
+            "Malformed Authorization header: expected 'Api-Key <key>'.",
+        ),
+        (
+            lambda org: "Api-Key not.a-key",
+            401,
+            "authentication_failed",
+            "Invalid or revoked API key.",
+        ),
+        (
+            lambda org: "Api-Key é",
+            401,
+            "authentication_failed",
+            "API key contains invalid characters.",
+        ),
+        (
+            lambda org: f"Api-Key {_revoked(org)}",
+            401,
+            "authentication_failed",
+            "Invalid or revoked API key.",
+        ),
+        (
+            lambda org: f"Api-Key {_expired(org)}",
+            401,
+            "authentication_failed",
+            "This API key has expired.",
+        ),
+        (
+            lambda org: f"Token {_creator_token(org)}",
+            401,
+            "not_authenticated",
+            "Authentication credentials were not provided.",
+        ),
+        (
+            lambda org: f"Api-Key {raw_key(org, scopes=('batches',))}",
+            403,
+            "permission_denied",
+            "This API key lacks the 'lookup' scope.",
+        ),
+    ],
+    ids=["none", "no-key", "garbled", "non-ascii", "revoked", "expired", "token", "no-scope"],
+)
+def test_pipeline_endpoints_refuse_bad_credentials_with_json(
+    endpoint: str,
+    header: Callable[[Organization], str],
+    status: int,
+    error: str,
+    detail: str,
+) -> None:
+    organization = OrganizationFactory()
+    api = APIClient()
+    value = header(organization)
+    if value:
+        api.credentials(HTTP_AUTHORIZATION=value)
+
+    response = ENDPOINTS[endpoint](api)
+
+    assert response.status_code == status
+    assert response.json() == {"error": error, "detail": detail}
+    if status == 401:
+        assert response["WWW-Authenticate"] == "Api-Key"
+    assert PipelineRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+def test_a_suspended_organization_is_refused_with_403(endpoint: str) -> None:
+    organization = OrganizationFactory()
+    api = pipeline(raw_key(organization))
+    Organization.objects.filter(pk=organization.pk).update(suspended_at=timezone.now())
+
+    response = ENDPOINTS[endpoint](api)
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "permission_denied",
+        "detail": "This organization is suspended.",
+    }
+    assert PipelineRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+def test_a_key_over_its_quota_gets_429_with_retry_after(endpoint: str, settings: Any) -> None:
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**rates, endpoint: "2/min"},
+    }
+    organization = OrganizationFactory()
+    api, other_key = pipeline(raw_key(organization)), pipeline(raw_key(organization))
+    other_endpoint = next(name for name in sorted(ENDPOINTS) if name != endpoint)
+
+    statuses = [ENDPOINTS[endpoint](api).status_code for _ in range(2)]
+    refused = ENDPOINTS[endpoint](api)
+    same_key_other_quota = ENDPOINTS[other_endpoint](api)
+    other_key_same_quota = ENDPOINTS[endpoint](other_key)
+
+    assert statuses == [200, 200]
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert refused.json() == {
+        "error": "throttled",
+        "detail": f"Request was throttled. Expected available in {refused['Retry-After']} seconds.",
+    }
+    assert same_key_other_quota.status_code == 200
+    assert other_key_same_quota.status_code == 200
+    assert PipelineRequest.objects.count() == 4
+
+
+def test_the_spawning_scheme_api_is_accepted_too(world: World) -> None:
+    raw = raw_key(world.acme)
+
+    response = lookup(pipeline(raw, scheme="API"), [{"id": "r", "sha256": SHA_A}])
+
+    assert response.status_code == 200
+    assert response.json()["results"][0]["decision"] == "exclude"
+
+
+# --- audit log ---------------------------------------------------------------------------
+
+
+def test_every_lookup_leaves_an_audit_row_and_a_log_line_with_the_key_prefix(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, raw = services.api_key_create(organization=world.acme, name="crawler")
+    records = [{"id": "a", "sha256": SHA_A}, {"id": "c", "sha256": SHA_C}, {"id": "x"}]
+
+    with caplog.at_level(logging.INFO, logger="optout.pipeline"):
+        response = lookup(pipeline(raw), records, use="ai_generative_training")
+
+    assert response.status_code == 200
+    audit = PipelineRequest.objects.get()
+    assert {
+        "organization": audit.organization,
+        "api_key": audit.api_key,
+        "key_prefix": audit.key_prefix,
+        "endpoint": audit.endpoint,
+        "use": audit.use,
+        "record_count": audit.record_count,
+        "excluded_count": audit.excluded_count,
+        "registry_version": audit.registry_version,
+        "batch": audit.batch,
+    } == {
+        "organization": world.acme,
+        "api_key": key,
+        "key_prefix": key.prefix,
+        "endpoint": "lookup",
+        "use": "ai_generative_training",
+        "record_count": 3,
+        "excluded_count": 1,
+        "registry_version": response.json()["registry_version"],
+        "batch": None,
+    }
+    [line] = [r.getMessage() for r in caplog.records if r.name == "optout.pipeline"]
+    assert line == (
+        f"lookup key={key.prefix} organization=Acme Vision use=ai_generative_training "
+        f"records=3 excluded=1 registry_version={audit.registry_version}"
+    )
+
+
+# --- membership privacy -----------------------------------------------------------------
+
+
+def test_no_pipeline_response_names_a_creator_photo_or_claim(world: World) -> None:
+    [later] = register(world.alice, HashLine(sha256=SHA_B, filename="alice-later.jpg"))
+    claims = list(Claim.objects.filter(creator=world.bob))
+    records = [
+        {"id": "a", "sha256": SHA_A},
+        {"id": "b", "sha256": SHA_B},
+        {"id": "u", "url": "https://bob.example/x.jpg"},
+    ]
+
+    bodies = [
+        lookup(world.api, records).content,
+        world.api.get("/api/v1/changes", {"since": 0}).content,
+        world.api.post(
+            "/api/v2/query/urls/", "https://bob.example/x.jpg\n", content_type="text/plain"
+        ).content,
+    ]
+
+    secrets = [
+        "alice@example.org",
+        "bob@example.org",
+        "alice-dawn",
+        "alice-later",
+        str(world.alice.public_id),
+        str(world.bob.public_id),
+        str(world.photo_a.public_id),
+        str(later.public_id),
+        *(str(c.public_id) for c in claims),
+    ]
+    for body in bodies:
+        text = body.decode()
+        assert [secret for secret in secrets if secret in text] == []
+    # The check can fail: the opt-out ids (which pipelines may see) are there.
+    assert str(world.opt_alice.public_id) in bodies[0].decode()
+    assert str(world.opt_bob.public_id) in bodies[1].decode()
+    assert SHA_B in bodies[1].decode()
+
+
+# --- GET /api/v1/changes ------------------------------------------------------------------
+
+
+def change(
+    opt_out: OptOut | None,
+    event: ConsentEvent,
+    hashes: list[dict[str, Any]],
+    *,
+    uses: list[str] | None = None,
+    scope: str | None = None,
+    claims: list[dict[str, str]] | None = None,
+    complete: bool = True,
+) -> dict[str, Any]:
+    return {
+        "registry_version": event.registry_version,
+        "kind": event.kind,
+        "opt_out": str(opt_out.public_id) if opt_out else None,
+        "uses": uses if uses is not None else opt_out.uses if opt_out else [],
+        "scope": scope or (opt_out.scope if opt_out else "all_photos"),
+        "hashes": hashes,
+        "hashes_complete": complete,
+        "claims": claims or [],
+        "at": at(event),
+    }
+
+
+def query_of(url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", dict(parse_qsl(parts.query))
+
+
+def plain(sha256: str) -> dict[str, Any]:
+    return {"sha256": sha256, "pdq": None, "phash": None}
+
+
+def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
+    alice, bob, carol = CreatorFactory(), CreatorFactory(), CreatorFactory()
+    since = registry_version_current()
+    register(alice, HashLine(sha256=SHA_B))
+    opt_alice = file(alice, ["ai_training", "data_mining"])
+    [later] = register(alice, HashLine(sha256=SHA_A, pdq=PDQ_A, phash=PHASH_A))
+    domain = claim(bob, "domain", "bob.example")
+    opt_bob = file(bob, ["data_mining"], "claims", claims=[domain.public_id])
+    register(carol, HashLine(sha256=SHA_C))
+    withdraw(opt_alice)
+    register(alice, HashLine(sha256="d" * 64))
+    api = pipeline(raw_key(OrganizationFactory()))
+
+    response = api.get("/api/v1/changes", {"since": since})
+
+    assert response.status_code == 200
+    full_a = {"sha256": SHA_A, "pdq": PDQ_A, "phash": PHASH_A}
+    assert response.json() == {
+        "registry_version": registry_version_current(),
+        "next": None,
+        "results": [
+            change(opt_alice, event_of("opt_out_filed", opt_alice.public_id), [plain(SHA_B)]),
+            change(
+                None,
+                event_of("photo_registered", later.public_id),
+                [full_a],
+                uses=["data_mining", "ai_training"],
+            ),
+            change(
+                opt_bob,
+                event_of("opt_out_filed", opt_bob.public_id),
+                [],
+                claims=[{"kind": "domain", "value": "bob.example"}],
+            ),
+            change(
+                opt_alice,
+                event_of("opt_out_withdrawn", opt_alice.public_id),
+                [full_a, plain(SHA_B)],
+            ),
+        ],
+    }
+    assert PipelineRequest.objects.get().endpoint == "changes"
+
+
+def test_changes_leave_out_opt_outs_excepting_the_organization() -> None:
+    alice = CreatorFactory()
+    acme, other = OrganizationFactory(), OrganizationFactory()
+    since = registry_version_current()
+    opt_out = file(alice, ["ai_training"], exceptions=[acme.public_id])
+    register(alice, HashLine(sha256=SHA_A))
+    withdraw(opt_out)
+
+    excepted = pipeline(raw_key(acme)).get("/api/v1/changes", {"since": since}).json()
+    refused = pipeline(raw_key(other)).get("/api/v1/changes", {"since": since}).json()
+
+    assert excepted["results"] == []
+    assert [r["kind"] for r in refused["results"]] == [
+        "opt_out_filed",
+        "photo_registered",
+        "opt_out_withdrawn",
+    ]
+
+
+def test_changes_pages_follow_next_to_the_end() -> None:
+    creators = [CreatorFactory() for _ in range(3)]
+    since = registry_version_current()
+    for index, creator in enumerate(creators):
+        register(creator, HashLine(sha256=f"{index + 1}" * 64))
+        file(creator, ["ai_training"])
+    api = pipeline(raw_key(OrganizationFactory()))
+    whole = api.get("/api/v1/changes", {"since": since}).json()
+
+    pages, url = [], f"/api/v1/changes?since={since}&limit=2"
+    while url:
+        page = api.get(url).json()
+        pages.append(page)
+        url = page["next"]
+
+    assert [len(page["results"]) for page in pages] == [2, 1]
+    path, query = query_of(pages[0]["next"])
+    assert (path, query["limit"]) == ("http://testserver/api/v1/changes", "2")
+    # The cursor may pass events that change nothing, never a change.
+    second, third = (r["registry_version"] for r in whole["results"][1:])
+    assert second <= int(query["since"]) < third
+    assert [r for page in pages for r in page["results"]] == whole["results"]
+    assert len(whole["results"]) == 3
+    assert whole["next"] is None
+
+
+def test_a_change_over_more_hashes_than_a_page_holds_is_split_in_sha256_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(changes, "PAGE_MAX_HASHES", 3)
+    alice = CreatorFactory()
+    shas = [f"{digit}" * 64 for digit in "7352164"]
+    since = registry_version_current()
+    register(alice, *(HashLine(sha256=sha) for sha in shas))
+    opt_out = file(alice, ["ai_training"])
+    api = pipeline(raw_key(OrganizationFactory()))
+
+    pages, url = [], f"/api/v1/changes?since={since}"
+    while url:
+        page = api.get(url).json()
+        pages.append(page)
+        url = page["next"]
+
+    ordered = sorted(shas)
+    filed = event_of("opt_out_filed", opt_out.public_id)
+    assert [page["results"] for page in pages] == [
+        [change(opt_out, filed, [plain(s) for s in ordered[:3]], complete=False)],
+        [change(opt_out, filed, [plain(s) for s in ordered[3:6]], complete=False)],
+        [change(opt_out, filed, [plain(s) for s in ordered[6:]])],
+    ]
+    assert query_of(pages[0]["next"]) == (
+        "http://testserver/api/v1/changes",
+        {"since": str(filed.registry_version - 1), "hashes_after": ordered[2]},
+    )
+
+
+def test_a_page_reads_a_bounded_part_of_the_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changes, "PAGE_MAX_SCANNED_EVENTS", 2)
+    monkeypatch.setattr(changes, "SCAN_CHUNK", 2)
+    carol, alice = CreatorFactory(), CreatorFactory()
+    since = registry_version_current()
+    register(carol, *(HashLine(sha256=f"{digit}" * 64) for digit in "12345"))
+    opt_out = file(alice, ["ai_training"])
+    api = pipeline(raw_key(OrganizationFactory()))
+
+    pages, url = [], f"/api/v1/changes?since={since}"
+    while url:
+        page = api.get(url).json()
+        pages.append(page)
+        url = page["next"]
+
+    versions = list(
+        ConsentEvent.objects.filter(registry_version__gt=since)
+        .order_by("registry_version")
+        .values_list("registry_version", flat=True)
+    )
+    assert len(versions) == 6
+    assert [len(page["results"]) for page in pages] == [0, 0, 1]
+    assert [query_of(page["next"])[1] for page in pages[:2]] == [
+        {"since": str(versions[1])},
+        {"since": str(versions[3])},
+    ]
+    assert pages[2]["next"] is None
+    assert pages[2]["results"][0]["opt_out"] == str(opt_out.public_id)
+
+
+def test_the_query_count_of_a_changes_page_does_not_grow_with_its_photos() -> None:
+    def queries_for(photo_count: int) -> int:
+        alice = CreatorFactory()
+        since = registry_version_current()
+        file(alice, ["ai_training"])
+        register(alice, *(HashLine(sha256=uuid.uuid4().hex * 2) for _ in range(photo_count)))
+        api = pipeline(raw_key(OrganizationFactory()))
+        with CaptureQueriesContext(connection) as captured:
+            body = api.get("/api/v1/changes", {"since": since}).json()
+        assert len(body["results"]) == 1 + photo_count
+        return len(captured)
+
+    assert queries_for(2) == queries_for(20)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"since": "-1"}, "since"),
+        ({"since": "abc"}, "since"),
+        ({"since": "1.5"}, "since"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"hashes_after": "xyz"}, "hashes_after"),
+    ],
+)
+def test_bad_changes_parameters_are_a_400_naming_them(
+    world: World, params: dict[str, str], field: str
+) -> None:
+    response = world.api.get("/api/v1/changes", params)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+    assert list(response.json()["fields"]) == [field]
+    assert PipelineRequest.objects.count() == 0
+
+
+def test_changes_without_since_start_at_the_beginning(world: World) -> None:
+    response = world.api.get("/api/v1/changes")
+
+    assert [r["opt_out"] for r in response.json()["results"]] == [
+        str(world.opt_alice.public_id),
+        str(world.opt_bob.public_id),
+    ]
+
+
+def test_changes_since_the_current_version_are_empty(world: World) -> None:
+    current = registry_version_current()
+
+    response = world.api.get("/api/v1/changes", {"since": current + 5})
+
+    assert response.json() == {"registry_version": current, "next": None, "results": []}
