@@ -14,6 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -74,9 +80,13 @@ def test_no_model_change_lacks_a_migration(tmp_path: Path) -> None:
     assert result.returncode == 0, output(result)
 
 
-def test_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
-    env |= {
+def production_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "OPTOUT_RECEIPT_"))
+    }
+    return env | {
         "DJANGO_DEBUG": "0",
         # 64 random URL-safe characters, like a real deployment's key.
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
@@ -84,12 +94,31 @@ def test_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
         "OPTOUT_RUN_DIR": str(tmp_path),
     }
 
+
+def test_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
+    signing_key = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    env = production_env(tmp_path) | {"OPTOUT_RECEIPT_SIGNING_KEY": signing_key.decode()}
+
     result = run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], env=env
     )
 
     assert result.returncode == 0, output(result)
     assert "System check identified no issues" in result.stdout, output(result)
+
+
+def test_deploy_check_fails_without_a_receipt_signing_key(tmp_path: Path) -> None:
+    result = run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=production_env(tmp_path),
+    )
+
+    assert result.returncode != 0, output(result)
+    assert "optout.E001" in result.stderr + result.stdout, output(result)
+    assert "OPTOUT_RECEIPT_SIGNING_KEY" in result.stderr + result.stdout
+    assert not list(tmp_path.rglob("*.pem")), "production must never generate a key"
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path: Path) -> None:
