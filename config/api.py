@@ -9,7 +9,8 @@ ValidationError, an oversized request body, or an unexpected exception.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -23,11 +24,15 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -113,11 +118,65 @@ def _first_message(value: Any) -> str:
     return str(value)
 
 
+def query_params_once(request: Request, names: Iterable[str]) -> dict[str, str]:
+    """The query parameters ``names`` as one string each, as sent.
+
+    A name given twice is a 400 (QueryDict would silently keep the last value),
+    and a blank value stays a value: a serializer given this plain dict refuses
+    ``?since=`` instead of reading it as "not set", as it does with a QueryDict.
+    """
+    wanted = set(names)
+    query = request.query_params
+    repeated = sorted(name for name in wanted if len(query.getlist(name)) > 1)
+    if repeated:
+        raise exceptions.ValidationError({name: ["give this parameter once"] for name in repeated})
+    return {name: query[name] for name in wanted if name in query}
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
 class Pagination(PageNumberPagination):
     page_size = 100
     page_size_query_param = "page_size"
     # A page larger than this costs more than a second request.
     max_page_size = 1000
+    # Only numbers: "last" would be one more undocumented spelling of a page.
+    last_page_strings = ()
+
+    def get_page_size(self, request: Request) -> int:
+        # DRF silently ignores a page_size it cannot read and clamps one above
+        # the maximum; a client asking for the wrong thing learns it here.
+        params = query_params_once(request, [self.page_query_param, self.page_size_query_param])
+        raw = params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [f"an integer from 1 to {self.max_page_size}"]}
+            )
+        return int(raw)
+
+    def get_page_number(self, request: Request, paginator: Any) -> int:
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        if not _DIGITS.fullmatch(raw) or int(raw) < 1:
+            raise exceptions.ValidationError(
+                {self.page_query_param: ["a page number: an integer from 1"]}
+            )
+        # Past the last page the paginator raises InvalidPage: a 404.
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        bounds = {
+            self.page_query_param: {"minimum": 1},
+            self.page_size_query_param: {"minimum": 1, "maximum": self.max_page_size},
+        }
+        for parameter in parameters:
+            parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
 
 
 class BoundedMultiPartParser(parsers.MultiPartParser):
@@ -182,6 +241,38 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
                 "`API <key>`, the scheme of Spawning's API, is accepted too."
             ),
         }
+
+
+class ItemsCheckedOneByOne:
+    """A list field whose items are checked one at a time, so that a bad item
+    gets its own error in the response while the others go through.
+
+    The request as a whole accepts any item, and its schema says so: an item is
+    documented as ``item_serializer`` (what to send) *or* anything else (which
+    comes back as that item's error), not as a shape whose violation would be
+    refused (ItemsCheckedOneByOneScheme)."""
+
+    item_serializer: type[serializers.Serializer]
+    other_items: str = "Anything else comes back as this item's error; the others go through."
+    min_items: int = 0
+
+
+class ItemsCheckedOneByOneScheme(OpenApiSerializerFieldExtension):
+    """Documents ItemsCheckedOneByOne fields; registered on import."""
+
+    target_class = "config.api.ItemsCheckedOneByOne"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
+        field = self.target
+        item = auto_schema.resolve_serializer(field.item_serializer, direction)
+        schema: dict[str, Any] = {
+            "type": "array",
+            "items": {"anyOf": [item.ref, {"description": field.other_items}]},
+        }
+        if field.min_items:
+            schema["minItems"] = field.min_items
+        return schema
 
 
 class ErrorSerializer(serializers.Serializer):

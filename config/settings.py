@@ -169,6 +169,18 @@ OPTOUT_MAX_MANIFEST_BYTES = int(os.environ.get("OPTOUT_MAX_MANIFEST_BYTES", 200 
 OPTOUT_CHUNK_RECORDS = int(os.environ.get("OPTOUT_CHUNK_RECORDS", 10_000))
 # A worker holds a chunk this long; the sweeper re-enqueues it once expired.
 OPTOUT_CHUNK_LEASE_SECONDS = int(os.environ.get("OPTOUT_CHUNK_LEASE_SECONDS", 600))
+# The matching index split across workers (docs/scaling.md): photos with
+# key % OPTOUT_SHARDS == k live on shard k (claims on shard 0); a chunk fans out
+# to queue match.shard<k> of every shard. Web and workers must agree on it.
+OPTOUT_SHARDS = int(os.environ.get("OPTOUT_SHARDS", 1))
+# The shard a worker owns (it consumes `-Q match.shard<k>`); unset: no shard.
+OPTOUT_SHARD = int(os.environ["OPTOUT_SHARD"]) if os.environ.get("OPTOUT_SHARD") else None
+# A matching engine writes its loaded version at most this often (EngineState),
+# and at least every OPTOUT_ENGINE_HEARTBEAT_SECONDS while it is used.
+OPTOUT_ENGINE_REPORT_SECONDS = float(os.environ.get("OPTOUT_ENGINE_REPORT_SECONDS", 5))
+OPTOUT_ENGINE_HEARTBEAT_SECONDS = float(os.environ.get("OPTOUT_ENGINE_HEARTBEAT_SECONDS", 60))
+# GET /api/v1/registry lists engines that reported within this many seconds.
+OPTOUT_ENGINE_SEEN_SECONDS = int(os.environ.get("OPTOUT_ENGINE_SEEN_SECONDS", 600))
 # webdataset shards wait here for a worker to hash them; each is deleted once
 # hashed (only the hashes stay). Must be shared by web and workers.
 OPTOUT_SPOOL_DIR = Path(os.environ.get("OPTOUT_SPOOL_DIR", RUN_DIR / "spool"))

@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import api, health
@@ -14,6 +15,11 @@ urlpatterns = [
     path("api/v1/me/", include("registry.api_urls")),
     path("api/v1/me/", include("optout.api_urls")),
     path("api/", include("optout.pipeline_urls")),
+    # Whatever else is under /api/ (a malformed id too) is a JSON 404. handler404
+    # does that only with DEBUG off; a development server would answer with
+    # Django's HTML debug page. CSRF-exempt like every API view, so that a POST
+    # gets the same 404 instead of an HTML CSRF failure.
+    re_path(r"^api/", csrf_exempt(api.json_not_found)),
     path("", include("registry.urls")),
     path("", include("optout.urls")),
 ]

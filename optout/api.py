@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, parsers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,6 +27,9 @@ class CreatorOptOutView(generics.GenericAPIView):
     """The signed-in creator's opt-outs, with what serializing them needs."""
 
     permission_classes = [IsCreator]
+    # JSON only: the web pages take the forms. Form encodings would read an empty
+    # `exceptions=` as "no exceptions" instead of refusing it.
+    parser_classes = [parsers.JSONParser]
     serializer_class = OptOutSerializer
 
     def get_queryset(self) -> QuerySet[OptOut]:
@@ -42,7 +45,7 @@ class OptOutListFileView(CreatorOptOutView, generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="List my opt-outs, newest first",
-        responses={200: OptOutSerializer(many=True), **error_responses(401, 403, 404)},
+        responses={200: OptOutSerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

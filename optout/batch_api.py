@@ -6,6 +6,7 @@ missing one). No creator identity appears in any response.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import IO, Any, cast
@@ -32,9 +33,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from config.api import ErrorSerializer, PayloadTooLarge, error_responses
+from config.api import (
+    ErrorSerializer,
+    PayloadTooLarge,
+    pipeline_error_responses,
+    query_params_once,
+)
 from optout import batches, exclusions, services
-from optout.manifests import ManifestInvalid
+from optout.manifests import FORMATS, ManifestInvalid
 from optout.matching import DEFAULT_THRESHOLDS, ThresholdTooLoose
 from optout.models import Batch, PipelineRequest
 from optout.pipeline_auth import (
@@ -43,11 +49,15 @@ from optout.pipeline_auth import (
     PipelineClient,
     pipeline_client,
 )
+from optout.pipeline_serializers import threshold_field
 from optout.throttles import ApiKeyRateThrottle
 from optout.uses import USES
 
 TAGS = ["batches"]
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# What _idempotency_key accepts once HTTP has dropped the surrounding
+# whitespace: visible ASCII, spaces only between visible characters.
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[!-~]([ -~]*[!-~])?")
 # Room for the multipart boundaries, part headers and the small form fields
 # around the manifest when the whole body is checked against the manifest limit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -162,6 +172,12 @@ class DownloadNegotiation(BaseContentNegotiation):
 _USES_ALLOWED = ", ".join(USES)
 
 
+@extend_schema_field({"type": "string", "enum": ["", *FORMATS]})
+class ManifestFormatField(serializers.CharField):
+    """A format name; the service answers an unknown one with 415, so the
+    field itself takes any text."""
+
+
 class BatchSubmitSerializer(serializers.Serializer):
     manifest = serializers.FileField(
         help_text=(
@@ -178,7 +194,7 @@ class BatchSubmitSerializer(serializers.Serializer):
         error_messages={"invalid_choice": "unknown use {input!r}; allowed: " + _USES_ALLOWED},
         help_text="The declared use, one of " + _USES_ALLOWED + ".",
     )
-    format = serializers.CharField(
+    format = ManifestFormatField(
         required=False,
         allow_blank=True,
         help_text=(
@@ -186,14 +202,16 @@ class BatchSubmitSerializer(serializers.Serializer):
             "content when omitted. Any other value is a 415."
         ),
     )
-    pdq_threshold = serializers.IntegerField(
+    pdq_threshold = threshold_field(
+        "pdq",
+        DEFAULT_THRESHOLDS.pdq,
         required=False,
-        min_value=0,
         help_text=f"A stricter PDQ threshold (at most {DEFAULT_THRESHOLDS.pdq}).",
     )
-    phash_threshold = serializers.IntegerField(
+    phash_threshold = threshold_field(
+        "phash",
+        DEFAULT_THRESHOLDS.phash,
         required=False,
-        min_value=0,
         help_text=f"A stricter pHash threshold (at most {DEFAULT_THRESHOLDS.phash}).",
     )
 
@@ -317,9 +335,9 @@ def _idempotency_key(request: Request) -> str:
         raise exceptions.ValidationError(
             {"Idempotency-Key": [f"at most {IDEMPOTENCY_KEY_MAX_LENGTH} characters"]}
         )
-    if not key.isprintable():
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise exceptions.ValidationError(
-            {"Idempotency-Key": ["printable characters only (no control characters)"]}
+            {"Idempotency-Key": ["visible ASCII characters (and spaces between them) only"]}
         )
     return key
 
@@ -356,7 +374,7 @@ class BatchListSubmitView(PipelineBatchView, generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="List this organization's batches, newest first",
-        responses={200: BatchSerializer(many=True), **error_responses(401, 403, 404)},
+        responses={200: BatchSerializer(many=True), **pipeline_error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -375,17 +393,25 @@ class BatchListSubmitView(PipelineBatchView, generics.ListAPIView):
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                OpenApiTypes.STR,
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+                    "pattern": f"^{IDEMPOTENCY_KEY_PATTERN.pattern}$",
+                },
                 OpenApiParameter.HEADER,
                 required=True,
-                description="Any unique string up to 255 characters; resubmitting is safe.",
+                description=(
+                    "Any unique string up to 255 visible ASCII characters (a UUID, say); "
+                    "resubmitting is safe."
+                ),
             )
         ],
         request={"multipart/form-data": BatchSubmitSerializer},
         responses={
             202: OpenApiResponse(BatchAcceptedSerializer, "Batch accepted (Location: its URL)."),
             200: OpenApiResponse(BatchAcceptedSerializer, "Same key and body: the same batch."),
-            **error_responses(400, 401, 403, 413, 415),
+            **pipeline_error_responses(400, 401, 403, 413, 415),
             422: _ERRORS_MORE[422],
             429: _ERRORS_MORE[429],
         },
@@ -415,7 +441,7 @@ class BatchDetailView(PipelineBatchView, generics.RetrieveAPIView):
     @extend_schema(
         tags=TAGS,
         summary="A batch: status, progress, counts, and its receipt once done",
-        responses={200: BatchSerializer, **error_responses(401, 403, 404)},
+        responses={200: BatchSerializer, **pipeline_error_responses(401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -439,7 +465,7 @@ class BatchExclusionsView(PipelineBatchView):
             (200, "application/x-ndjson"): OpenApiTypes.STR,
             (200, "text/csv"): OpenApiTypes.STR,
             (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
-            **error_responses(400, 401, 403, 404),
+            **pipeline_error_responses(400, 401, 403, 404),
             409: _ERRORS_MORE[409],
         },
     )
@@ -464,8 +490,9 @@ class BatchExclusionsView(PipelineBatchView):
 
 
 def _download_choice(request: Request) -> tuple[str, str]:
-    output_format = request.query_params.get("format", "jsonl")
-    decision = request.query_params.get("decision", "exclude")
+    params = query_params_once(request, ["format", "decision"])
+    output_format = params.get("format", "jsonl")
+    decision = params.get("decision", "exclude")
     problems = {}
     if output_format not in exclusions.FORMATS:
         problems["format"] = [f"unknown format; allowed: {', '.join(exclusions.FORMATS)}"]

@@ -41,12 +41,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from optout.engine import MatchingEngine, engine_for
 from optout.manifests import FORMATS, READERS, RECORD_FIELDS, ManifestInvalid, Row, detect_format
 from optout.manifests import webdataset_check as _webdataset_check
 from optout.matching import Invalid, Record, Thresholds, decide, record_parse
 from optout.matching.decide import Decision
 from optout.models import Batch, BatchResult, Chunk, Organization, OrganizationAPIKey
-from optout.snapshots import snapshot_cache
 from registry import hashing
 from registry.ledger import registry_version_current
 
@@ -101,14 +101,18 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+# Images of webdataset shards are hashed by the workers on the fast path.
+_SHARD_HASHING = "; shard images: registry.hashing fast path (JPEG draft decode)"
+
+
 def receipt_algorithms() -> dict[str, str]:
     """How each hash was compared, with the versions that make a decision reproducible."""
     return {
         "sha256": "SHA-256",
-        "pdq": f"PDQ (pdqhash {_package_version('pdqhash')})",
-        "phash": f"imagehash {_package_version('ImageHash')} phash",
+        "pdq": f"PDQ (pdqhash {_package_version('pdqhash')}){_SHARD_HASHING}",
+        "phash": f"imagehash {_package_version('ImageHash')} phash{_SHARD_HASHING}",
         "decision": (
-            "exact brute-force Hamming range "
+            "exact Hamming range search, multi-index hashing "
             f"(optout-registry {_package_version('optout-registry')})"
         ),
     }
@@ -249,6 +253,12 @@ def _chunks_write(batch: Batch, records: Iterable[dict[str, Any]]) -> list[int]:
 def _chunks_enqueue_on_commit(chunk_ids: Iterable[int]) -> None:
     # Imported here: optout.tasks imports this module.
     from optout.tasks import batch_chunk_decide_task
+
+    if settings.OPTOUT_SHARDS > 1:
+        from optout.chunk_shards import chunk_shards_enqueue_on_commit
+
+        chunk_shards_enqueue_on_commit(list(chunk_ids), settings.OPTOUT_SHARDS)
+        return
 
     # robust: the rows are committed whatever happens to the wake-ups; a broker
     # error is logged, not raised, and the sweeper enqueues the chunk again.
@@ -403,7 +413,11 @@ def _shard_record(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
     image = raw.pop("image", None)
     if image is not None:
         try:
-            hashes = hashing.hash_bytes(image, max_bytes=settings.OPTOUT_MAX_PHOTO_BYTES)
+            # Query side: large JPEGs decoded at reduced scale, ~5x faster; PDQ and
+            # pHash within a few bits of the full decode, recall on edited copies
+            # unchanged (docs/performance.md, "Hashing (step 3)"). Registered photos
+            # keep the full decode: they are the reference.
+            hashes = hashing.hash_bytes(image, max_bytes=settings.OPTOUT_MAX_PHOTO_BYTES, fast=True)
         except hashing.ImageRejected as error:
             try:
                 record_id = _json_safe(raw.get("id"))
@@ -507,16 +521,20 @@ def _batch_start(batch_id: int) -> Batch:
     return Batch.objects.get(pk=batch_id)
 
 
-def _chunk_decisions(chunk: Chunk, batch: Batch) -> list[Decision]:
+def _chunk_decisions(
+    chunk: Chunk, batch: Batch, engine: MatchingEngine | None = None
+) -> list[Decision]:
+    """The chunk decided exactly as of the batch's registry version, by this
+    process's engine (everything, or one shard's), caught up first if older."""
     assert batch.registry_version is not None
-    snapshot = snapshot_cache.at(batch.registry_version)
-    return decide(
-        (_record_of(stored) for stored in chunk.records),
-        snapshot,
-        use=batch.use,
-        organization=batch.organization_id,
-        thresholds=Thresholds(**batch.thresholds),
-    )
+    with (engine or engine_for()).at(batch.registry_version) as registry:
+        return decide(
+            (_record_of(stored) for stored in chunk.records),
+            registry,
+            use=batch.use,
+            organization=batch.organization_id,
+            thresholds=Thresholds(**batch.thresholds),
+        )
 
 
 def _result(chunk: Chunk, decision: Decision) -> BatchResult:

@@ -1,10 +1,12 @@
 """The pipeline's synchronous requests: a lookup of records, Spawning's URL
 query, and a page of the change feed.
 
-Lookups and URL queries decide against the registry at its newest version
-(snapshot_cache) for the organization of the key, so that organization's
-exceptions are honoured. Every request leaves one audit row
-(optout.services.pipeline_request_record).
+Lookups and URL queries decide against the registry at its newest version for
+the organization of the key, so that organization's exceptions are honoured.
+They use this process's matching engine with everything in it (optout.engine),
+caught up to the newest version first, whatever OPTOUT_SHARDS says: shards
+split the index between workers, not web processes (docs/scaling.md). Every
+request leaves one audit row (optout.services.pipeline_request_record).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from optout import changes, services
+from optout.engine import engine_for
 from optout.matching import DEFAULT_THRESHOLDS, Thresholds, decide, record_parse
 from optout.matching.decide import Decision
 from optout.models import OrganizationAPIKey, PipelineRequest
-from optout.snapshots import snapshot_cache
 from optout.uses import AI_GENERATIVE_TRAINING
 
 # Spawning's `optOut` means "do not train", and its callers declare no use.
@@ -43,12 +45,12 @@ class LookupOutcome:
 def _decide(
     *, key: OrganizationAPIKey, use: str, raw_records: Sequence[Any], thresholds: Thresholds
 ) -> LookupOutcome:
-    snapshot = snapshot_cache.current()
     records = [record_parse(raw, row=index) for index, raw in enumerate(raw_records)]
-    decisions = decide(
-        records, snapshot, use=use, organization=key.organization_id, thresholds=thresholds
-    )
-    return LookupOutcome(snapshot.version, decisions)
+    with engine_for().current() as registry:
+        decisions = decide(
+            records, registry, use=use, organization=key.organization_id, thresholds=thresholds
+        )
+    return LookupOutcome(registry.version, decisions)
 
 
 def lookup_run(

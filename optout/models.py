@@ -303,3 +303,63 @@ class PipelineRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} by {self.key_prefix} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ChunkShardResult(models.Model):
+    """One index shard's answer for one chunk, when the index is split across
+    workers (OPTOUT_SHARDS > 1): the chunk's excluded and invalid records as
+    that shard decided them. Once every shard has answered, the answers are
+    merged into BatchResult rows (optout.chunk_shards)."""
+
+    chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="shard_results")
+    # The shard count the chunk was fanned out to, and this answer's shard.
+    shards = models.PositiveSmallIntegerField()
+    shard = models.PositiveSmallIntegerField()
+    # [{"row": n, "id": ..., "decision": "exclude" | "invalid", "matches": [...], "reason": ...}]
+    decisions = models.JSONField(default=list)
+    registry_version = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["chunk", "shards", "shard"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chunk", "shards", "shard"], name="chunk_shard_result_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(shard__lt=models.F("shards")), name="chunk_shard_result_shard_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"shard {self.shard}/{self.shards} of chunk {self.chunk_id}"
+
+
+class EngineState(models.Model):
+    """What one process's matching engine has loaded: its registry version and
+    size per hash kind. Status, not evidence: upserted (throttled) after the
+    engine follows the registry, shown by GET /api/v1/registry."""
+
+    # Celery hostname (or host name) and process id: one row per engine process.
+    worker = models.CharField(max_length=200)
+    shards = models.PositiveSmallIntegerField(default=1)
+    shard = models.PositiveSmallIntegerField(default=0)
+    kind = models.CharField(max_length=8)  # sha256 | pdq | phash
+    loaded_version = models.BigIntegerField()
+    size = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["worker", "shards", "shard", "kind"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker", "shards", "shard", "kind"], name="engine_state_unique"
+            ),
+        ]
+        indexes = [
+            # GET /api/v1/registry lists the engines seen recently.
+            models.Index(fields=["updated_at"], name="engine_state_updated_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker} shard {self.shard}/{self.shards} {self.kind} v{self.loaded_version}"

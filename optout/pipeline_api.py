@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import exceptions, parsers
 from rest_framework.request import Request
@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from config.api import PayloadTooLarge, pipeline_error_responses
+from config.api import PayloadTooLarge, pipeline_error_responses, query_params_once
 from optout import changes, lookup
 from optout.pipeline_auth import ApiKeyAuthentication, HasLookupScope, pipeline_client
 from optout.pipeline_serializers import (
@@ -90,7 +90,8 @@ class ChangesView(PipelineView):
         },
     )
     def get(self, request: Request) -> Response:
-        query = ChangesQuerySerializer(data=request.query_params)
+        names = ChangesQuerySerializer().fields
+        query = ChangesQuerySerializer(data=query_params_once(request, names))
         query.is_valid(raise_exception=True)
         params = query.validated_data
         page = lookup.changes_list(
@@ -167,9 +168,21 @@ def _query_urls(request: Request) -> list[str]:
     return urls
 
 
+class BodyRequiredAutoSchema(AutoSchema):
+    """drf-spectacular marks a request body given as a plain type optional; the
+    URL query's body is the query itself."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation: dict[str, Any] | None = super().get_operation(*args, **kwargs)
+        if operation and "requestBody" in operation:
+            operation["requestBody"]["required"] = True
+        return operation
+
+
 class UrlQueryView(PipelineView):
     throttle_scope = "urls"
     parser_classes = [PlainTextParser]
+    schema = BodyRequiredAutoSchema()
 
     @extend_schema(
         tags=TAGS,
@@ -183,7 +196,8 @@ class UrlQueryView(PipelineView):
             "the key's organization holds no exception; a URL that cannot be parsed matches "
             "nothing and is `optOut: false`."
         ),
-        request={"text/plain": OpenApiTypes.STR},
+        # At least one line that is not blank (blank lines are skipped).
+        request={"text/plain": {"type": "string", "pattern": r"\S"}},
         examples=[
             OpenApiExample(
                 "Two URLs",

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import PayloadTooLarge
+from config.api import ItemsCheckedOneByOne, PayloadTooLarge
 from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
 from optout.models import OptOut
 from optout.uses import USES
@@ -41,10 +40,15 @@ class LookupRecordSerializer(serializers.Serializer):
     )
 
 
-@extend_schema_field(LookupRecordSerializer(many=True))
-class LookupRecordsField(serializers.Field):
+class LookupRecordsField(ItemsCheckedOneByOne, serializers.Field):
     """The records as sent. Only the list itself is checked here: a malformed
     record becomes an ``invalid`` result and the others are still decided."""
+
+    item_serializer = LookupRecordSerializer
+    other_items = (
+        "Anything else (not an object, no `id`, a malformed hash or URL) is decided "
+        "`invalid`, with the reason and its `row`; the other records are still decided."
+    )
 
     default_error_messages = {"not_a_list": "Expected a list of records, got {input_type}."}
 
@@ -64,12 +68,28 @@ class LookupRecordsField(serializers.Field):
         return value
 
 
+def threshold_field(kind: str, maximum: int, **kwargs: Any) -> serializers.IntegerField:
+    """A Hamming threshold a pipeline may ask for: 0 up to the registry's own,
+    never looser; the bounds appear in the schema."""
+    message = f"{kind} threshold must be between 0 and {maximum} (the registry's maximum)"
+    return serializers.IntegerField(
+        min_value=0,
+        max_value=maximum,
+        error_messages={"min_value": message, "max_value": message},
+        **kwargs,
+    )
+
+
 class LookupThresholdsSerializer(serializers.Serializer):
-    pdq = serializers.IntegerField(
+    pdq = threshold_field(
+        "pdq",
+        DEFAULT_THRESHOLDS.pdq,
         required=False,
         help_text=f"PDQ Hamming distance, 0 to {DEFAULT_THRESHOLDS.pdq} (the default).",
     )
-    phash = serializers.IntegerField(
+    phash = threshold_field(
+        "phash",
+        DEFAULT_THRESHOLDS.phash,
         required=False,
         help_text=f"pHash Hamming distance, 0 to {DEFAULT_THRESHOLDS.phash} (the default).",
     )

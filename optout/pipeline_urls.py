@@ -3,7 +3,7 @@ change feed, and the Spawning-compatible URL query."""
 
 from django.urls import URLPattern, path
 
-from optout import batch_api, pipeline_api, receipt_api
+from optout import batch_api, pipeline_api, receipt_api, registry_api
 
 urlpatterns: list[URLPattern] = []
 
@@ -30,4 +30,8 @@ urlpatterns += [
         batch_api.BatchExclusionsView.as_view(),
         name="api-batch-exclusions",
     ),
+]
+
+urlpatterns += [
+    path("v1/registry", registry_api.RegistryView.as_view(), name="api-registry"),
 ]

@@ -20,6 +20,7 @@ class OptOutFileSerializer(serializers.Serializer):
             error_messages={"invalid_choice": "unknown use {input!r}; allowed: " + _USES_ALLOWED},
         ),
         allow_empty=False,
+        min_length=1,  # allow_empty=False alone leaves minItems out of the schema
         error_messages={"empty": "choose at least one use from " + _USES_ALLOWED},
         help_text="Refused uses. Refusing `ai_training` also refuses `ai_generative_training`.",
     )

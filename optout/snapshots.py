@@ -6,11 +6,14 @@ was filed at or before V and not withdrawn by V; a photo or claim exists at V
 when it was registered at or before V. Loading the same V twice gives the same
 snapshot, whatever happened since, which is what lets every chunk of a batch be
 decided against the version its receipt names.
+
+Deciding uses the matching engine (optout/engine.py), which follows the versions
+without reloading; this brute-force snapshot is the reference it is tested
+against (tests/optout/test_engine.py).
 """
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 
 from django.db.models import Q
@@ -96,31 +99,3 @@ def snapshot_load(*, version: int | None = None) -> Snapshot:
         .values_list("id", "creator_id", "kind", "value")
     ]
     return Snapshot(version=version, photos=photos, claims=claims, opt_outs=opt_outs)
-
-
-class SnapshotCache:
-    """One snapshot per process, reloaded when the registry version moves on.
-
-    Step 2 reloads everything on a change (correct first); the matching engine
-    of step 3 replaces this with an index that follows the versions.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-
-    def at(self, version: int) -> Snapshot:
-        with self._lock:
-            if self._snapshot is None or self._snapshot.version != version:
-                self._snapshot = snapshot_load(version=version)
-            return self._snapshot
-
-    def current(self) -> Snapshot:
-        return self.at(registry_version_current())
-
-    def clear(self) -> None:
-        with self._lock:
-            self._snapshot = None
-
-
-snapshot_cache = SnapshotCache()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from optout import batches, services
+from optout import batches, chunk_shards, services
 
 
 # Any failure leaves notice_sent_at NULL (the service releases its claim), so a
@@ -45,6 +45,20 @@ def opt_out_notices_sweep_task() -> int:
 )
 def batch_chunk_decide_task(chunk_id: int) -> bool:
     return batches.batch_chunk_decide(chunk_id=chunk_id)
+
+
+# One index shard's part of a chunk (OPTOUT_SHARDS > 1), on queue match.shard<k>.
+# Same policy as batch_chunk_decide_task: its answer is written under a unique
+# constraint and the merge is recorded once, so retries and redeliveries are safe.
+@shared_task(
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=10 * 60,
+    retry_jitter=True,
+    max_retries=5,
+)
+def batch_chunk_shard_decide_task(chunk_id: int, shard: int, shards: int) -> bool:
+    return chunk_shards.batch_chunk_shard_decide(chunk_id=chunk_id, shard=shard, shards=shards)
 
 
 # No retry: a shard that cannot be hashed fails its batch (its file is deleted

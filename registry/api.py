@@ -82,7 +82,7 @@ class PhotoListRegisterView(generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="List my photos",
-        responses={200: PhotoSerializer(many=True), **error_responses(401, 403, 404)},
+        responses={200: PhotoSerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -141,6 +141,8 @@ class PhotoDetailView(generics.RetrieveAPIView):
 
 class ClaimListAddView(generics.ListAPIView):
     permission_classes = [IsCreator]
+    # JSON only, like the opt-outs: the web pages take the forms.
+    parser_classes = [parsers.JSONParser]
     serializer_class = ClaimSerializer
 
     def get_queryset(self) -> QuerySet[Claim]:
@@ -149,7 +151,7 @@ class ClaimListAddView(generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="List my claims",
-        responses={200: ClaimSerializer(many=True), **error_responses(401, 403, 404)},
+        responses={200: ClaimSerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -190,7 +192,7 @@ class ConsentEventListView(generics.ListAPIView):
     @extend_schema(
         tags=TAGS,
         summary="My consent history, newest first",
-        responses={200: ConsentEventSerializer(many=True), **error_responses(401, 403, 404)},
+        responses={200: ConsentEventSerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

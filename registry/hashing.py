@@ -11,6 +11,13 @@ Three hash kinds (PRODUCT.md):
 
 Perceptual hashes are computed on the image as it is displayed, i.e. after the
 EXIF orientation is applied.
+
+``hash_bytes(data)`` decodes every pixel: its hashes are the reference, the ones
+photos are registered with. ``hash_bytes(data, fast=True)`` decodes large JPEGs
+at 1/2, 1/4 or 1/8 scale and computes PDQ in numpy (registry/fast_hashing.py),
+about 5 times faster; its PDQ and pHash stay within a few bits of the reference
+(docs/performance.md, "Hashing (step 3)"), its sha256 and size are the same.
+Pipelines' webdataset shards are hashed on the fast path; registered photos never.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from typing import Any
 import imagehash
 import numpy as np
 import pdqhash
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from registry import fast_hashing
 
 # Formats a photo may arrive in. Everything else is refused before decoding:
 # each extra decoder is extra attack surface (TIFF, PSD, EPS…).
@@ -39,6 +48,20 @@ MAX_BYTES = 25 * 1024 * 1024
 # PDQ's own guidance (and HMA's practice): quality below 50 means a hash of a
 # near-featureless image that should not decide a match alone.
 PDQ_MIN_QUALITY = 50
+
+# fast=True decodes a JPEG at the smallest scale (1/2, 1/4, 1/8) that keeps both
+# sides at least this long: 6 decoded pixels per cell of PDQ's 64 x 64 grid. At
+# 3-4 pixels per cell (1/4 of 1024 x 768) PDQ moved up to 12 bits; at 6-8, 4-8.
+FAST_MIN_SIDE = 384
+# fast=True recomputes pHash from the full decode when the DCT coefficients around
+# the median lie closer together than this (fast_hashing.phash_with_margin):
+# there the reduced decode's noise could move more than 2 bits. Calibrated with
+# benchmarks/bench_hashing.py: every 4-bit miss had a margin below 26; this
+# falls back on about 5 % of photos.
+PHASH_FAST_MIN_MARGIN = 60.0
+
+# EXIF orientations that swap width and height (rotations by 90°, transpositions).
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 PHASH_HEX_LENGTH = 16
 PDQ_HEX_LENGTH = 64
@@ -138,12 +161,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES) -> Image.Image:
     Codes: ``too_large``, ``not_an_image``, ``unsupported_format``, ``corrupt``,
     ``truncated``, ``decompression_bomb``.
     """
-    if len(data) > max_bytes:
-        raise ImageRejected(
-            "too_large", f"file is {len(data)} bytes; the limit is {max_bytes} bytes"
-        )
-    if not data:
-        raise ImageRejected("not_an_image", "file is empty")
+    _check_bytes(data, max_bytes)
     with warnings.catch_warnings():
         # A DecompressionBombWarning is Pillow's "this is suspiciously large";
         # here it is an error, never a warning that scrolls by.
@@ -151,6 +169,15 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES) -> Image.Image:
         image = _open(data)
         _check_size(image)
         return _load_upright_rgb(image)
+
+
+def _check_bytes(data: bytes, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise ImageRejected(
+            "too_large", f"file is {len(data)} bytes; the limit is {max_bytes} bytes"
+        )
+    if not data:
+        raise ImageRejected("not_an_image", "file is empty")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -188,19 +215,32 @@ def _check_size(image: Image.Image) -> None:
 
 
 def _load_upright_rgb(image: Image.Image) -> Image.Image:
+    _load(image)
+    upright, _orientation = _upright(image)
+    return _to_rgb(upright)
+
+
+def _load(image: Image.Image) -> None:
     try:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageRejected("decompression_bomb", str(error)) from None
     except Exception as error:
         raise _decoding_failed(error) from None
+
+
+def _upright(image: Image.Image) -> tuple[Image.Image, int]:
+    """The image as displayed, and the EXIF orientation that was applied (1: none)."""
     try:
         upright = ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:
         # Browsers ignore an orientation tag they cannot parse and show the
         # pixels as stored; so does the registry, rather than refuse the photo.
-        upright = image
-    return _to_rgb(upright)
+        return image, 1
+    if not isinstance(orientation, int) or orientation not in fast_hashing.ORIENTATION_REVERSED:
+        return upright, 1  # a value exif_transpose does not act on
+    return upright, orientation
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -233,8 +273,15 @@ def bits_to_hex(bits: np.ndarray) -> str:
     return packed.tobytes().hex()
 
 
-def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES) -> PhotoHashes:
-    """All hashes of one photo file. Raises ImageRejected with a reason."""
+def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES, fast: bool = False) -> PhotoHashes:
+    """All hashes of one photo file. Raises ImageRejected with a reason.
+
+    ``fast``: decode large JPEGs at a reduced scale; PDQ and pHash then come
+    within a few bits of the full decode's (see the module docstring). The same
+    files are refused, for the same reasons.
+    """
+    if fast:
+        return _hash_bytes_fast(data, max_bytes=max_bytes)
     rgb = decode(data, max_bytes=max_bytes)
     pdq, quality = pdq_of(rgb)
     return PhotoHashes(
@@ -244,6 +291,66 @@ def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES) -> PhotoHashes:
         phash=phash_of(rgb),
         width=rgb.width,
         height=rgb.height,
+    )
+
+
+@dataclass(frozen=True)
+class ReducedImage:
+    """A photo decoded for hashing, possibly at a reduced scale."""
+
+    rgb: Image.Image  # upright (EXIF orientation applied), 1/scale of the full size
+    scale: int  # 1, 2, 4 or 8
+    width: int  # full size, upright
+    height: int
+    orientation: int  # the EXIF orientation applied, 1-8
+
+
+def decode_reduced(
+    data: bytes, *, max_bytes: int = MAX_BYTES, min_side: int = FAST_MIN_SIDE
+) -> ReducedImage:
+    """Like decode(), but a JPEG with both sides at least 2 x ``min_side`` is
+    decoded at 1/2, 1/4 or 1/8 scale (the smallest that keeps both sides at least
+    ``min_side``) straight from its DCT coefficients. Same checks, same
+    ImageRejected codes: the pixel cap applies to the full size in the header.
+    """
+    _check_bytes(data, max_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = _open(data)
+        _check_size(image)
+        width, height = image.size
+        scale = 1
+        if image.format == "JPEG":
+            # Pillow picks the largest of 8, 4, 2, 1 that keeps both sides >= min_side.
+            drafted = image.draft(image.mode, (min_side, min_side))
+            if drafted is not None:
+                scale = round(width / drafted[1][2])
+        _load(image)
+        upright, orientation = _upright(image)
+        rgb = _to_rgb(upright)
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return ReducedImage(rgb, scale, width, height, orientation)
+
+
+def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
+    reduced = decode_reduced(data, max_bytes=max_bytes)
+    pdq, quality = fast_hashing.pdq_of_reduced(
+        np.asarray(reduced.rgb),
+        (reduced.height, reduced.width),
+        reduced.scale,
+        fast_hashing.ORIENTATION_REVERSED[reduced.orientation],
+    )
+    phash, margin = fast_hashing.phash_with_margin(reduced.rgb)
+    if reduced.scale > 1 and margin < PHASH_FAST_MIN_MARGIN:
+        phash = phash_of(decode(data, max_bytes=max_bytes))
+    return PhotoHashes(
+        sha256=sha256_hex(data),
+        pdq=pdq,
+        pdq_quality=quality,
+        phash=phash,
+        width=reduced.width,
+        height=reduced.height,
     )
 
 

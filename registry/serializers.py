@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import PayloadTooLarge
+from config.api import ItemsCheckedOneByOne, PayloadTooLarge
 from registry import uploads
 from registry.models import Claim, ConsentEvent, Photo
 
@@ -46,11 +45,17 @@ class PhotoHashItemSerializer(serializers.Serializer):
     height = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
 
 
-@extend_schema_field(PhotoHashItemSerializer(many=True))
-class PhotoHashItemsField(serializers.ListField):
+class PhotoHashItemsField(ItemsCheckedOneByOne, serializers.ListField):
     """A list whose items stay raw JSON until each is validated on its own."""
 
-    child = serializers.JSONField()
+    # null too: every item, whatever it is, gets its own outcome.
+    child = serializers.JSONField(allow_null=True)
+    item_serializer = PhotoHashItemSerializer
+    other_items = (
+        "Anything else (no `sha256`, a malformed hash) comes back as that item's error; "
+        "the other items are still registered."
+    )
+    min_items = 1
 
 
 class PhotoHashesRegisterSerializer(serializers.Serializer):
@@ -85,6 +90,7 @@ class PhotoFilesRegisterSerializer(serializers.Serializer):
         child=serializers.FileField(allow_empty_file=True, use_url=False),
         required=False,
         allow_empty=False,
+        min_length=1,  # allow_empty=False alone leaves minItems out of the schema
         help_text="Photos (JPEG, PNG, WEBP, GIF) or ZIP archives of photos; repeat the field.",
     )
     hashes_file = serializers.FileField(

@@ -32,13 +32,13 @@ def chromium_available() -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _snapshot_cache_cleared() -> None:
-    """The per-process snapshot cache is keyed by registry version, but the test
+def _matching_engines_reset() -> None:
+    """The per-process matching engines follow registry versions, but the test
     database is rolled back or flushed between tests, so one version number can
-    stand for different contents in two tests: start every test with it empty."""
-    from optout.snapshots import snapshot_cache
+    stand for different contents in two tests: start every test without them."""
+    from optout.engine import engines
 
-    snapshot_cache.clear()
+    engines.reset()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,16 +1,48 @@
 """Deciding records: exclude when an active opt-out refusing the use covers a
-matching photo or claim and the organization holds no exception from it."""
+matching photo or claim and the organization holds no exception from it.
+
+``decide`` reads the registry through ``MatchSource``: the brute-force
+``Snapshot`` (snapshot.py, the reference) and the live index's view at one
+registry version (live.py) both provide it and give the same decisions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 from optout.matching.records import Invalid, Record
-from optout.matching.snapshot import Snapshot, SnapshotOptOut
+from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.thresholds import Thresholds
+
+
+class MatchSource(Protocol):
+    """The registry at one registry version, as decide() reads it. Photo and
+    claim ids are the source's own; decide() only hands them back."""
+
+    version: int
+
+    def sha256_photos(self, digests: Sequence[str]) -> list[list[int]]:
+        """Per digest, the photos registered with exactly that SHA-256."""
+        ...
+
+    def within_many(
+        self, kind: str, values: Sequence[str], threshold: int
+    ) -> list[list[tuple[int, int]]]:
+        """Per hex hash, (photo, distance) of every ``kind`` hash within ``threshold`` bits."""
+        ...
+
+    def opt_outs_of_photo(self, photo: int) -> Sequence[SnapshotOptOut]:
+        """The opt-outs covering the photo that are active at this version."""
+        ...
+
+    def claim_hits(self, url: str) -> Iterable[tuple[int, str]]:
+        """(claim, claim kind) of every claim the normalised URL falls under."""
+        ...
+
+    def opt_outs_of_claim(self, claim: int) -> Sequence[SnapshotOptOut]:
+        """The opt-outs covering the claim that are active at this version."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -29,6 +61,12 @@ class Match:
             "opt_out": self.opt_out,
             "uses": list(self.uses),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Match:
+        return cls(
+            data["kind"], data["distance"], data["threshold"], data["opt_out"], tuple(data["uses"])
+        )
 
 
 @dataclass(frozen=True)
@@ -50,29 +88,15 @@ class Decision:
         return data
 
 
-def _host_and_path(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host.startswith("www."):
-        host = host[4:]
-    return host, parts.path
-
-
-def _claim_hits(snapshot: Snapshot, url: str) -> Iterable[tuple[int, str]]:
-    host, path = _host_and_path(url)
-    for index in snapshot.claims_by_kind.get("url_prefix", ()):
-        if url.startswith(snapshot.claims[index].value):
-            yield index, "url_prefix"
-    for index in snapshot.claims_by_kind.get("domain", ()):
-        domain = snapshot.claims[index].value
-        if host == domain or host.endswith("." + domain):
-            yield index, "domain"
-    first_segment = path.strip("/").split("/", 1)[0].lstrip("@").lower()
-    for index in snapshot.claims_by_kind.get("handle", ()):
-        platform, _, name = snapshot.claims[index].value.partition(":")
-        on_platform = host in (platform, f"{platform}.com") or host.endswith("." + platform)
-        if on_platform and first_segment == name:
-            yield index, "handle"
+def matches_merge(matches: Iterable[Match]) -> tuple[Match, ...]:
+    """One match per (kind, opt-out), the closest; ordered by kind, distance, opt-out.
+    Also how partial answers of several index shards combine into one."""
+    found: dict[tuple[str, str], Match] = {}
+    for match in matches:
+        key = (match.kind, match.opt_out)
+        if key not in found or found[key].distance > match.distance:
+            found[key] = match
+    return tuple(sorted(found.values(), key=lambda m: (m.kind, m.distance, m.opt_out)))
 
 
 def _applies(opt_out: SnapshotOptOut, use: str, organization: int | None) -> bool:
@@ -81,57 +105,73 @@ def _applies(opt_out: SnapshotOptOut, use: str, organization: int | None) -> boo
     )
 
 
-def decide_one(
+# (kind, photo, distance, threshold) of one record against the photo indexes.
+PhotoHit = tuple[str, int, int, int]
+
+
+def _photo_hits(
+    records: Sequence[Record], registry: MatchSource, thresholds: Thresholds
+) -> list[list[PhotoHit]]:
+    """Every record's photo hits, each hash kind looked up for all records at once."""
+    hits: list[list[PhotoHit]] = [[] for _ in records]
+    for kind, threshold in (("sha256", 0), ("pdq", thresholds.pdq), ("phash", thresholds.phash)):
+        positions = [i for i, record in enumerate(records) if getattr(record, kind)]
+        if not positions:
+            continue
+        values = [getattr(records[i], kind) for i in positions]
+        if kind == "sha256":
+            found = [[(photo, 0) for photo in photos] for photos in registry.sha256_photos(values)]
+        else:
+            found = registry.within_many(kind, values, threshold)
+        for i, pairs in zip(positions, found, strict=True):
+            hits[i].extend((kind, photo, distance, threshold) for photo, distance in pairs)
+    return hits
+
+
+def _decide_one(
     record: Record,
-    snapshot: Snapshot,
+    hits: list[PhotoHit],
+    registry: MatchSource,
     *,
     use: str,
     organization: int | None,
-    thresholds: Thresholds,
 ) -> Decision:
-    found: dict[tuple[str, str], Match] = {}
+    candidates: list[Match] = []
 
-    def add(kind: str, distance: int, threshold: int, opt_outs: list[SnapshotOptOut]) -> None:
-        for opt_out in opt_outs:
-            if not _applies(opt_out, use, organization):
-                continue
-            key = (kind, opt_out.public_id)
-            if key not in found or found[key].distance > distance:
-                found[key] = Match(kind, distance, threshold, opt_out.public_id, opt_out.uses)
+    def add(kind: str, distance: int, threshold: int, opt_outs: Iterable[SnapshotOptOut]) -> None:
+        candidates.extend(
+            Match(kind, distance, threshold, opt_out.public_id, opt_out.uses)
+            for opt_out in opt_outs
+            if _applies(opt_out, use, organization)
+        )
 
-    if record.sha256:
-        for index in snapshot.sha256.get(record.sha256, ()):
-            add("sha256", 0, 0, snapshot.photo_opt_outs[index])
-    if record.pdq:
-        for index, distance in snapshot.within("pdq", record.pdq, thresholds.pdq):
-            add("pdq", distance, thresholds.pdq, snapshot.photo_opt_outs[index])
-    if record.phash:
-        for index, distance in snapshot.within("phash", record.phash, thresholds.phash):
-            add("phash", distance, thresholds.phash, snapshot.photo_opt_outs[index])
+    for kind, photo, distance, threshold in hits:
+        add(kind, distance, threshold, registry.opt_outs_of_photo(photo))
     if record.url:
-        for index, kind in _claim_hits(snapshot, record.url):
-            add(kind, 0, 0, snapshot.claim_opt_outs[index])
-    matches = tuple(sorted(found.values(), key=lambda m: (m.kind, m.distance, m.opt_out)))
+        for claim, kind in registry.claim_hits(record.url):
+            add(kind, 0, 0, registry.opt_outs_of_claim(claim))
+    matches = matches_merge(candidates)
     return Decision(record.id, "exclude" if matches else "allow", matches, row=record.row)
 
 
 def decide(
     records: Iterable[Record | Invalid],
-    snapshot: Snapshot,
+    registry: MatchSource,
     *,
     use: str,
     organization: int | None,
     thresholds: Thresholds,
 ) -> list[Decision]:
     """One decision per record, in order."""
+    records = list(records)
+    valid = [record for record in records if isinstance(record, Record)]
+    hits = iter(_photo_hits(valid, registry, thresholds))
     decisions = []
     for record in records:
         if isinstance(record, Invalid):
             decisions.append(Decision(record.id, "invalid", reason=record.reason, row=record.row))
         else:
             decisions.append(
-                decide_one(
-                    record, snapshot, use=use, organization=organization, thresholds=thresholds
-                )
+                _decide_one(record, next(hits), registry, use=use, organization=organization)
             )
     return decisions

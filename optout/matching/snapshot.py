@@ -1,13 +1,15 @@
-"""The registry as the decision engine sees it at one registry version."""
+"""The registry as the decision engine sees it at one registry version, searched
+by brute force: the reference the live index (live.py) is tested against."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from optout.matching.urls import claim_hits
 from optout.uses import refused_closure
 
 
@@ -113,12 +115,16 @@ class Snapshot:
         self.claims_by_kind: dict[str, list[int]] = defaultdict(list)
         for index, claim in enumerate(self.claims):
             self.claims_by_kind[claim.kind].append(index)
+        self._claim_values: dict[str, list[tuple[int, str]]] = {
+            kind: [(index, self.claims[index].value) for index in indexes]
+            for kind, indexes in self.claims_by_kind.items()
+        }
 
     def within(self, kind: str, value: str, threshold: int) -> list[tuple[int, int]]:
         """Photos (index, distance) whose ``kind`` hash is within ``threshold`` bits.
 
-        Brute force over every covered photo: exact by construction. The
-        multi-index replaces this for large registries (step 3)."""
+        Brute force over every covered photo: exact by construction. The live
+        index (live.py) answers the same with multi-index hashing."""
         codes, rows, words = (
             (self.pdq_codes, self.pdq_rows, 4)
             if kind == "pdq"
@@ -130,3 +136,22 @@ class Snapshot:
         distances = np.bitwise_count(codes ^ query).sum(axis=1)
         hits = np.nonzero(distances <= threshold)[0]
         return [(int(rows[i]), int(distances[i])) for i in hits]
+
+    # --- decide.MatchSource ------------------------------------------------------
+
+    def sha256_photos(self, digests: Sequence[str]) -> list[list[int]]:
+        return [list(self.sha256.get(digest, ())) for digest in digests]
+
+    def within_many(
+        self, kind: str, values: Sequence[str], threshold: int
+    ) -> list[list[tuple[int, int]]]:
+        return [self.within(kind, value, threshold) for value in values]
+
+    def opt_outs_of_photo(self, photo: int) -> list[SnapshotOptOut]:
+        return self.photo_opt_outs[photo]
+
+    def claim_hits(self, url: str) -> Iterator[tuple[int, str]]:
+        return claim_hits(url, self._claim_values)
+
+    def opt_outs_of_claim(self, claim: int) -> list[SnapshotOptOut]:
+        return self.claim_opt_outs[claim]

@@ -103,11 +103,67 @@ def test_unknown_api_path_is_404_json(path: str) -> None:
     assert response.json() == {"error": "not_found", "detail": "Not found."}
 
 
+@override_settings(DEBUG=True)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/batches/null,null"),
+        ("get", "/api/v1/me/photos/not-a-uuid"),
+        ("post", "/api/v1/me/opt-outs/null,null/withdraw"),
+        ("post", "/api/v2/query/urls"),
+    ],
+)
+def test_unknown_api_path_is_404_json_with_debug_on_too(method: str, path: str) -> None:
+    # With DEBUG on, Django answers an unresolved URL with its HTML debug page
+    # before handler404 is asked; a POST would meet the HTML CSRF failure page.
+    client = APIClient(enforce_csrf_checks=True)
+
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "not_found", "detail": "Not found."}
+
+
 def test_unknown_page_path_is_not_json() -> None:
     response = APIClient().get("/no-such-page-anywhere/")
 
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("page_size=null", "page_size", "an integer from 1 to 1000"),
+        ("page_size=", "page_size", "an integer from 1 to 1000"),
+        ("page_size=0", "page_size", "an integer from 1 to 1000"),
+        ("page_size=1001", "page_size", "an integer from 1 to 1000"),
+        ("page_size=2&page_size=3", "page_size", "give this parameter once"),
+        ("page=x", "page", "a page number: an integer from 1"),
+        ("page=0", "page", "a page number: an integer from 1"),
+        ("page=last", "page", "a page number: an integer from 1"),
+    ],
+)
+def test_a_bad_page_or_page_size_is_400_naming_it(
+    api: APIClient, query: str, field: str, message: str
+) -> None:
+    # DRF would ignore an unreadable page_size, cap a large one and take the last
+    # of two: the client would get another page than it asked for, silently.
+    response = api.get(f"/api/v1/me/claims?{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid", "detail": message, "fields": {field: [message]}}
+
+
+def test_page_and_page_size_bounds_and_the_400_are_documented(api: APIClient) -> None:
+    operation = api.get("/api/schema/?format=json").json()["paths"]["/api/v1/me/claims"]["get"]
+
+    bounds = {p["name"]: p["schema"] for p in operation["parameters"]}
+
+    assert bounds["page"] == {"type": "integer", "minimum": 1}
+    assert bounds["page_size"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert "400" in operation["responses"]
 
 
 def test_method_not_allowed_is_405_json(api: APIClient) -> None:

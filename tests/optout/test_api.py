@@ -175,6 +175,40 @@ def test_filing_with_invalid_input_is_400_naming_the_problem(
     assert ConsentEvent.objects.filter(kind="opt_out_filed").count() == 0
 
 
+def test_the_schema_asks_for_at_least_one_use_as_the_view_does(api: APIClient) -> None:
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+
+    response = api.post("/api/v1/me/opt-outs", {"uses": [], "scope": "all_photos"}, format="json")
+
+    assert schemas["OptOutFileRequest"]["properties"]["uses"]["minItems"] == 1
+    assert response.status_code == 400
+    assert OptOut.objects.count() == 0
+
+
+@pytest.mark.parametrize("encoding", ["multipart", "urlencoded"])
+def test_filing_takes_json_only_a_form_is_415_and_files_nothing(
+    api: APIClient, encoding: str
+) -> None:
+    schema = api.get("/api/schema/?format=json").json()
+    content = schema["paths"]["/api/v1/me/opt-outs"]["post"]["requestBody"]["content"]
+    # A form's empty `exceptions=` would otherwise read as "no exceptions".
+    form = {"uses": "ai_training", "scope": "all_photos", "exceptions": ""}
+
+    if encoding == "multipart":
+        response = api.post("/api/v1/me/opt-outs", form, format="multipart")
+    else:
+        response = api.post(
+            "/api/v1/me/opt-outs",
+            "uses=ai_training&scope=all_photos&exceptions=",
+            content_type="application/x-www-form-urlencoded",
+        )
+
+    assert list(content) == ["application/json"]
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+    assert OptOut.objects.count() == 0
+
+
 def test_filing_for_another_creators_photo_is_400_as_if_it_did_not_exist(
     api: APIClient,
 ) -> None:

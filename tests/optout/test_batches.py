@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import random
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
 from optout import batches, receipts
+from optout.engine import engines
 from optout.models import Batch, BatchResult, Chunk, OptOut, Organization, PipelineRequest
 from optout.services import opt_out_file
-from optout.snapshots import snapshot_cache
 from optout.tasks import batch_chunk_decide_task, batch_chunks_sweep_task, batch_shard_hash_task
 from registry import hashing
 from registry.models import Channel, Claim, Photo
@@ -56,9 +57,9 @@ def batch_settings(settings: Settings, tmp_path: Path) -> Iterator[None]:
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"batches": None},
     }
-    snapshot_cache.clear()
+    engines.reset()
     yield
-    snapshot_cache.clear()
+    engines.reset()
 
 
 @dataclass
@@ -416,6 +417,56 @@ def test_idempotency_key_is_required_and_bounded(
     assert Batch.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        ("k", True),
+        ("550e8400-e29b-41d4-a716-446655440000", True),
+        ("batch 7 of 9", True),
+        ("~" * 255, True),
+        ("caf\u00e9", False),
+        ("tab\there", False),
+        ("del\x7f", False),
+    ],
+)
+def test_the_documented_idempotency_key_pattern_is_what_the_view_accepts(
+    client: APIClient, key: str, accepted: bool
+) -> None:
+    schema = client.get("/api/schema/?format=json").json()
+    [header] = schema["paths"]["/api/v1/batches"]["post"]["parameters"]
+
+    response = submit(client, jsonl([{"id": "a", "url": "https://a.org/"}]), key=key)
+
+    assert header["name"] == "Idempotency-Key"
+    assert bool(re.fullmatch(header["schema"]["pattern"], key)) is accepted
+    if accepted:
+        assert response.status_code == 202
+    else:
+        assert response.status_code == 400
+        assert response.json()["fields"] == {
+            "Idempotency-Key": ["visible ASCII characters (and spaces between them) only"]
+        }
+        assert Batch.objects.count() == 0
+
+
+def test_the_schema_bounds_the_thresholds_as_the_view_does(client: APIClient) -> None:
+    schema = client.get("/api/schema/?format=json").json()
+    fields = schema["components"]["schemas"]["BatchSubmitRequest"]["properties"]
+
+    loosest = submit(client, jsonl([{"id": "a", "url": "https://a.org/"}]), pdq_threshold=31)
+    huge = submit(
+        client, jsonl([{"id": "a", "url": "https://a.org/"}]), key="2", pdq_threshold=10**12
+    )
+
+    assert (fields["pdq_threshold"]["minimum"], fields["pdq_threshold"]["maximum"]) == (0, 31)
+    assert (fields["phash_threshold"]["minimum"], fields["phash_threshold"]["maximum"]) == (0, 8)
+    assert loosest.status_code == 202
+    assert huge.status_code == 400
+    assert huge.json()["fields"] == {
+        "pdq_threshold": ["pdq threshold must be between 0 and 31 (the registry's maximum)"]
+    }
+
+
 def test_unknown_manifest_format_is_415(client: APIClient) -> None:
     binary = submit(client, b"\x00\x01\x02binary" * 100, name="manifest.bin")
     named = submit(client, jsonl([{"id": "a", "url": "https://a.org/"}]), format="xml", key="2")
@@ -699,6 +750,30 @@ def test_unknown_exclusion_format_or_decision_is_400(client: APIClient) -> None:
     assert bad_decision.json()["fields"] == {
         "decision": ["unknown decision; allowed: exclude, invalid"]
     }
+
+
+def test_an_exclusions_parameter_given_twice_is_400_not_the_last_one_wins(
+    client: APIClient,
+) -> None:
+    batch = batch_of(submit(client, jsonl([{"id": "a", "sha256": "ab" * 32}])))
+    run_chunks(batch)
+    base = f"/api/v1/batches/{batch.public_id}/exclusions"
+
+    response = client.get(f"{base}?format=csv&format=jsonl")
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"format": ["give this parameter once"]}
+
+
+@pytest.mark.parametrize("query", ["page_size=0", "page_size=1001", "page_size=null", "page=x"])
+def test_a_bad_page_of_batches_is_a_documented_400(client: APIClient, query: str) -> None:
+    schema = client.get("/api/schema/?format=json").json()
+
+    response = client.get(f"/api/v1/batches?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+    assert "400" in schema["paths"]["/api/v1/batches"]["get"]["responses"]
 
 
 # --- webdataset shards ----------------------------------------------------------------

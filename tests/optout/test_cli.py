@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from registry import hashing, uploads
-from tests.images import encode, generated_photo, jpeg_bytes
+from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
 
 OPTOUT = Path(sys.executable).parent / "optout"
 CORRUPT_JPEG = b"\xff\xd8\xff" + bytes(200)
@@ -244,4 +245,29 @@ def test_hash_imports_no_django(good_folder: Path, tmp_path: Path) -> None:
 
     assert result.stdout == "0 []\n"
     assert len(output.read_text().splitlines()) == 5
+    assert result.returncode == 0
+
+
+def test_hash_fast_decodes_large_jpegs_at_reduced_scale_within_bounds(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    # hubble_deep_field at 1024 x 768: one where the draft decode moves PDQ.
+    large = skimage_photo("hubble_deep_field").resize((1024, 768), Image.Resampling.BICUBIC)
+    big = write(root / "big.jpg", encode(large, "JPEG", quality=90)).read_bytes()
+    write(root / "small.png", encode(generated_photo(4), "PNG"))
+    fast = hashing.hash_bytes(big, fast=True)
+    exact = hashing.hash_bytes(big)
+    assert fast.pdq != exact.pdq
+
+    result = optout("hash", str(root), "--fast", "--workers", "2", "--quiet")
+
+    lines = [json.loads(text) for text in result.stdout.splitlines()]
+    assert lines == [
+        {"path": "big.jpg", **fast.as_dict()},
+        # Too small to be reduced: the same hashes as without --fast.
+        expected_line(root, "small.png"),
+    ]
+    assert (fast.sha256, fast.width, fast.height) == (exact.sha256, 1024, 768)
+    assert hashing.hamming(fast.pdq, exact.pdq) <= 12
+    assert hashing.hamming(fast.phash, exact.phash) <= 2
+    assert result.stderr == "hashed 2, failed 0\n"
     assert result.returncode == 0

@@ -13,9 +13,9 @@ from django.test import Client
 from pytest_django.fixtures import Settings
 
 from optout import receipts
+from optout.engine import engines
 from optout.models import Batch, Chunk
 from optout.services import opt_out_file, opt_out_withdraw
-from optout.snapshots import snapshot_cache
 from optout.tasks import batch_chunk_decide_task
 from registry.models import Channel
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 def signing(settings: Settings) -> Iterator[None]:
     settings.OPTOUT_RECEIPT_SIGNING_KEY = receipts.private_key_pem(receipts.private_key_generate())
     receipts.signing_key_cache_clear()
-    snapshot_cache.clear()
+    engines.reset()
     yield
     receipts.signing_key_cache_clear()
 

@@ -286,15 +286,20 @@ def test_stricter_thresholds_narrow_the_matches(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    ("thresholds", "message"),
+    ("thresholds", "field", "message"),
     [
-        ({"pdq": 32}, "pdq threshold must be between 0 and 31 (the registry's maximum)"),
-        ({"phash": 9}, "phash threshold must be between 0 and 8 (the registry's maximum)"),
-        ({"pdq": -1}, "pdq threshold must be between 0 and 31 (the registry's maximum)"),
+        ({"pdq": 32}, "pdq", "pdq threshold must be between 0 and 31 (the registry's maximum)"),
+        ({"phash": 9}, "phash", "phash threshold must be between 0 and 8 (the registry's maximum)"),
+        ({"pdq": -1}, "pdq", "pdq threshold must be between 0 and 31 (the registry's maximum)"),
+        (
+            {"pdq": 2094623224568405248},
+            "pdq",
+            "pdq threshold must be between 0 and 31 (the registry's maximum)",
+        ),
     ],
 )
-def test_a_looser_threshold_is_a_400_naming_the_maximum(
-    world: World, thresholds: dict[str, int], message: str
+def test_a_looser_threshold_is_a_400_naming_the_threshold_and_the_maximum(
+    world: World, thresholds: dict[str, int], field: str, message: str
 ) -> None:
     response = lookup(world.api, [{"id": "r", "sha256": SHA_A}], thresholds=thresholds)
 
@@ -302,9 +307,22 @@ def test_a_looser_threshold_is_a_400_naming_the_maximum(
     assert response.json() == {
         "error": "invalid",
         "detail": message,
-        "fields": {"thresholds": {"non_field_errors": [message]}},
+        "fields": {"thresholds": {field: [message]}},
     }
     assert PipelineRequest.objects.count() == 0
+
+
+def test_the_lookup_schema_documents_what_the_view_accepts(world: World) -> None:
+    schemas = world.api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    records = schemas["LookupRequestRequest"]["properties"]["records"]
+    thresholds = schemas["LookupThresholdsRequest"]["properties"]
+
+    # Any item is accepted (a malformed one is decided `invalid`), so the schema
+    # documents a record or anything else rather than refusing what the view takes.
+    assert records["items"]["anyOf"][0] == {"$ref": "#/components/schemas/LookupRecordRequest"}
+    assert set(records["items"]["anyOf"][1]) == {"description"}
+    assert (thresholds["pdq"]["minimum"], thresholds["pdq"]["maximum"]) == (0, 31)
+    assert (thresholds["phash"]["minimum"], thresholds["phash"]["maximum"]) == (0, 8)
 
 
 def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_changes(
@@ -897,6 +915,10 @@ def test_the_query_count_of_a_changes_page_does_not_grow_with_its_photos() -> No
         ({"limit": "0"}, "limit"),
         ({"limit": "1001"}, "limit"),
         ({"hashes_after": "xyz"}, "hashes_after"),
+        # A blank value is a bad value, not a missing one.
+        ({"since": ""}, "since"),
+        ({"limit": ""}, "limit"),
+        ({"hashes_after": ""}, "hashes_after"),
     ],
 )
 def test_bad_changes_parameters_are_a_400_naming_them(
@@ -908,6 +930,13 @@ def test_bad_changes_parameters_are_a_400_naming_them(
     assert response.json()["error"] == "invalid"
     assert list(response.json()["fields"]) == [field]
     assert PipelineRequest.objects.count() == 0
+
+
+def test_a_changes_parameter_given_twice_is_a_400_not_the_last_one_wins(world: World) -> None:
+    response = world.api.get("/api/v1/changes?since=0&since=1")
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"since": ["give this parameter once"]}
 
 
 def test_changes_without_since_start_at_the_beginning(world: World) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -242,6 +243,22 @@ def test_no_urls_is_a_400(body: str) -> None:
         "fields": {"urls": ["No URLs: send one URL per line."]},
     }
     assert PipelineRequest.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_schema_requires_a_body_with_a_url_line_as_the_view_does() -> None:
+    world = build_world()
+    api = client(world.raw_key)
+    schema = api.get("/api/schema/?format=json").json()  # type: ignore[attr-defined]
+    body = schema["paths"]["/api/v2/query/urls/"]["post"]["requestBody"]
+    pattern = body["content"]["text/plain"]["schema"]["pattern"]
+
+    bodies = ["", "\n\r\n  \n", "https://bob.example/x.jpg", "\n  x\n"]
+    statuses = [query(api, text).status_code for text in bodies]  # type: ignore[attr-defined]
+
+    assert body["required"] is True
+    assert [bool(re.search(pattern, text)) for text in bodies] == [False, False, True, True]
+    assert statuses == [400, 400, 200, 200]
 
 
 @pytest.mark.django_db

@@ -282,6 +282,25 @@ def test_json_hashes_register_good_items_and_report_bad_ones_by_index(
     assert Photo.objects.count() == 2
 
 
+def test_a_null_hashes_item_is_its_own_error_as_the_schema_documents(
+    api: APIClient, creator: Creator
+) -> None:
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    items = schemas["PhotoHashesRegisterRequest"]["properties"]["hashes"]["items"]
+
+    response = api.post("/api/v1/me/photos", {"hashes": [None, {"sha256": SHA_A}]}, format="json")
+
+    # Documented as a hashes object or anything else: any item gets its own outcome.
+    assert items["anyOf"][0] == {"$ref": "#/components/schemas/PhotoHashItemRequest"}
+    assert set(items["anyOf"][1]) == {"description"}
+    assert response.status_code == 201
+    photo = Photo.objects.get(creator=creator)
+    assert response.json()["results"] == [
+        {"index": 0, "status": "error", "error": "expected a JSON object", "code": "invalid"},
+        {"index": 1, "status": "registered", "photo": str(photo.public_id)},
+    ]
+
+
 def test_json_hashes_repeated_in_one_request_register_once(
     api: APIClient, creator: Creator
 ) -> None:
@@ -680,6 +699,19 @@ def test_claim_add_with_invalid_input_is_400_naming_the_problem(
     }
     assert Claim.objects.count() == 0
     assert ConsentEvent.objects.count() == 0
+
+
+def test_claim_add_takes_json_only_a_form_is_415(api: APIClient) -> None:
+    schema = api.get("/api/schema/?format=json").json()
+    content = schema["paths"]["/api/v1/me/claims"]["post"]["requestBody"]["content"]
+
+    response = api.post(
+        "/api/v1/me/claims", {"kind": "domain", "value": "example.com"}, format="multipart"
+    )
+
+    assert list(content) == ["application/json"]
+    assert response.status_code == 415
+    assert Claim.objects.count() == 0
 
 
 def test_claim_list_shows_only_my_claims(

@@ -18,7 +18,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from registry import hashing
+from registry import fast_hashing, hashing
 from tests.images import SKIMAGE_PHOTOS, encode, generated_photo, jpeg_bytes, skimage_photo
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
@@ -357,3 +357,253 @@ def test_bits_to_hex_puts_the_most_significant_bit_first() -> None:
     bits[255] = 1
 
     assert hashing.bits_to_hex(bits) == "80" + "00" * 30 + "01"
+
+
+# The fast path (hash_bytes(..., fast=True)): JPEG draft decoding. Its sha256 and
+# size are the full decode's; PDQ and pHash stay within 12 and 2 bits of it.
+
+FAST_PDQ_BOUND = 12
+FAST_PHASH_BOUND = 2
+LARGE = (1024, 768)
+
+
+def large_jpeg(name: str, quality: int = 90, **params: object) -> bytes:
+    photo = skimage_photo(name).resize(LARGE, Image.Resampling.BICUBIC)
+    return encode(photo, "JPEG", quality=quality, **params)
+
+
+@pytest.mark.parametrize("name", SKIMAGE_PHOTOS)
+def test_fast_path_stays_within_bounds_of_the_full_decode_on_large_jpegs(name: str) -> None:
+    data = large_jpeg(name)
+
+    fast = hashing.hash_bytes(data, fast=True)
+
+    full = hashing.hash_bytes(data)
+    assert hashing.decode_reduced(data).scale == 2
+    assert (fast.sha256, fast.width, fast.height) == (full.sha256, 1024, 768)
+    assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
+    assert hashing.hamming(fast.phash, full.phash) <= FAST_PHASH_BOUND
+    assert abs(fast.pdq_quality - full.pdq_quality) <= 2
+
+
+def test_fast_path_of_a_progressive_jpeg_stays_within_bounds() -> None:
+    data = large_jpeg("astronaut", progressive=True)
+
+    fast = hashing.hash_bytes(data, fast=True)
+
+    full = hashing.hash_bytes(data)
+    assert hashing.decode_reduced(data).scale == 2
+    assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
+    assert hashing.hamming(fast.phash, full.phash) <= FAST_PHASH_BOUND
+
+
+def test_draft_scale_keeps_both_sides_at_least_the_minimum() -> None:
+    photo = generated_photo(8, size=(3200, 2000))
+
+    reduced = hashing.decode_reduced(encode(photo, "JPEG", quality=80))
+
+    # 1/8 would leave 250 rows, below FAST_MIN_SIDE (384): 1/4 it is.
+    assert (reduced.scale, reduced.rgb.size) == (4, (800, 500))
+    assert (reduced.width, reduced.height) == (3200, 2000)
+
+
+def test_fast_path_without_a_draft_hashes_like_pdqhash_and_imagehash_exactly() -> None:
+    # The golden JPEG is too small to be reduced (427 rows < 2 x 384): the fast
+    # path decodes it in full, and its PDQ (written in numpy) and pHash are then
+    # exactly the reference values.
+    data = (SKIMAGE_DATA / "rocket.jpg").read_bytes()
+
+    fast = hashing.hash_bytes(data, fast=True)
+
+    assert hashing.decode_reduced(data).scale == 1
+    assert fast == hashing.hash_bytes(data)
+    assert fast.pdq == "8792786c87937064bf1bc0e43f1fc0e03f1cc2e33da4c2537cec821b2ce4f376"
+
+
+@pytest.mark.parametrize(
+    "size", [(1024, 768), (451, 300), (203, 141), (64, 64), (130, 97), (7, 5)], ids=str
+)
+def test_numpy_pdq_equals_pdqhash_bit_for_bit(size: tuple[int, int]) -> None:
+    rgb = np.asarray(generated_photo(9, size=(max(size[0], 16), max(size[1], 16))))
+    rgb = np.ascontiguousarray(rgb[: size[1], : size[0]])
+
+    ours = fast_hashing.pdq_of_reduced(rgb, (size[1], size[0]))
+
+    assert ours == hashing.pdq_of(Image.fromarray(rgb))
+
+
+def test_numpy_pdq_of_an_image_too_small_for_pdq_is_all_zeros_like_pdqhash() -> None:
+    rgb = np.asarray(generated_photo(9, size=(16, 16)))[:4, :16].copy()
+
+    assert fast_hashing.pdq_of_reduced(rgb, (4, 16)) == ("0" * 64, 0)
+    assert hashing.pdq_of(Image.fromarray(rgb)) == ("0" * 64, 0)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_folded_pdq_filter_aligns_blocks_to_the_stored_image_for_every_orientation(
+    orientation: int,
+) -> None:
+    # A stored image made of 2 x 2 blocks, cut to odd sides so that the last
+    # block of each axis is half a block: its decode at 1/2 is exactly one pixel
+    # per block. Turned upright, the folded PDQ filter on the half-size image must
+    # give the full-size 64 x 64 buffer exactly, which needs each displayed axis'
+    # blocks aligned to the right end.
+    rng = np.random.default_rng(orientation)
+    half = rng.integers(0, 256, size=(71, 102, 3), dtype=np.uint8)
+    stored = half.repeat(2, axis=0).repeat(2, axis=1)[:141, :203]
+    method = ORIENTATION_METHODS.get(orientation)
+
+    def upright(array: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.ascontiguousarray(array))
+        return np.asarray(image.transpose(method) if method is not None else image)
+
+    full = upright(stored)
+    reversed_ = fast_hashing.ORIENTATION_REVERSED[orientation]
+
+    folded = fast_hashing.pdq_luma_64(upright(half), full.shape[:2], 2, reversed_)
+
+    expected = fast_hashing.pdq_luma_64(full, full.shape[:2])
+    np.testing.assert_allclose(folded, expected, rtol=0, atol=1e-3)
+    wrong = fast_hashing.pdq_luma_64(upright(half), full.shape[:2], 2, (False, False))
+    if reversed_ != (False, False):
+        assert np.abs(wrong - expected).max() > 1
+
+
+ORIENTATION_METHODS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@pytest.mark.parametrize("name", ["coffee", "camera", "hubble_deep_field"])
+def test_phash_with_margin_is_exactly_imagehash_phash(name: str) -> None:
+    photo = skimage_photo(name)
+
+    phash, margin = fast_hashing.phash_with_margin(photo)
+
+    assert phash == str(imagehash.phash(photo))
+    assert margin >= 0
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_fast_path_applies_exif_orientation_like_the_full_decode(orientation: int) -> None:
+    upright = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
+    # Stored as the camera wrote it; the tag says how to turn it for display.
+    inverse = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90}
+    stored = upright.transpose(inverse.get(orientation, Image.Transpose.ROTATE_270))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    untagged = hashing.hash_bytes(encode(stored, "JPEG", quality=90), fast=True)
+    data = encode(stored, "JPEG", quality=90, exif=exif.tobytes())
+
+    fast = hashing.hash_bytes(data, fast=True)
+
+    full = hashing.hash_bytes(data)
+    assert (fast.width, fast.height) == (full.width, full.height) == LARGE
+    assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
+    assert hashing.hamming(fast.phash, full.phash) <= FAST_PHASH_BOUND
+    assert hashing.hamming(untagged.pdq, full.pdq) > 64
+    assert hashing.decode_reduced(data).orientation == orientation
+
+
+def test_phash_falls_back_to_the_full_decode_when_the_median_is_crowded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = large_jpeg("coffee")
+    reduced = hashing.decode_reduced(data)
+    raw, margin = fast_hashing.phash_with_margin(reduced.rgb)
+    full = hashing.hash_bytes(data)
+
+    monkeypatch.setattr(hashing, "PHASH_FAST_MIN_MARGIN", margin + 1)
+    crowded = hashing.hash_bytes(data, fast=True)
+    monkeypatch.setattr(hashing, "PHASH_FAST_MIN_MARGIN", margin)
+    clear = hashing.hash_bytes(data, fast=True)
+
+    assert crowded.phash == full.phash
+    assert clear.phash == raw
+
+
+def fast_rejection(data: bytes, **kwargs: int) -> tuple[str, str]:
+    with pytest.raises(hashing.ImageRejected) as raised:
+        hashing.hash_bytes(data, fast=True, **kwargs)
+    return raised.value.code, raised.value.reason
+
+
+@pytest.mark.parametrize("kept", [0.05, 0.5, 0.95])
+def test_fast_path_refuses_a_truncated_large_jpeg_like_the_full_decode(kept: float) -> None:
+    data = large_jpeg("astronaut")
+
+    cut = data[: int(len(data) * kept)]
+
+    assert fast_rejection(cut) == rejection(cut) == ("truncated", "image file is truncated")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(png_claiming_size(20_000, 20_000), id="bomb-error"),
+        pytest.param(png_claiming_size(10_000, 10_000), id="bomb-warning"),
+        pytest.param(png_claiming_size(8_000, 8_000), id="above-pixel-cap"),
+        pytest.param(encode(generated_photo(3), "TIFF"), id="tiff"),
+        pytest.param(encode(generated_photo(3), "BMP"), id="bmp"),
+        pytest.param(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), id="heic"),
+        pytest.param(b"name,url\n", id="text"),
+        pytest.param(b"", id="empty"),
+        pytest.param(jpeg_bytes(5)[:3] + bytes(20) + jpeg_bytes(5)[23:], id="damaged-jpeg"),
+    ],
+)
+def test_fast_path_refuses_what_the_full_decode_refuses(data: bytes) -> None:
+    with warnings.catch_warnings(record=True) as emitted:
+        warnings.simplefilter("always")
+        fast = fast_rejection(data)
+
+    assert fast == rejection(data)
+    assert emitted == []
+
+
+def test_fast_path_refuses_a_file_above_max_bytes() -> None:
+    data = large_jpeg("rocket")
+
+    assert fast_rejection(data, max_bytes=1000) == rejection(data, max_bytes=1000)
+    assert fast_rejection(data, max_bytes=1000)[0] == "too_large"
+
+
+def test_fast_path_jpeg_claiming_a_huge_canvas_is_refused_before_decoding() -> None:
+    # A real JPEG header rewritten to claim 9000 x 9000 (81 MP > the 50 MP cap).
+    data = bytearray(large_jpeg("rocket"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 9000, 9000)
+
+    assert fast_rejection(bytes(data)) == (
+        "decompression_bomb",
+        "image is 9000x9000 pixels; the limit is 50000000 pixels",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_fast_path_of_other_formats_is_the_full_decode(fmt: str) -> None:
+    data = encode(generated_photo(3, size=(1024, 768)), fmt)
+
+    fast = hashing.hash_bytes(data, fast=True)
+
+    assert hashing.decode_reduced(data).scale == 1
+    assert fast == hashing.hash_bytes(data)
+
+
+def test_fast_path_ignores_an_orientation_tag_outside_one_to_eight_like_the_full_decode() -> None:
+    stored = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 9
+    data = encode(stored, "JPEG", quality=90, exif=exif.tobytes())
+
+    fast = hashing.hash_bytes(data, fast=True)
+
+    full = hashing.hash_bytes(data)
+    assert (fast.width, fast.height) == (full.width, full.height) == LARGE
+    assert hashing.decode_reduced(data).orientation == 1
+    assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND

@@ -1,0 +1,477 @@
+"""Shared machinery of bench_robust.py and bench_precision.py.
+
+- Hashing through the registry's own path: a registered photo is saved as a
+  JPEG (quality 95, as a creator would upload it), decoded with
+  ``registry.hashing.decode`` and hashed with ``registry.variants.
+  variants_compute`` (all default variants); a query is the bytes a pipeline
+  meets, hashed with ``registry.hashing.hash_bytes``.
+- A rule (``optout.matching.rule.MatchRule``) becomes per-variant tables of
+  boxes, and numba kernels compute, for each (registered photo, query) pair,
+  the **level** of the pair: the smallest ``MatchRule.shifted(level)`` under
+  which some variant of the photo matches the query. A pair matches the rule
+  itself when its level is <= 0; the counts at levels 1, 2, 3… are the tail the
+  precision benchmark extrapolates from, the counts at -1, -2… the stricter
+  rules of the trade-off curve.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numba
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus
+import edits
+
+from optout.matching.rule import (
+    PDQ_STEP,
+    PHASH_STEP,
+    Box,
+    KindRule,
+    MatchRule,
+)
+from registry.hashing import decode, hash_bytes
+from registry.variants import DEFAULT_VARIANTS, variant_kind, variants_compute
+
+LEVEL_MIN = -6
+LEVEL_MAX = 10
+NONE = -(10**6)  # a box that never matches
+UNBOUNDED = 10**6  # a distance that is not constrained
+
+# HMA's rule: one PDQ per photo (the photo as registered), distance <= 31, no
+# quality gate; and the pHash rule of the simple engine. Expressed as rules
+# over the "original" variant so the same kernels measure them.
+HMA_RULE = MatchRule(
+    kinds={"original": KindRule(both=(Box(pdq=31, phash=UNBOUNDED),), pdq_only=31)},
+    low_quality=KindRule(both=(Box(pdq=31, phash=UNBOUNDED),), pdq_only=31),
+    low_quality_kinds=frozenset({"original"}),
+    min_quality=0,
+)
+PHASH8_RULE = MatchRule(
+    kinds={"original": KindRule(both=(Box(pdq=UNBOUNDED, phash=8),), phash_only=8)},
+    low_quality=KindRule(both=(Box(pdq=UNBOUNDED, phash=8),), phash_only=8),
+    low_quality_kinds=frozenset({"original"}),
+    min_quality=0,
+)
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def words(hex_values: Sequence[str], count: int) -> np.ndarray:
+    raw = np.frombuffer(bytes.fromhex("".join(hex_values)), dtype=">u8")
+    return raw.astype(np.uint64).reshape(len(hex_values), count)
+
+
+@dataclass
+class Registered:
+    """Variant hashes of registered photos: (n, V[, 4]) arrays, column v is
+    ``names[v]``."""
+
+    names: list[str]
+    sources: list[str]
+    pdq: np.ndarray  # (n, V, 4) uint64
+    phash: np.ndarray  # (n, V) uint64
+    quality: np.ndarray  # (n, V) int64
+
+
+@dataclass
+class Queries:
+    sources: list[str]
+    pdq: np.ndarray  # (m, 4) uint64
+    phash: np.ndarray  # (m,) uint64
+    quality: np.ndarray  # (m,) int64
+
+
+def _register(item: tuple[str, Image.Image]) -> tuple[str, list[tuple[str, int, str]]]:
+    source, image = item
+    rgb = decode(jpeg(image, 95))
+    return source, [(v.pdq, v.pdq_quality, v.phash) for v in variants_compute(rgb)]
+
+
+def _query(item: tuple[str, bytes]) -> tuple[str, tuple[str, int, str]]:
+    source, data = item
+    hashes = hash_bytes(data)
+    return source, (hashes.pdq, hashes.pdq_quality, hashes.phash)
+
+
+def _pool_map(function, items: list, workers: int, chunksize: int = 16) -> list:  # type: ignore[no-untyped-def]
+    if workers <= 1:
+        return [function(item) for item in items]
+    with Pool(workers) as pool:
+        return pool.map(function, items, chunksize=chunksize)
+
+
+def register(items: list[tuple[str, Image.Image]], workers: int) -> Registered:
+    results = _pool_map(_register, items, workers)
+    names = list(DEFAULT_VARIANTS)
+    pdq = words([v[0] for _, vs in results for v in vs], 4).reshape(len(results), len(names), 4)
+    phash = words([v[2] for _, vs in results for v in vs], 1).reshape(len(results), len(names))
+    quality = np.array([[v[1] for v in vs] for _, vs in results], dtype=np.int64)
+    return Registered(names, [s for s, _ in results], pdq, phash, quality)
+
+
+def queries(items: list[tuple[str, bytes]], workers: int) -> Queries:
+    results = _pool_map(_query, items, workers)
+    return Queries(
+        sources=[s for s, _ in results],
+        pdq=words([h[0] for _, h in results], 4),
+        phash=words([h[2] for _, h in results], 1).reshape(-1),
+        quality=np.array([h[1] for _, h in results], dtype=np.int64),
+    )
+
+
+def box_tables(rule: MatchRule, names: Sequence[str], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 2, B) arrays of box thresholds per variant column and quality state
+    (0: both qualities fine, 1: low); NONE pads, UNBOUNDED for a hash the mode
+    does not use. ``mode``: "both", "pdq" (PDQ-only records), "phash"."""
+    has_pdq, has_phash = mode in ("both", "pdq"), mode in ("both", "phash")
+    tables = [
+        [
+            rule.boxes(variant_kind(name), has_pdq=has_pdq, has_phash=has_phash, low_quality=low)
+            for low in (False, True)
+        ]
+        for name in names
+    ]
+    width = max(1, max(len(boxes) for row in tables for boxes in row))
+    bp = np.full((len(names), 2, width), NONE, dtype=np.int64)
+    bh = np.full((len(names), 2, width), NONE, dtype=np.int64)
+    for v, row in enumerate(tables):
+        for low, boxes in enumerate(row):
+            for b, box in enumerate(boxes):
+                bp[v, low, b] = UNBOUNDED if not has_pdq or box.pdq >= UNBOUNDED else box.pdq
+                bh[v, low, b] = UNBOUNDED if not has_phash or box.phash >= UNBOUNDED else box.phash
+    return bp, bh
+
+
+@numba.njit(cache=True, inline="always")
+def _popcount(x: np.uint64) -> np.int64:
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@numba.njit(cache=True, inline="always")
+def _ceil_div(a: np.int64, b: np.int64) -> np.int64:
+    return -((-a) // b)
+
+
+@numba.njit(cache=True)
+def _pair_level(rp, rh, rq, i, qp, qh, qq_j, bp, bh, use_qq, minq, best, pstep, hstep):  # type: ignore[no-untyped-def]
+    """Level of (registered photo i, one query) and the variant that reaches it."""
+    best_v = -1
+    n_variants = rh.shape[1]
+    n_boxes = bp.shape[2]
+    for v in range(n_variants):
+        low = 1 if (rq[i, v] < minq or (use_qq and qq_j < minq)) else 0
+        if bp[v, low, 0] == NONE:
+            continue
+        dh = _popcount(rh[i, v] ^ qh)
+        dp = np.int64(-1)
+        for b in range(n_boxes):
+            p = bp[v, low, b]
+            if p == NONE:
+                break
+            h = bh[v, low, b]
+            level_h = _ceil_div(dh - h, hstep) if h < UNBOUNDED else np.int64(-(10**6))
+            if level_h >= best:
+                continue
+            if p < UNBOUNDED:
+                if dp < 0:
+                    dp = (
+                        _popcount(rp[i, v, 0] ^ qp[0])
+                        + _popcount(rp[i, v, 1] ^ qp[1])
+                        + _popcount(rp[i, v, 2] ^ qp[2])
+                        + _popcount(rp[i, v, 3] ^ qp[3])
+                    )
+                level = max(level_h, _ceil_div(dp - p, pstep))
+            else:
+                level = level_h
+            if level < best:
+                best = level
+                best_v = v
+    return best, best_v
+
+
+@numba.njit(cache=True)
+def _cross_histogram(
+    rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, lmin, lmax, pstep, hstep
+):  # type: ignore[no-untyped-def]
+    n, n_variants = rh.shape
+    m = qh.shape[0]
+    hist = np.zeros(lmax - lmin + 2, dtype=np.int64)
+    attribution = np.zeros((n_variants, lmax - lmin + 2), dtype=np.int64)
+    for i in range(n):
+        for j in range(m):
+            if rsrc[i] == qsrc[j]:
+                continue
+            best, best_v = _pair_level(
+                rp,
+                rh,
+                rq,
+                i,
+                qp[j],
+                qh[j],
+                qq[j],
+                bp,
+                bh,
+                use_qq,
+                minq,
+                np.int64(lmax + 1),
+                pstep,
+                hstep,
+            )
+            index = max(best, lmin) - lmin
+            hist[index] += 1
+            if best_v >= 0:
+                attribution[best_v, index] += 1
+    return hist, attribution
+
+
+@numba.njit(cache=True)
+def _paired_levels(rp, rh, rq, photo, qp, qh, qq, bp, bh, use_qq, minq, lmin, lmax, pstep, hstep):  # type: ignore[no-untyped-def]
+    out = np.empty(qh.shape[0], dtype=np.int64)
+    for j in range(qh.shape[0]):
+        best, _ = _pair_level(
+            rp,
+            rh,
+            rq,
+            photo[j],
+            qp[j],
+            qh[j],
+            qq[j],
+            bp,
+            bh,
+            use_qq,
+            minq,
+            np.int64(lmax + 1),
+            pstep,
+            hstep,
+        )
+        out[j] = max(best, lmin)
+    return out
+
+
+@dataclass
+class CrossCounts:
+    """Pairs of distinct content by level (index 0 is LEVEL_MIN or below,
+    the last is above LEVEL_MAX), and which variant column reached each."""
+
+    pairs: int
+    histogram: np.ndarray
+    attribution: np.ndarray
+
+    def at_level(self, level: int) -> int:
+        """Pairs that match ``rule.shifted(level)``."""
+        return int(self.histogram[: level - LEVEL_MIN + 1].sum())
+
+
+def _source_ids(reg: Registered, qs: Queries) -> tuple[np.ndarray, np.ndarray]:
+    names = sorted(set(reg.sources) | set(qs.sources))
+    index = {name: i for i, name in enumerate(names)}
+    return (
+        np.array([index[s] for s in reg.sources], dtype=np.int64),
+        np.array([index[s] for s in qs.sources], dtype=np.int64),
+    )
+
+
+def cross_counts(
+    reg: Registered, qs: Queries, rule: MatchRule, mode: str = "both", query_quality: bool = False
+) -> CrossCounts:
+    """Every (registered photo, query) pair from different sources, by level."""
+    bp, bh = box_tables(rule, reg.names, mode)
+    rsrc, qsrc = _source_ids(reg, qs)
+    hist, attribution = _cross_histogram(
+        reg.pdq,
+        reg.phash,
+        reg.quality,
+        rsrc,
+        qs.pdq,
+        qs.phash,
+        qs.quality,
+        qsrc,
+        bp,
+        bh,
+        query_quality,
+        rule.min_quality,
+        LEVEL_MIN,
+        LEVEL_MAX,
+        PDQ_STEP,
+        PHASH_STEP,
+    )
+    pairs = int(sum(np.sum(rsrc == s) * np.sum(qsrc != s) for s in np.unique(rsrc)))
+    return CrossCounts(pairs, hist, attribution)
+
+
+def paired_levels(
+    reg: Registered,
+    photo: np.ndarray,
+    qs: Queries,
+    rule: MatchRule,
+    mode: str = "both",
+    query_quality: bool = False,
+) -> np.ndarray:
+    """The level of each query against its own registered photo ``photo[j]``."""
+    bp, bh = box_tables(rule, reg.names, mode)
+    return _paired_levels(
+        reg.pdq,
+        reg.phash,
+        reg.quality,
+        photo.astype(np.int64),
+        qs.pdq,
+        qs.phash,
+        qs.quality,
+        bp,
+        bh,
+        query_quality,
+        rule.min_quality,
+        LEVEL_MIN,
+        LEVEL_MAX,
+        PDQ_STEP,
+        PHASH_STEP,
+    )
+
+
+@dataclass
+class RecallSet:
+    """Registered calibration photos and, per edit, one query per photo."""
+
+    photos: Registered
+    split: np.ndarray  # (n,) "calibration" | "validation"
+    edits: dict[str, Queries]
+
+
+def _edit_queries(item: tuple[int, Image.Image, int]) -> list[tuple[str, tuple[str, int, str]]]:
+    _, image, seed = item
+    rgb = decode(jpeg(image, 95))
+    out = []
+    for name in (*edits.EDITS, *edits.STRETCH_EDITS):
+        hashes = hash_bytes(edits.edited_bytes(rgb, name, seed))
+        out.append((name, (hashes.pdq, hashes.pdq_quality, hashes.phash)))
+    return out
+
+
+def recall_set(windows: int, workers: int) -> RecallSet:
+    items: list[tuple[str, Image.Image]] = []
+    for source in corpus.available(tuple(corpus.SOURCES)):
+        items += [(source, photo) for photo in corpus.recall_photos(source, windows=windows)]
+    photos = register(items, workers)
+    edited = _pool_map(
+        _edit_queries, [(i, image, i) for i, (_, image) in enumerate(items)], workers, 1
+    )
+    per_edit: dict[str, Queries] = {}
+    for name in (*edits.EDITS, *edits.STRETCH_EDITS):
+        rows = [dict(row)[name] for row in edited]
+        per_edit[name] = Queries(
+            sources=[s for s, _ in items],
+            pdq=words([r[0] for r in rows], 4),
+            phash=words([r[2] for r in rows], 1).reshape(-1),
+            quality=np.array([r[1] for r in rows], dtype=np.int64),
+        )
+    split = np.array(["calibration" if s in corpus.CALIBRATION else "validation" for s, _ in items])
+    return RecallSet(photos, split, per_edit)
+
+
+def recall_levels(
+    rs: RecallSet, rule: MatchRule, mode: str = "both", query_quality: bool = False
+) -> dict[str, np.ndarray]:
+    photo = np.arange(len(rs.photos.sources))
+    return {
+        name: paired_levels(rs.photos, photo, qs, rule, mode, query_quality)
+        for name, qs in rs.edits.items()
+    }
+
+
+def precision_corpus(per_source: int, workers: int, seed: int = 11) -> tuple[Registered, Queries]:
+    """Patches of every available source: registered (all variants) and as
+    queries (an independent JPEG quality 85 re-encoding of the same patch;
+    pairs are only formed across sources)."""
+    items: list[tuple[str, Image.Image]] = []
+    for source in corpus.available(tuple(corpus.SOURCES)):
+        items += [(source, patch) for patch in corpus.patches(source, per_source, seed=seed)]
+    reg = register(items, workers)
+    qs = queries([(source, jpeg(patch, 85)) for source, patch in items], workers)
+    return reg, qs
+
+
+def subset(reg: Registered, qs: Queries, sources: Iterable[str]) -> tuple[Registered, Queries]:
+    keep = set(sources)
+    ri = np.array([s in keep for s in reg.sources])
+    qi = np.array([s in keep for s in qs.sources])
+    return (
+        Registered(
+            reg.names,
+            [s for s in reg.sources if s in keep],
+            reg.pdq[ri],
+            reg.phash[ri],
+            reg.quality[ri],
+        ),
+        Queries([s for s in qs.sources if s in keep], qs.pdq[qi], qs.phash[qi], qs.quality[qi]),
+    )
+
+
+def default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+@numba.njit(cache=True)
+def _distance_histogram(rp, rh, rsrc, qp, qh, qsrc, column):  # type: ignore[no-untyped-def]
+    hist = np.zeros((257, 65), dtype=np.int64)
+    for i in range(rh.shape[0]):
+        for j in range(qh.shape[0]):
+            if rsrc[i] == qsrc[j]:
+                continue
+            dp = (
+                _popcount(rp[i, column, 0] ^ qp[j, 0])
+                + _popcount(rp[i, column, 1] ^ qp[j, 1])
+                + _popcount(rp[i, column, 2] ^ qp[j, 2])
+                + _popcount(rp[i, column, 3] ^ qp[j, 3])
+            )
+            hist[dp, _popcount(rh[i, column] ^ qh[j])] += 1
+    return hist
+
+
+def distance_histogram(reg: Registered, qs: Queries, variant: str = "original") -> np.ndarray:
+    """(257, 65) counts of (PDQ, pHash) distances between one variant of each
+    registered photo and every query from another source."""
+    rsrc, qsrc = _source_ids(reg, qs)
+    return _distance_histogram(
+        reg.pdq, reg.phash, rsrc, qs.pdq, qs.phash, qsrc, reg.names.index(variant)
+    )
+
+
+def estimate(counts: CrossCounts, level: int = 0) -> float:
+    """The larger of the observed count and the tail extrapolation."""
+    fitted = extrapolate(counts, level)
+    observed = float(counts.at_level(level))
+    return observed if np.isnan(fitted) else max(fitted, observed)
+
+
+def extrapolate(counts: CrossCounts, level: int = 0, minimum: int = 5) -> float:
+    """Expected number of pairs matching ``rule.shifted(level)``: the observed
+    count when it is at least ``minimum``; otherwise a log-linear fit of the
+    cumulative counts at the first three looser levels holding at least
+    ``minimum`` pairs, evaluated at ``level`` (NaN when there are not two)."""
+    observed = counts.at_level(level)
+    if observed >= minimum:
+        return float(observed)
+    levels = [lv for lv in range(level + 1, LEVEL_MAX + 1) if counts.at_level(lv) >= minimum][:3]
+    if len(levels) < 2:
+        return float("nan")
+    slope, intercept = np.polyfit(levels, np.log([counts.at_level(lv) for lv in levels]), 1)
+    return float(np.exp(intercept + slope * level))

@@ -1,0 +1,306 @@
+"""The perceptual decision rule: does a record's hash match one registered variant?
+
+Pure (no Django). The index finds candidates (every registered variant within
+``MatchRule.search_radii()``); this rule decides each one and says why, so a
+pipeline can apply a stricter policy of its own.
+
+Design (measurements, method and trade-offs: docs/matching.md, "Robust
+matching" and "Precision"):
+
+- **Both hashes must agree.** With both a PDQ and a pHash on the record, a
+  variant matches when the two distances fall inside one of its kind's boxes
+  (``pdq <= P and phash <= H``). Either hash alone is far less precise on real
+  photographs than on random codes (pHash <= 8 alone falsely matches about 4 in
+  a million pairs of distinct photos); requiring the independent hash to agree
+  is what lets the registry hold a dozen variants per photo.
+- **Variant-aware thresholds.** The photo itself and its mirror image get the
+  widest boxes (they must absorb resizing, recompression, text and brightness);
+  derived variants (crops, small rotations) need a closer match, and the turned
+  or flipped-over dihedral variants the closest.
+- **Quality gating.** A PDQ quality below ``min_quality`` (50; flat colour,
+  gradients, near-black frames) never decides on the generous boxes: such a
+  registered variant — or a record whose own quality is known to be low —
+  matches only the original or mirror image, and only nearly exactly.
+- **One hash kind only.** A record with only a PDQ or only a pHash is held to a
+  stricter single-hash threshold, and only against the variants listed for it.
+- **SHA-256 equality always matches** (``sha256_evidence``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PDQ_BITS = 256
+PHASH_BITS = 64
+# One step of ``MatchRule.shifted``: the same fraction (1/32) of each hash.
+PDQ_STEP = 8
+PHASH_STEP = 2
+
+KINDS = ("original", "mirror", "dihedral", "crop", "rotation")
+
+
+@dataclass(frozen=True)
+class Box:
+    """Match when ``pdq distance <= pdq`` and ``phash distance <= phash``."""
+
+    pdq: int
+    phash: int
+
+    def contains(self, pdq_distance: int, phash_distance: int) -> bool:
+        return pdq_distance <= self.pdq and phash_distance <= self.phash
+
+
+@dataclass(frozen=True)
+class KindRule:
+    """Thresholds for one kind of variant.
+
+    ``both``: boxes for a record with PDQ and pHash (a match in any box is a
+    match). ``pdq_only`` / ``phash_only``: the single-hash threshold for a
+    record carrying only that hash kind; None means such a record never
+    matches this kind of variant.
+    """
+
+    both: tuple[Box, ...]
+    pdq_only: int | None = None
+    phash_only: int | None = None
+
+
+@dataclass(frozen=True)
+class VariantHashes:
+    """One registered variant (``registry.variants.Variant`` or a database row)."""
+
+    name: str
+    kind: str
+    pdq: str
+    pdq_quality: int
+    phash: str
+
+
+@dataclass(frozen=True)
+class QueryHashes:
+    """A record's perceptual hashes; ``pdq_quality`` when the caller knows it
+    (a worker that hashed the image itself, or a record that carries it)."""
+
+    pdq: str = ""
+    phash: str = ""
+    pdq_quality: int | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a record matched a variant (or did not)."""
+
+    matched: bool
+    variant: str
+    kind: str
+    basis: str  # "sha256" | "pdq+phash" | "pdq" | "phash" | "" (no match)
+    pdq_distance: int | None = None
+    phash_distance: int | None = None
+    pdq_threshold: int | None = None
+    phash_threshold: int | None = None
+    quality: str = "ok"  # "ok" | "low_registered" | "low_query"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "basis": self.basis,
+            "pdq_distance": self.pdq_distance,
+            "pdq_threshold": self.pdq_threshold,
+            "phash_distance": self.phash_distance,
+            "phash_threshold": self.phash_threshold,
+            "quality": self.quality,
+        }
+
+
+@dataclass(frozen=True)
+class SearchRadii:
+    """Index radii that find every variant the rule can accept.
+
+    A record with both hashes: every accepted variant is within
+    ``phash_with_pdq`` on pHash *and* within ``pdq_with_phash`` on PDQ, so
+    either index searched at its radius alone is complete; the engine picks the
+    cheaper (usually the pHash index). Single-hash records: ``pdq_only`` and
+    ``phash_only`` (None: that kind of record has no perceptual match).
+    """
+
+    pdq_with_phash: int
+    phash_with_pdq: int
+    pdq_only: int | None
+    phash_only: int | None
+
+
+def hamming_hex(a_hex: str, b_hex: str) -> int:
+    if len(a_hex) != len(b_hex):
+        raise ValueError("hashes of different lengths")
+    return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
+
+
+def sha256_evidence() -> Evidence:
+    """Equal SHA-256: the same file, always a match."""
+    return Evidence(
+        matched=True,
+        variant="original",
+        kind="original",
+        basis="sha256",
+        pdq_distance=None,
+        phash_distance=None,
+    )
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    kinds: Mapping[str, KindRule]
+    # Applies instead of ``kinds`` when the registered variant's (or the
+    # record's known) PDQ quality is below ``min_quality``; only the kinds in
+    # ``low_quality_kinds`` can match then.
+    low_quality: KindRule
+    low_quality_kinds: frozenset[str] = field(default=frozenset({"original", "mirror"}))
+    min_quality: int = 50
+
+    def kind_rule(self, kind: str, low_quality: bool) -> KindRule | None:
+        if low_quality:
+            return self.low_quality if kind in self.low_quality_kinds else None
+        return self.kinds.get(kind)
+
+    def boxes(
+        self, kind: str, *, has_pdq: bool, has_phash: bool, low_quality: bool
+    ) -> tuple[Box, ...]:
+        """The boxes a pair of this kind is judged by; a missing hash kind is
+        expressed as an unbounded distance on it (single-hash thresholds)."""
+        rule = self.kind_rule(kind, low_quality)
+        if rule is None:
+            return ()
+        if has_pdq and has_phash:
+            return rule.both
+        if has_pdq and rule.pdq_only is not None:
+            return (Box(pdq=rule.pdq_only, phash=PHASH_BITS),)
+        if has_phash and rule.phash_only is not None:
+            return (Box(pdq=PDQ_BITS, phash=rule.phash_only),)
+        return ()
+
+    def evaluate(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
+        has_pdq, has_phash = bool(query.pdq and variant.pdq), bool(query.phash and variant.phash)
+        low_registered = variant.pdq_quality < self.min_quality
+        low_query = query.pdq_quality is not None and query.pdq_quality < self.min_quality
+        quality = "low_registered" if low_registered else ("low_query" if low_query else "ok")
+        pdq_distance = hamming_hex(query.pdq, variant.pdq) if has_pdq else None
+        phash_distance = hamming_hex(query.phash, variant.phash) if has_phash else None
+        boxes = self.boxes(
+            variant.kind,
+            has_pdq=has_pdq,
+            has_phash=has_phash,
+            low_quality=low_registered or low_query,
+        )
+        basis = "+".join(
+            name for name, present in (("pdq", has_pdq), ("phash", has_phash)) if present
+        )
+        for box in boxes:
+            if box.contains(
+                PDQ_BITS if pdq_distance is None else pdq_distance,
+                PHASH_BITS if phash_distance is None else phash_distance,
+            ):
+                return Evidence(
+                    matched=True,
+                    variant=variant.name,
+                    kind=variant.kind,
+                    basis=basis,
+                    pdq_distance=pdq_distance,
+                    phash_distance=phash_distance,
+                    pdq_threshold=box.pdq if has_pdq else None,
+                    phash_threshold=box.phash if has_phash else None,
+                    quality=quality,
+                )
+        return Evidence(
+            matched=False,
+            variant=variant.name,
+            kind=variant.kind,
+            basis="",
+            pdq_distance=pdq_distance,
+            phash_distance=phash_distance,
+            quality=quality,
+        )
+
+    def shifted(self, levels: int) -> MatchRule:
+        """The rule with every threshold moved by ``levels`` steps of
+        ``PDQ_STEP`` PDQ bits and ``PHASH_STEP`` pHash bits: negative is
+        stricter (a pipeline's own policy), positive looser (the precision
+        benchmark's tail measurements). Thresholds never go below -1 (nothing
+        matches)."""
+
+        def box(b: Box) -> Box:
+            return Box(
+                pdq=max(-1, b.pdq + levels * PDQ_STEP), phash=max(-1, b.phash + levels * PHASH_STEP)
+            )
+
+        def single(value: int | None, step: int) -> int | None:
+            return None if value is None else max(-1, value + levels * step)
+
+        def kind(rule: KindRule) -> KindRule:
+            return KindRule(
+                both=tuple(box(b) for b in rule.both),
+                pdq_only=single(rule.pdq_only, PDQ_STEP),
+                phash_only=single(rule.phash_only, PHASH_STEP),
+            )
+
+        return MatchRule(
+            kinds={name: kind(rule) for name, rule in self.kinds.items()},
+            low_quality=kind(self.low_quality),
+            low_quality_kinds=self.low_quality_kinds,
+            min_quality=self.min_quality,
+        )
+
+    def search_radii(self) -> SearchRadii:
+        rules = [*self.kinds.values(), self.low_quality]
+        both = [box for rule in rules for box in rule.both]
+        pdq_only = [rule.pdq_only for rule in rules if rule.pdq_only is not None]
+        phash_only = [rule.phash_only for rule in rules if rule.phash_only is not None]
+        return SearchRadii(
+            pdq_with_phash=max(box.pdq for box in both),
+            phash_with_pdq=max(box.phash for box in both),
+            pdq_only=max(pdq_only) if pdq_only else None,
+            phash_only=max(phash_only) if phash_only else None,
+        )
+
+
+# The registry's rule, calibrated on package photographs (benchmarks/
+# bench_robust.py, bench_precision.py; docs/matching.md). pHash distances
+# between two imagehash pHashes are always even (each hash has 32 bits set).
+DEFAULT_RULE = MatchRule(
+    kinds={
+        # The photo and its mirror image (a record with only a pHash matches
+        # them only on an equal pHash: pHash <= 4 alone falsely matches about
+        # one photo in a million). Resizing to 25 %, JPEG quality 30,
+        # brightness, grayscale and a caption across the picture move PDQ by
+        # up to ~60 bits but pHash by little; a caption can move pHash by up to
+        # 18 while PDQ stays under 48. Two boxes cover both shapes while
+        # leaving out the corner where distinct photos start (PDQ > 56, or
+        # PDQ > 48 with pHash > 10).
+        "original": KindRule(
+            both=(Box(pdq=48, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
+        ),
+        "mirror": KindRule(
+            both=(Box(pdq=48, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
+        ),
+        # Crops and ±2° rotations: the repost is the variant plus recompression.
+        "crop": KindRule(both=(Box(pdq=40, phash=10),), pdq_only=24),
+        "rotation": KindRule(both=(Box(pdq=40, phash=10),), pdq_only=24),
+        # Turned or flipped over: rare edits, nearly exact matches only.
+        "dihedral": KindRule(both=(Box(pdq=32, phash=6),), pdq_only=24),
+    },
+    low_quality=KindRule(both=(Box(pdq=24, phash=4),)),
+)
+
+# For a record whose PDQ quality is unknown (a bare hash): two steps stricter.
+# Most false matches of the default rule on package photographs are records of
+# near-featureless images (sky, blur) meeting smooth registered photos; the
+# quality gate catches them when the record says its quality, this rule when it
+# does not (docs/matching.md, "Precision").
+UNKNOWN_QUALITY_RULE = DEFAULT_RULE.shifted(-2)
+
+
+def rule_for(query: QueryHashes) -> MatchRule:
+    """The registry's rule for a record: DEFAULT_RULE when the record carries
+    its PDQ quality, UNKNOWN_QUALITY_RULE otherwise."""
+    return DEFAULT_RULE if query.pdq_quality is not None else UNKNOWN_QUALITY_RULE

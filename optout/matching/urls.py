@@ -1,0 +1,34 @@
+"""A record's URL against claims: URL prefix, domain with its subdomains, platform handle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
+
+
+def _host_and_path(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host.startswith("www."):
+        host = host[4:]
+    return host, parts.path
+
+
+def claim_hits(
+    url: str, claims_by_kind: Mapping[str, Iterable[tuple[int, str]]]
+) -> Iterator[tuple[int, str]]:
+    """(claim id, kind) of every claim the normalised ``url`` falls under;
+    ``claims_by_kind`` maps a kind to its (claim id, normalised value) pairs."""
+    host, path = _host_and_path(url)
+    for claim, value in claims_by_kind.get("url_prefix", ()):
+        if url.startswith(value):
+            yield claim, "url_prefix"
+    for claim, domain in claims_by_kind.get("domain", ()):
+        if host == domain or host.endswith("." + domain):
+            yield claim, "domain"
+    first_segment = path.strip("/").split("/", 1)[0].lstrip("@").lower()
+    for claim, value in claims_by_kind.get("handle", ()):
+        platform, _, name = value.partition(":")
+        on_platform = host in (platform, f"{platform}.com") or host.endswith("." + platform)
+        if on_platform and first_segment == name:
+            yield claim, "handle"

@@ -1,0 +1,193 @@
+"""Variant hashes: the extra hashes a photo is registered with so that edited
+reposts of it still match. Pure: no Django, nothing written anywhere.
+
+A repost is often mirrored or cropped, and PDQ and pHash both change a lot
+under either edit (a 10 % crop or a mirror moves PDQ by 60-130 bits). Pipelines
+usually send only hashes, so the robustness has to come from the registration
+side: each photo is registered with the hashes of a few derived images — its
+mirror image, its dihedral transforms, a grid of crops — and a record matches
+the photo when it matches any of them under the decision rule
+(``optout.matching.rule``), which knows each variant's kind.
+
+Every variant multiplies the chance of a false match (docs/matching.md,
+"Precision"), so the set is as small as the measurements allow
+(``benchmarks/bench_robust.py``, ``benchmarks/bench_precision.py``).
+
+Derived variants are computed on a working copy whose longest side is at most
+``WORK_SIDE`` pixels (Lanczos): a crop of a 24-megapixel photo hashes in
+milliseconds, and PDQ of a 512 px copy stays within about 20 bits of the
+full-size hash (pHash within 2). The ``original`` variant is the photo's own
+hashes, computed on the image as given, so it is exactly what
+``registry.hashing.hash_bytes`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from PIL import Image
+
+from registry.hashing import pdq_of, phash_of
+
+# Longest side of the working copy the derived variants are computed on.
+WORK_SIDE = 512
+
+Transform = Callable[[Image.Image], Image.Image]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The hashes of one derived image of a photo."""
+
+    name: str
+    pdq: str
+    pdq_quality: int
+    phash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _transpose(method: Image.Transpose) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        return image.transpose(method)
+
+    return apply
+
+
+def _crop(left: float, top: float, right: float, bottom: float) -> Transform:
+    """Cut the given fractions of the width/height off each edge."""
+
+    def apply(image: Image.Image) -> Image.Image:
+        width, height = image.size
+        box = (
+            round(width * left),
+            round(height * top),
+            width - round(width * right),
+            height - round(height * bottom),
+        )
+        return image.crop(box)
+
+    return apply
+
+
+def _mirrored(transform: Transform) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        return transform(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+    return apply
+
+
+def _rotate(degrees: float) -> Transform:
+    def apply(image: Image.Image) -> Image.Image:
+        return image.rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+    return apply
+
+
+# The eight symmetries of the square (PDQ's "dihedral" hashes): the identity,
+# the mirror image (left-right), and six that turn or flip the picture over.
+DIHEDRAL: dict[str, Transform] = {
+    "mirror": _transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "flip_vertical": _transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    "rotate_90": _transpose(Image.Transpose.ROTATE_90),
+    "rotate_180": _transpose(Image.Transpose.ROTATE_180),
+    "rotate_270": _transpose(Image.Transpose.ROTATE_270),
+    "transpose": _transpose(Image.Transpose.TRANSPOSE),
+    "transverse": _transpose(Image.Transpose.TRANSVERSE),
+}
+
+# Crop grid: (left, top, right, bottom) fractions cut off. ``crop_centre_90``
+# keeps the centred 90 % of each side; ``crop_top_left_95`` keeps the 95 % of
+# each side anchored at the top-left corner (5 % cut off the right and bottom).
+_CROP_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "crop_centre_95": (0.025, 0.025, 0.025, 0.025),
+    "crop_centre_90": (0.05, 0.05, 0.05, 0.05),
+    "crop_centre_80": (0.10, 0.10, 0.10, 0.10),
+}
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+for _keep in (95, 90):
+    _cut = (100 - _keep) / 100
+    _CROP_BOXES[f"crop_top_left_{_keep}"] = (0.0, 0.0, _cut, _cut)
+    _CROP_BOXES[f"crop_top_right_{_keep}"] = (_cut, 0.0, 0.0, _cut)
+    _CROP_BOXES[f"crop_bottom_left_{_keep}"] = (0.0, _cut, _cut, 0.0)
+    _CROP_BOXES[f"crop_bottom_right_{_keep}"] = (_cut, _cut, 0.0, 0.0)
+
+CROPS: dict[str, Transform] = {name: _crop(*box) for name, box in _CROP_BOXES.items()}
+
+# Every transform a variant can be made with. A crop's mirror image is
+# ``<crop>_mirror``: a mirrored and cropped repost.
+TRANSFORMS: dict[str, Transform] = {
+    **DIHEDRAL,
+    **CROPS,
+    **{f"{name}_mirror": _mirrored(transform) for name, transform in CROPS.items()},
+    "rotate_+2": _rotate(2),
+    "rotate_-2": _rotate(-2),
+}
+
+ORIGINAL = "original"
+DIHEDRAL_NAMES = (ORIGINAL, *DIHEDRAL)
+
+# The variants every photo is registered with (chosen by measurement:
+# docs/matching.md, "Robust matching").
+DEFAULT_VARIANTS: tuple[str, ...] = (
+    *DIHEDRAL_NAMES,
+    "crop_centre_95",
+    "crop_centre_95_mirror",
+    "crop_centre_90",
+    "crop_centre_90_mirror",
+    *(f"crop_{corner}_{keep}" for keep in (95, 90) for corner in CORNERS),
+    "rotate_+2",
+    "rotate_-2",
+)
+
+
+def variant_kind(name: str) -> str:
+    """The kind of a variant, which the decision rule sets thresholds by:
+    ``original``, ``mirror``, ``dihedral`` (turned or flipped over), ``crop``
+    (cropped, possibly mirrored) or ``rotation`` (a small rotation)."""
+    if name in (ORIGINAL, "mirror"):
+        return name
+    if name in DIHEDRAL:
+        return "dihedral"
+    if name.startswith("crop_"):
+        return "crop"
+    if name.startswith("rotate_"):
+        return "rotation"
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def working_copy(rgb: Image.Image, side: int = WORK_SIDE) -> Image.Image:
+    """The image with its longest side at most ``side`` pixels (Lanczos)."""
+    scale = side / max(rgb.size)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    return rgb.resize(size, Image.Resampling.LANCZOS)
+
+
+def variant_image(rgb: Image.Image, name: str) -> Image.Image:
+    """The derived image a variant hashes: the photo itself for ``original``,
+    otherwise the transform applied to the working copy."""
+    if name == ORIGINAL:
+        return rgb
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown variant {name!r}")
+    return TRANSFORMS[name](working_copy(rgb))
+
+
+def _hashes(name: str, image: Image.Image) -> Variant:
+    pdq, quality = pdq_of(image)
+    return Variant(name=name, pdq=pdq, pdq_quality=quality, phash=phash_of(image))
+
+
+def variants_compute(rgb: Image.Image, names: tuple[str, ...] = DEFAULT_VARIANTS) -> list[Variant]:
+    """The variant hashes of an upright RGB photo (``registry.hashing.decode``),
+    in the order of ``names``. Deterministic: the same pixels give the same list."""
+    unknown = [name for name in names if name != ORIGINAL and name not in TRANSFORMS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}")
+    work = working_copy(rgb)
+    return [_hashes(name, rgb if name == ORIGINAL else TRANSFORMS[name](work)) for name in names]

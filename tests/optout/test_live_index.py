@@ -1,0 +1,129 @@
+"""The live index's pure parts: the photo table against a dict, and the live
+index's views against the brute-force Snapshot after appends, withdrawals,
+retirements and compaction."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, SnapshotOptOut, decide
+from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
+from optout.matching.photo_table import PhotoTable
+from optout.matching.snapshot import SnapshotPhoto
+
+KEYS = st.integers(0, 60)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.lists(st.tuples(KEYS, st.integers(0, 4)), max_size=30)),
+        st.tuples(st.just("remove"), st.lists(KEYS, max_size=10)),
+        st.tuples(st.just("compact"), st.just([])),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPERATIONS)
+def test_photo_table_holds_what_a_dict_holds(operations: list[tuple[str, list]]) -> None:  # type: ignore[type-arg]
+    table, model = PhotoTable(), {}
+    for version, (action, items) in enumerate(operations):
+        if action == "add":
+            keys = np.asarray([k for k, _ in items], dtype=np.int64)
+            creators = np.asarray([c for _, c in items], dtype=np.int64)
+            fresh = table.update(keys, creators, np.full(len(items), version, dtype=np.int64))
+            expected = []
+            for key, creator in items:
+                expected.append(key not in model)
+                model.setdefault(key, (creator, version))
+            assert fresh.tolist() == expected
+        elif action == "remove":
+            for key in items:
+                assert table.remove(key) == model.pop(key, None)
+        else:
+            table.compact()
+        assert len(table) == len(model) and sorted(table) == sorted(model)
+        assert all(table.get(key) == held for key, held in model.items())
+        for creator in range(5):
+            assert table.of_creator(creator) == {k for k, (c, _) in model.items() if c == creator}
+
+
+def test_photo_table_merges_many_small_additions_into_its_columns() -> None:
+    table = PhotoTable()
+    for key in range(10_000):
+        assert table.add(key * 7, key % 3, key)
+    assert not table.add(7, 0, 0)
+    assert len(table) == 10_000 and table.get(7 * 9_999) == (9_999 % 3, 9_999)
+    assert table.nbytes() >= 8_000 * 25  # merged into the columns, not all in the dict
+
+
+def _photo(key: int, creator: int, version: int, rng: np.random.Generator) -> LivePhoto:
+    return LivePhoto(
+        key, creator, version, rng.bytes(32).hex(), rng.bytes(32).hex(), rng.bytes(8).hex()
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.integers(0, 9), min_size=5, max_size=40))
+def test_views_answer_like_the_snapshot_of_their_version(seed: int, script: list[int]) -> None:
+    """Random appends, filings, withdrawals and retirements; every version from the
+    horizon on is decided like brute force over the registry at that version."""
+    rng = np.random.default_rng(seed)
+    index = LiveIndex()
+    photos: list[LivePhoto] = []
+    opt_outs: dict[int, LiveOptOut] = {}
+    horizon = 0
+    for version, step in enumerate(script, start=1):
+        creator = int(rng.integers(0, 3))
+        if step <= 4:  # a photo; held when an all_photos opt-out of its creator is held
+            photo = _photo(len(photos), creator, version, rng)
+            photos.append(photo)
+            if index.all_photos_of_creator.get(creator):
+                index.photos_add([photo])
+        elif step <= 7:  # an opt-out over all of the creator's photos or chosen ones
+            chosen = frozenset(p.key for p in photos if p.creator == creator and rng.random() < 0.5)
+            scope = "photos" if step == 7 and chosen else "all_photos"
+            opt_out = SnapshotOptOut(
+                key=version, public_id=f"o{version}", creator=creator, uses=("ai_training",),
+                scope=scope, photos=chosen if scope == "photos" else frozenset(),
+            )  # fmt: skip
+            opt_outs[version] = LiveOptOut(opt_out, version)
+            index.opt_outs_add([opt_outs[version]])
+            covered = [
+                p
+                for p in photos
+                if (p.creator == creator if scope == "all_photos" else p.key in chosen)
+            ]
+            index.photos_add(covered)
+        elif step == 8 and opt_outs:  # a withdrawal
+            key = int(rng.choice(sorted(opt_outs)))
+            if opt_outs[key].withdrawn_version is None:
+                opt_outs[key] = LiveOptOut(opt_outs[key].opt_out, key, version)
+                index.withdraw(key, version)
+        else:  # the oldest needed version moves on
+            horizon = int(rng.integers(horizon, version + 1))
+            index.retire(horizon)
+            if rng.random() < 0.5:
+                index.compact()
+
+        for at in {horizon, version, int(rng.integers(horizon, version + 1))}:
+            active = [
+                o.opt_out for o in opt_outs.values()
+                if o.filed_version <= at and (o.withdrawn_version or at + 1) > at
+            ]  # fmt: skip
+            snapshot = Snapshot(
+                version=at,
+                photos=[
+                    SnapshotPhoto(p.key, p.creator, p.sha256, p.pdq, 100, p.phash)
+                    for p in photos
+                    if p.registered_version <= at
+                ],
+                claims=[],
+                opt_outs=active,
+            )
+            records = [
+                Record(id=str(p.key), sha256=p.sha256, pdq=p.pdq, phash=p.phash) for p in photos
+            ]
+            how = {"use": "ai_training", "organization": None, "thresholds": DEFAULT_THRESHOLDS}
+            assert decide(records, index.view(at), **how) == decide(records, snapshot, **how)

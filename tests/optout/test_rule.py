@@ -1,0 +1,243 @@
+"""optout.matching.rule: the perceptual decision rule at its threshold edges.
+
+Pure: hashes are built here with an exact number of differing bits.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from optout.matching.rule import (
+    DEFAULT_RULE,
+    KINDS,
+    PDQ_STEP,
+    PHASH_STEP,
+    UNKNOWN_QUALITY_RULE,
+    Box,
+    KindRule,
+    MatchRule,
+    QueryHashes,
+    VariantHashes,
+    hamming_hex,
+    rule_for,
+    sha256_evidence,
+)
+
+PDQ = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
+PHASH = "d1c4a5b2e6f0193c"
+
+
+def flip(hex_value: str, bits: int, seed: int = 0) -> str:
+    """``hex_value`` with exactly ``bits`` distinct bits flipped."""
+    width = len(hex_value) * 4
+    positions = random.Random(seed).sample(range(width), bits)
+    value = int(hex_value, 16)
+    for position in positions:
+        value ^= 1 << position
+    return f"{value:0{len(hex_value)}x}"
+
+
+def variant(kind: str = "original", quality: int = 100, name: str | None = None) -> VariantHashes:
+    return VariantHashes(name=name or kind, kind=kind, pdq=PDQ, pdq_quality=quality, phash=PHASH)
+
+
+def query(pdq_bits: int | None, phash_bits: int | None, quality: int | None = None) -> QueryHashes:
+    return QueryHashes(
+        pdq="" if pdq_bits is None else flip(PDQ, pdq_bits),
+        phash="" if phash_bits is None else flip(PHASH, phash_bits, seed=1),
+        pdq_quality=quality,
+    )
+
+
+def test_flip_changes_exactly_the_requested_bits() -> None:
+    assert hamming_hex(PDQ, flip(PDQ, 31)) == 31
+    assert hamming_hex(PHASH, flip(PHASH, 9)) == 9
+
+
+@pytest.mark.parametrize("kind", ["original", "mirror"])
+@pytest.mark.parametrize(
+    ("pdq_bits", "phash_bits", "matched"),
+    [
+        (48, 18, True),  # corner of the first box
+        (49, 18, False),
+        (48, 19, False),
+        (56, 10, True),  # corner of the second box
+        (57, 10, False),
+        (56, 11, False),
+        (0, 0, True),
+        (52, 14, False),  # between the boxes
+    ],
+)
+def test_photo_and_mirror_match_inside_either_box_only(
+    kind: str, pdq_bits: int, phash_bits: int, matched: bool
+) -> None:
+    evidence = DEFAULT_RULE.evaluate(query(pdq_bits, phash_bits), variant(kind))
+
+    assert evidence.matched is matched
+    assert (evidence.pdq_distance, evidence.phash_distance) == (pdq_bits, phash_bits)
+
+
+@pytest.mark.parametrize(
+    ("kind", "pdq_limit", "phash_limit"),
+    [("crop", 40, 10), ("rotation", 40, 10), ("dihedral", 32, 6)],
+)
+def test_derived_variants_need_a_closer_match(kind: str, pdq_limit: int, phash_limit: int) -> None:
+    rule = DEFAULT_RULE
+
+    assert rule.evaluate(query(pdq_limit, phash_limit), variant(kind)).matched
+    assert not rule.evaluate(query(pdq_limit + 1, phash_limit), variant(kind)).matched
+    assert not rule.evaluate(query(pdq_limit, phash_limit + 1), variant(kind)).matched
+    # What the photo itself would accept, a derived variant does not.
+    assert rule.evaluate(query(48, 18), variant("original")).matched
+    assert not rule.evaluate(query(48, 18), variant(kind)).matched
+
+
+def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
+    evidence = DEFAULT_RULE.evaluate(query(50, 8), variant("crop", name="crop_top_left_95"))
+    assert not evidence.matched
+
+    evidence = DEFAULT_RULE.evaluate(query(54, 8), variant("mirror"))
+
+    assert evidence.matched
+    assert evidence.as_dict() == {
+        "variant": "mirror",
+        "basis": "pdq+phash",
+        "pdq_distance": 54,
+        "pdq_threshold": 56,
+        "phash_distance": 8,
+        "phash_threshold": 10,
+        "quality": "ok",
+    }
+
+
+def test_low_quality_registered_photo_matches_only_nearly_exactly_and_never_by_a_crop() -> None:
+    low = DEFAULT_RULE.min_quality - 1
+
+    assert DEFAULT_RULE.evaluate(query(24, 4), variant("original", quality=low)).matched
+    assert not DEFAULT_RULE.evaluate(query(25, 4), variant("original", quality=low)).matched
+    assert not DEFAULT_RULE.evaluate(query(24, 6), variant("original", quality=low)).matched
+    assert not DEFAULT_RULE.evaluate(query(0, 0), variant("crop", quality=low)).matched
+    assert not DEFAULT_RULE.evaluate(query(0, 0), variant("dihedral", quality=low)).matched
+    evidence = DEFAULT_RULE.evaluate(query(10, 2), variant("mirror", quality=low))
+    assert evidence.matched
+    assert evidence.quality == "low_registered"
+    # Exactly at the gate the photo is trusted.
+    assert DEFAULT_RULE.evaluate(query(40, 10), variant("original", quality=50)).matched
+
+
+def test_a_record_of_known_low_quality_is_gated_too() -> None:
+    unknown = DEFAULT_RULE.evaluate(query(40, 10), variant("original"))
+    low = DEFAULT_RULE.evaluate(query(40, 10, quality=20), variant("original"))
+    fine = DEFAULT_RULE.evaluate(query(40, 10, quality=80), variant("original"))
+
+    assert unknown.matched and fine.matched
+    assert not low.matched
+    assert low.quality == "low_query"
+
+
+def test_single_hash_records_are_held_to_stricter_thresholds() -> None:
+    pdq_only = DEFAULT_RULE.evaluate(query(31, None), variant("original"))
+    assert pdq_only.matched
+    assert pdq_only.basis == "pdq"
+    assert (pdq_only.phash_distance, pdq_only.phash_threshold) == (None, None)
+    assert not DEFAULT_RULE.evaluate(query(32, None), variant("original")).matched
+    assert DEFAULT_RULE.evaluate(query(24, None), variant("crop")).matched
+    assert not DEFAULT_RULE.evaluate(query(25, None), variant("crop")).matched
+
+    phash_only = DEFAULT_RULE.evaluate(query(None, 0), variant("mirror"))
+    assert phash_only.matched
+    assert phash_only.basis == "phash"
+    assert not DEFAULT_RULE.evaluate(query(None, 1), variant("mirror")).matched
+    # pHash alone is too imprecise to match a derived variant at all.
+    assert not DEFAULT_RULE.evaluate(query(None, 0), variant("crop")).matched
+    assert not DEFAULT_RULE.evaluate(query(None, None), variant("original")).matched
+
+
+def test_sha256_equality_always_matches() -> None:
+    evidence = sha256_evidence()
+
+    assert evidence.matched
+    assert evidence.basis == "sha256"
+    assert evidence.variant == "original"
+
+
+def test_shifted_moves_every_threshold_by_whole_steps() -> None:
+    stricter = DEFAULT_RULE.shifted(-1)
+    looser = DEFAULT_RULE.shifted(2)
+
+    assert DEFAULT_RULE.shifted(0) == DEFAULT_RULE
+    assert not stricter.evaluate(query(40, 10), variant("crop")).matched
+    assert stricter.evaluate(query(40 - PDQ_STEP, 10 - PHASH_STEP), variant("crop")).matched
+    assert looser.evaluate(query(40 + 2 * PDQ_STEP, 10 + 2 * PHASH_STEP), variant("crop")).matched
+    assert stricter.kinds["original"].pdq_only == 31 - PDQ_STEP
+    assert DEFAULT_RULE.shifted(-100).evaluate(query(0, 0), variant("original")).matched is False
+
+
+def test_unknown_variant_kind_never_matches() -> None:
+    rule = MatchRule(kinds={"original": KindRule(both=(Box(10, 2),))}, low_quality=KindRule(()))
+
+    assert not rule.evaluate(query(0, 0), variant("crop")).matched
+    assert rule.evaluate(query(0, 0), variant("original")).matched
+
+
+def test_hamming_refuses_hashes_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="lengths"):
+        hamming_hex(PDQ, PHASH)
+
+
+@given(
+    kind=st.sampled_from(KINDS),
+    pdq_bits=st.integers(0, 256),
+    phash_bits=st.integers(0, 64),
+    mode=st.sampled_from(["both", "pdq", "phash"]),
+    registered_quality=st.sampled_from([0, 49, 50, 100]),
+    query_quality=st.sampled_from([None, 10, 90]),
+)
+def test_search_radii_find_every_variant_the_rule_accepts(
+    kind: str,
+    pdq_bits: int,
+    phash_bits: int,
+    mode: str,
+    registered_quality: int,
+    query_quality: int | None,
+) -> None:
+    """The index searched at ``search_radii`` never misses an accepted variant."""
+    radii = DEFAULT_RULE.search_radii()
+    q = query(
+        pdq_bits if mode in ("both", "pdq") else None,
+        phash_bits if mode in ("both", "phash") else None,
+        quality=query_quality,
+    )
+
+    evidence = DEFAULT_RULE.evaluate(q, variant(kind, quality=registered_quality))
+
+    if not evidence.matched:
+        return
+    if mode == "both":
+        assert pdq_bits <= radii.pdq_with_phash and phash_bits <= radii.phash_with_pdq
+    elif mode == "pdq":
+        assert radii.pdq_only is not None and pdq_bits <= radii.pdq_only
+    else:
+        assert radii.phash_only is not None and phash_bits <= radii.phash_only
+
+
+def test_search_radii_of_the_default_rule() -> None:
+    radii = DEFAULT_RULE.search_radii()
+
+    assert (radii.pdq_with_phash, radii.phash_with_pdq) == (56, 18)
+    assert (radii.pdq_only, radii.phash_only) == (31, 0)
+
+
+def test_bare_hashes_without_quality_get_the_stricter_rule() -> None:
+    known = QueryHashes(pdq=PDQ, phash=PHASH, pdq_quality=90)
+    bare = QueryHashes(pdq=PDQ, phash=PHASH)
+
+    assert rule_for(known) is DEFAULT_RULE
+    assert rule_for(bare) is UNKNOWN_QUALITY_RULE
+    assert DEFAULT_RULE.shifted(-2) == UNKNOWN_QUALITY_RULE
+    assert not UNKNOWN_QUALITY_RULE.evaluate(query(40, 10), variant("crop")).matched
+    assert UNKNOWN_QUALITY_RULE.evaluate(query(24, 6), variant("crop")).matched

@@ -1,0 +1,122 @@
+"""registry.variants: the variant hashes a photo is registered with, and a small
+check that they make the decision rule robust (the full measurement is
+benchmarks/bench_robust.py and bench_precision.py)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from optout.matching.rule import DEFAULT_RULE, QueryHashes, VariantHashes
+from registry import hashing, variants
+from tests.images import encode, skimage_photo
+
+
+def decoded(image: Image.Image, quality: int = 95) -> Image.Image:
+    return hashing.decode(encode(image, "JPEG", quality=quality))
+
+
+def registered(image: Image.Image) -> list[VariantHashes]:
+    return [
+        VariantHashes(
+            name=v.name,
+            kind=variants.variant_kind(v.name),
+            pdq=v.pdq,
+            pdq_quality=v.pdq_quality,
+            phash=v.phash,
+        )
+        for v in variants.variants_compute(decoded(image))
+    ]
+
+
+def query_of(image: Image.Image) -> QueryHashes:
+    hashes = hashing.hash_bytes(encode(image, "JPEG", quality=75))
+    return QueryHashes(pdq=hashes.pdq, phash=hashes.phash)
+
+
+def matching_variants(query: QueryHashes, photo: list[VariantHashes]) -> list[str]:
+    return [v.name for v in photo if DEFAULT_RULE.evaluate(query, v).matched]
+
+
+def test_variants_are_deterministic_and_follow_the_default_names() -> None:
+    rgb = decoded(skimage_photo("coffee"))
+
+    first = variants.variants_compute(rgb)
+    second = variants.variants_compute(rgb.copy())
+
+    assert first == second
+    assert [v.name for v in first] == list(variants.DEFAULT_VARIANTS)
+    assert all(hashing.is_hex(v.pdq, 64) and hashing.is_hex(v.phash, 16) for v in first)
+    assert len({v.pdq for v in first}) == len(first)
+
+
+def test_default_variants_include_the_dihedral_set_crops_and_small_rotations() -> None:
+    names = set(variants.DEFAULT_VARIANTS)
+
+    assert set(variants.DIHEDRAL_NAMES) <= names
+    assert len(variants.DIHEDRAL_NAMES) == 8
+    assert {"crop_centre_90", "crop_top_left_95", "crop_bottom_right_90", "rotate_+2"} <= names
+    kinds = {variants.variant_kind(name) for name in names}
+    assert kinds == {"original", "mirror", "dihedral", "crop", "rotation"}
+
+
+def test_original_variant_is_the_photos_own_hashes() -> None:
+    data = encode(skimage_photo("astronaut"), "PNG")
+    photo = hashing.hash_bytes(data)
+
+    original = variants.variants_compute(hashing.decode(data), names=("original",))[0]
+
+    assert (original.pdq, original.pdq_quality, original.phash) == (
+        photo.pdq,
+        photo.pdq_quality,
+        photo.phash,
+    )
+
+
+def test_dihedral_variants_are_the_hashes_of_the_turned_images() -> None:
+    rgb = decoded(skimage_photo("chelsea"))
+    work = variants.working_copy(rgb)
+
+    computed = {v.name: v for v in variants.variants_compute(rgb)}
+
+    for name in ("mirror", "rotate_90", "transverse"):
+        pdq, _ = hashing.pdq_of(variants.variant_image(rgb, name))
+        assert computed[name].pdq == pdq
+    turned = work.transpose(Image.Transpose.ROTATE_90)
+    assert computed["rotate_90"].phash == hashing.phash_of(turned)
+
+
+def test_working_copy_bounds_the_longest_side() -> None:
+    big = Image.new("RGB", (2000, 1000))
+
+    assert variants.working_copy(big).size == (512, 256)
+    assert variants.working_copy(Image.new("RGB", (300, 200))).size == (300, 200)
+
+
+def test_unknown_variant_names_are_refused() -> None:
+    rgb = Image.new("RGB", (64, 64))
+
+    with pytest.raises(ValueError, match="unknown"):
+        variants.variants_compute(rgb, names=("original", "crop_centre_42"))
+    with pytest.raises(ValueError, match="unknown"):
+        variants.variant_kind("sideways")
+
+
+@pytest.mark.parametrize(("name", "other"), [("chelsea", "coffee"), ("astronaut", "camera")])
+def test_mirrored_and_corner_cropped_copies_match_while_another_photo_does_not(
+    name: str, other: str
+) -> None:
+    image = skimage_photo(name)
+    photo = registered(image)
+    width, height = image.size
+    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    # 10 % cut off the left and top edges: the bottom-right 90 % window.
+    corner = image.crop((round(width * 0.1), round(height * 0.1), width, height))
+
+    assert "mirror" in matching_variants(query_of(mirrored), photo)
+    assert "crop_bottom_right_90" in matching_variants(query_of(corner), photo)
+    assert matching_variants(query_of(skimage_photo(other)), photo) == []
+    # Without the variants the photo's own hashes miss both copies.
+    original = [v for v in photo if v.name == "original"]
+    assert matching_variants(query_of(mirrored), original) == []
+    assert matching_variants(query_of(corner), original) == []
