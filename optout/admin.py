@@ -23,6 +23,7 @@ from optout.models import (
     Batch,
     BatchResult,
     Chunk,
+    EngineState,
     OptOut,
     Organization,
     OrganizationAPIKey,
@@ -346,3 +347,13 @@ class BatchResultAdmin(ReadOnlyAdmin):
     search_fields = ("=batch__public_id", "=record_id")
     fields = ("batch", "row", "record_id", "decision", "matches", "reason")
     readonly_fields = fields
+
+
+@admin.register(EngineState)
+class EngineStateAdmin(ReadOnlyAdmin):
+    """Index freshness: what each matching engine process has loaded, per hash kind
+    (the same rows GET /api/v1/registry lists)."""
+
+    list_display = ("worker", "shard", "shards", "kind", "loaded_version", "size", "updated_at")
+    list_filter = ("kind", "shards", "shard")
+    search_fields = ("worker",)

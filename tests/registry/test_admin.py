@@ -9,8 +9,9 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from optout.models import OptOut, Organization
+from optout.models import EngineState, OptOut, Organization
 from optout.services import opt_out_file, opt_out_withdraw
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.services import claim_add, photos_register_from_hashes, token_create
@@ -314,3 +315,30 @@ def test_changelist_queries_do_not_grow_with_the_rows(
 
     assert len(response.context["cl"].result_list) >= 6
     assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_engine_state_shows_each_engines_loaded_version_and_is_read_only(
+    admin_client: Client,
+) -> None:
+    state = EngineState.objects.create(
+        worker="celery@match-7:4242",
+        shard=1,
+        shards=2,
+        kind="pdq",
+        loaded_version=314,
+        size=2718,
+        updated_at=timezone.now(),
+    )
+
+    listing = admin_client.get("/admin/optout/enginestate/?kind=pdq")
+    change = admin_client.post(
+        f"/admin/optout/enginestate/{state.pk}/change/", {"loaded_version": 1}
+    )
+
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert "celery@match-7:4242" in html
+    assert "314" in html and "2718" in html
+    assert change.status_code == 403
+    state.refresh_from_db()
+    assert state.loaded_version == 314
