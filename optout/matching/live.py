@@ -27,7 +27,7 @@ import numpy as np
 from optout.matching.index import HammingIndex, Sha256Set, hex_words
 from optout.matching.photo_table import PhotoTable
 from optout.matching.snapshot import SnapshotOptOut
-from optout.matching.urls import claim_hits
+from optout.matching.urls import claim_hits, host_suffixes
 
 HASH_KINDS = ("sha256", "pdq", "phash")
 # Compaction pays off once this share of the indexed entries are tombstones.
@@ -74,6 +74,9 @@ class LiveIndex:
         self.claims: dict[int, LiveClaim] = {}
         self.claims_of_creator: dict[int, set[int]] = defaultdict(set)
         self.claim_values: dict[str, dict[int, str]] = defaultdict(dict)
+        # Domain claims by domain: a URL's host is looked up by its suffixes
+        # instead of being compared with every claimed domain.
+        self.claims_of_domain: dict[str, set[int]] = defaultdict(set)
         self.opt_outs: dict[int, SnapshotOptOut] = {}
         self.filed: dict[int, int] = {}
         self.withdrawn: dict[int, int] = {}
@@ -142,6 +145,8 @@ class LiveIndex:
                 self.claims[claim.key] = claim
                 self.claims_of_creator[claim.creator].add(claim.key)
                 self.claim_values[claim.kind][claim.key] = claim.value
+                if claim.kind == "domain":
+                    self.claims_of_domain[claim.value].add(claim.key)
                 added += 1
         return added
 
@@ -152,6 +157,10 @@ class LiveIndex:
             if claim is not None:
                 self.claims_of_creator[claim.creator].discard(key)
                 del self.claim_values[claim.kind][key]
+                if claim.kind == "domain":
+                    self.claims_of_domain[claim.value].discard(key)
+                    if not self.claims_of_domain[claim.value]:
+                        del self.claims_of_domain[claim.value]
                 removed += 1
         return removed
 
@@ -258,8 +267,16 @@ class LiveView:
         return [self.index.opt_outs[key] for key in keys if self._active(key)]
 
     def claim_hits(self, url: str) -> Iterator[tuple[int, str]]:
-        return claim_hits(
-            url, {kind: values.items() for kind, values in self.index.claim_values.items()}
+        for domain in host_suffixes(url):
+            for claim in self.index.claims_of_domain.get(domain, ()):
+                yield claim, "domain"
+        yield from claim_hits(
+            url,
+            {
+                kind: values.items()
+                for kind, values in self.index.claim_values.items()
+                if kind != "domain"
+            },
         )
 
     def opt_outs_of_claim(self, claim: int) -> list[SnapshotOptOut]:

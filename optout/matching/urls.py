@@ -14,6 +14,18 @@ def _host_and_path(url: str) -> tuple[str, str]:
     return host, parts.path
 
 
+def host_suffixes(url: str) -> list[str]:
+    """The domains a URL's host falls under: the host and each parent domain
+    ("a.b.example.org" → a.b.example.org, b.example.org, example.org, org).
+    A domain claim covers the URL exactly when its value is one of these, the
+    rule ``claim_hits`` applies by comparison."""
+    host, _ = _host_and_path(url)
+    if not host:
+        return []
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
+
+
 def claim_hits(
     url: str, claims_by_kind: Mapping[str, Iterable[tuple[int, str]]]
 ) -> Iterator[tuple[int, str]]:

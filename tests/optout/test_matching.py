@@ -20,6 +20,7 @@ from optout.matching import (
     decide,
     record_parse,
 )
+from optout.matching.urls import claim_hits, host_suffixes
 from registry.hashing import hamming
 
 
@@ -248,3 +249,25 @@ def test_phash_range_search_equals_brute_force(registered, query, flips, thresho
             if hamming(p.phash, value) <= threshold
         )
         assert found == oracle
+
+
+# --- domain claims looked up by host suffix ---------------------------------------
+
+_LABELS = st.sampled_from(["example", "org", "com", "cdn", "a", "photos", "www", "xample"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.lists(_LABELS, min_size=1, max_size=5).map(".".join),
+    domains=st.lists(st.lists(_LABELS, min_size=1, max_size=3).map(".".join), max_size=6),
+)
+def test_host_suffix_lookup_finds_exactly_the_domains_the_comparison_rule_finds(
+    host: str, domains: list[str]
+) -> None:
+    url = f"https://{host}/picture.jpg"
+    pairs = list(enumerate(domains))
+
+    by_comparison = {claim for claim, kind in claim_hits(url, {"domain": pairs})}
+    by_suffix = {claim for claim, domain in pairs if domain in host_suffixes(url)}
+
+    assert by_suffix == by_comparison
