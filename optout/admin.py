@@ -29,6 +29,7 @@ from optout.models import (
     OrganizationAPIKey,
     PipelineRequest,
 )
+from registry import admin as registry_admin
 from registry.models import Channel
 
 # The library's own, organization-less APIKey model is unused: keys here belong
@@ -203,8 +204,14 @@ class OrganizationAPIKeyAdmin(APIKeyModelAdmin):
         )
 
 
+class ReadOnlyAdmin(registry_admin.ReadOnlyAdmin):
+    """Read-only, on tables too big for an unfiltered COUNT(*) per page."""
+
+    show_full_result_count = False
+
+
 @admin.register(PipelineRequest)
-class PipelineRequestAdmin(admin.ModelAdmin):
+class PipelineRequestAdmin(ReadOnlyAdmin):
     """The audit log of pipeline requests: read-only evidence."""
 
     list_display = (
@@ -221,32 +228,9 @@ class PipelineRequestAdmin(admin.ModelAdmin):
     list_filter = ("organization", "endpoint", "created_at")
     search_fields = ("=key_prefix", "organization__name")
     date_hierarchy = "created_at"
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # --- batches: read-only; pipelines create them, workers move them on ------------
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _changelist_link(model: str, batch: Batch, label: str) -> str:

@@ -30,6 +30,13 @@ class EvidenceAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyAdmin(EvidenceAdmin):
+    """Evidence that not even an admin action changes: shown and searched only."""
+
+    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
+
+
 @admin.register(Creator)
 class CreatorAdmin(EvidenceAdmin):
     # Deleting an account must settle its opt-outs (optout.services.creator_delete);
@@ -151,7 +158,7 @@ class PersonalTokenAdmin(EvidenceAdmin):
 
 
 @admin.register(ConsentEvent)
-class ConsentEventAdmin(admin.ModelAdmin):
+class ConsentEventAdmin(ReadOnlyAdmin):
     """The ledger, read-only: PostgreSQL refuses UPDATE and DELETE anyway; the
     admin does not offer them."""
 
@@ -179,12 +186,3 @@ class ConsentEventAdmin(admin.ModelAdmin):
         "details",
         "created_at",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
