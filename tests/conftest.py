@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.conf import settings
+
+if TYPE_CHECKING:
+    # Models load once Django is set up; fixtures import them when they run.
+    from rest_framework.test import APIClient
+
+    from registry.models import Creator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -69,3 +77,35 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             f"CI: {len(_skipped)} skipped test(s) count as failures: " + ", ".join(_skipped),
             red=True,
         )
+
+
+# --- the creator API, authenticated with a personal token ------------------------
+
+ClientFor = Callable[["Creator"], "APIClient"]
+
+
+@pytest.fixture
+def client_for() -> ClientFor:
+    from rest_framework.test import APIClient
+
+    from registry import services
+
+    def make(creator: Creator) -> APIClient:
+        _, raw = services.token_create(creator=creator, name="tests")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def creator() -> Creator:
+    from tests.factories import CreatorFactory
+
+    return CreatorFactory()
+
+
+@pytest.fixture
+def api(creator: Creator, client_for: ClientFor) -> APIClient:
+    return client_for(creator)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import pytest
 from rest_framework.test import APIClient
@@ -11,32 +10,10 @@ from rest_framework.test import APIClient
 from optout.models import OptOut
 from registry import services
 from registry.models import Claim, ConsentEvent, Creator
+from tests.conftest import ClientFor
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
 
 pytestmark = pytest.mark.django_db
-
-ClientFor = Callable[[Creator], APIClient]
-
-
-@pytest.fixture
-def client_for() -> ClientFor:
-    def make(creator: Creator) -> APIClient:
-        _, raw = services.token_create(creator=creator, name="tests")
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
-        return client
-
-    return make
-
-
-@pytest.fixture
-def creator() -> Creator:
-    return CreatorFactory()
-
-
-@pytest.fixture
-def api(creator: Creator, client_for: ClientFor) -> APIClient:
-    return client_for(creator)
 
 
 def iso(value: object) -> str:

@@ -6,7 +6,6 @@ import io
 import json
 import uuid
 import zipfile
-from collections.abc import Callable
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -16,38 +15,17 @@ from rest_framework.test import APIClient
 from registry import hashing, services
 from registry.models import Channel, Claim, ConsentEvent, Creator, Photo
 from registry.uploads import HashLine
+from tests.conftest import ClientFor
 from tests.factories import PASSWORD, CreatorFactory, PhotoFactory, UserFactory
 from tests.images import jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
-ClientFor = Callable[[Creator], APIClient]
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 PDQ = "0123456789abcdef" * 4
 PHASH = "fedcba9876543210"
-
-
-@pytest.fixture
-def client_for() -> ClientFor:
-    def make(creator: Creator) -> APIClient:
-        _, raw = services.token_create(creator=creator, name="tests")
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
-        return client
-
-    return make
-
-
-@pytest.fixture
-def creator() -> Creator:
-    return CreatorFactory()
-
-
-@pytest.fixture
-def api(creator: Creator, client_for: ClientFor) -> APIClient:
-    return client_for(creator)
 
 
 def upload(name: str, content: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
