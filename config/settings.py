@@ -277,6 +277,7 @@ SPECTACULAR_SETTINGS = {
         "ConsentEventKindEnum": "registry.models.ConsentEvent.Kind",
         # Fields named `use` and `uses` share the vocabulary of uses.
         "UseEnum": "optout.uses.USES",
+        "VariantNameEnum": "registry.variants.DERIVED_VARIANTS",
     },
 }
 

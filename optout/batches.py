@@ -42,9 +42,17 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from optout.engine import MatchingEngine, engine_for
-from optout.manifests import FORMATS, READERS, RECORD_FIELDS, ManifestInvalid, Row, detect_format
+from optout.manifests import (
+    FORMATS,
+    OPTIONAL_FIELDS,
+    READERS,
+    RECORD_FIELDS,
+    ManifestInvalid,
+    Row,
+    detect_format,
+)
 from optout.manifests import webdataset_check as _webdataset_check
-from optout.matching import Invalid, Record, Thresholds, decide, record_parse
+from optout.matching import Invalid, Record, Thresholds, decide, record_parse, rule_fingerprint
 from optout.matching.decide import Decision
 from optout.models import Batch, BatchResult, Chunk, Organization, OrganizationAPIKey
 from registry import hashing
@@ -112,7 +120,8 @@ def receipt_algorithms() -> dict[str, str]:
         "pdq": f"PDQ (pdqhash {_package_version('pdqhash')}){_SHARD_HASHING}",
         "phash": f"imagehash {_package_version('ImageHash')} phash{_SHARD_HASHING}",
         "decision": (
-            "exact Hamming range search, multi-index hashing "
+            f"registered variants judged by the registry's rule {rule_fingerprint()} "
+            "(docs/matching.md), candidates by exact Hamming range search, multi-index hashing "
             f"(optout-registry {_package_version('optout-registry')})"
         ),
     }
@@ -208,7 +217,11 @@ def _stored(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
         return {"row": row, "id": None, "invalid": raw}
     stored = {"row": row}
     try:
-        stored.update((name, _json_safe(raw[name])) for name in RECORD_FIELDS if name in raw)
+        stored.update(
+            (name, _json_safe(raw[name]))
+            for name in (*RECORD_FIELDS, *OPTIONAL_FIELDS)
+            if name in raw
+        )
     except _Unstorable as error:
         return {"row": row, "id": None, "invalid": str(error)}
     return stored
@@ -426,7 +439,9 @@ def _shard_record(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
             return {"row": row, "id": record_id, "invalid": f"image {error.code}: {error}"}
         finally:
             del image
-        raw.update(sha256=hashes.sha256, pdq=hashes.pdq, phash=hashes.phash)
+        raw.update(
+            sha256=hashes.sha256, pdq=hashes.pdq, phash=hashes.phash, pdq_quality=hashes.pdq_quality
+        )
     return _stored(row, raw)
 
 

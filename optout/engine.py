@@ -59,7 +59,16 @@ from registry.models import Claim, ConsentEvent, Creator, Photo
 
 logger = logging.getLogger("optout.engine")
 
-_PHOTO_FIELDS = ("id", "creator_id", "registered_version", "sha256", "pdq", "phash")
+_PHOTO_FIELDS = (
+    "id",
+    "creator_id",
+    "registered_version",
+    "sha256",
+    "pdq",
+    "phash",
+    "pdq_quality",
+    "variants",
+)
 _READ_BATCH = 10_000
 
 
@@ -172,8 +181,8 @@ def _opt_outs_read(condition: Q, target: int) -> list[LiveOptOut]:
 
 def _photos_read(queryset: QuerySet[Photo]) -> list[LivePhoto]:
     return [
-        LivePhoto(key, creator, version, sha256, pdq, phash)
-        for key, creator, version, sha256, pdq, phash in queryset.order_by()
+        LivePhoto(key, creator, version, sha256, pdq, phash, quality, bytes(variants))
+        for key, creator, version, sha256, pdq, phash, quality, variants in queryset.order_by()
         .values_list(*_PHOTO_FIELDS)
         .iterator(chunk_size=_READ_BATCH)
     ]

@@ -103,6 +103,17 @@ def parquet_schema(decision: str) -> Any:
 
     if decision == BatchResult.Decision.INVALID:
         return pa.schema([("id", pa.string()), ("row", pa.int64()), ("reason", pa.string())])
+    evidence = pa.struct(
+        [
+            ("variant", pa.string()),
+            ("basis", pa.string()),
+            ("pdq_distance", pa.int64()),
+            ("pdq_threshold", pa.int64()),
+            ("phash_distance", pa.int64()),
+            ("phash_threshold", pa.int64()),
+            ("quality", pa.string()),
+        ]
+    )
     match = pa.struct(
         [
             ("kind", pa.string()),
@@ -110,6 +121,7 @@ def parquet_schema(decision: str) -> Any:
             ("threshold", pa.int64()),
             ("opt_out", pa.string()),
             ("uses", pa.list_(pa.string())),
+            ("evidence", evidence),  # null for claim matches
         ]
     )
     return pa.schema([("id", pa.string()), ("row", pa.int64()), ("matches", pa.list_(match))])

@@ -26,6 +26,8 @@ from typing import IO, Any
 
 FORMATS = ("jsonl", "csv", "parquet", "webdataset")
 RECORD_FIELDS = ("id", "sha256", "pdq", "phash", "url")
+# Read when present, never required.
+OPTIONAL_FIELDS = ("pdq_quality",)
 # webdataset image members the worker hashes (extension after the sample key).
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif"})
 # Parquet rows converted to Python objects at a time: bounds memory whatever the
@@ -93,7 +95,11 @@ def detect_format(name: str, head: bytes) -> str:
 
 def _pick(raw: dict[str, Any]) -> dict[str, Any]:
     """The record fields of a row; other columns (caption, width, md5…) are ignored."""
-    record = {key: raw[key] for key in RECORD_FIELDS if raw.get(key) not in (None, "")}
+    record = {
+        key: raw[key]
+        for key in (*RECORD_FIELDS, *OPTIONAL_FIELDS)
+        if raw.get(key) not in (None, "")
+    }
     if "id" not in record and raw.get("key") not in (None, ""):
         record["id"] = raw["key"]  # img2dataset and webdataset name it "key"
     return record
@@ -166,7 +172,9 @@ def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
     except Exception as error:  # pyarrow raises several unrelated types
         raise ManifestInvalid("malformed", f"cannot read Parquet: {error}") from None
     columns = [
-        name for name in parquet.schema_arrow.names if name in RECORD_FIELDS or name == "key"
+        name
+        for name in parquet.schema_arrow.names
+        if name in RECORD_FIELDS or name in OPTIONAL_FIELDS or name == "key"
     ]
     if not columns:
         raise ManifestInvalid(

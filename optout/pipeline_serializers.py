@@ -35,6 +35,16 @@ class LookupRecordSerializer(serializers.Serializer):
     sha256 = serializers.CharField(required=False, help_text=_HASH_HELP["sha256"])
     pdq = serializers.CharField(required=False, help_text=_HASH_HELP["pdq"])
     phash = serializers.CharField(required=False, help_text=_HASH_HELP["phash"])
+    pdq_quality = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        help_text=(
+            "The PDQ quality (0-100) computed with the PDQ, as `optout hash` and pdqhash "
+            "report it. Records that state it are held to the registry's rule; bare "
+            "hashes to a stricter one (docs/matching.md)."
+        ),
+    )
     url = serializers.CharField(
         required=False, help_text="http(s) URL the image came from (domain, prefix, handle)."
     )
@@ -110,17 +120,50 @@ class LookupRequestSerializer(serializers.Serializer):
     records = LookupRecordsField(
         help_text=(
             f"Up to {settings.OPTOUT_MAX_LOOKUP_RECORDS} records, each with an `id` and any "
-            "of `sha256`, `pdq`, `phash`, `url`. More is a 413."
+            "of `sha256`, `pdq`, `phash`, `url` (and optionally `pdq_quality`). More is a 413."
         )
     )
     thresholds = LookupThresholdsSerializer(
         required=False,
-        help_text="Stricter Hamming thresholds than the registry's; a looser one is a 400.",
+        help_text=(
+            "Caps on the Hamming distances of a photo match, stricter than the registry's "
+            "widest; a looser one is a 400."
+        ),
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs.setdefault("thresholds", DEFAULT_THRESHOLDS)
         return attrs
+
+
+class MatchEvidenceSerializer(serializers.Serializer):
+    """Why a record matched a registered photo, so a pipeline can apply a
+    stricter policy of its own."""
+
+    variant = serializers.CharField(
+        help_text=(
+            "The registered variant that matched: `original` (the photo itself), `mirror`, "
+            "a crop such as `crop_centre_90` or `crop_top_left_95`, or `rotate_+2`/`rotate_-2`."
+        )
+    )
+    basis = serializers.ChoiceField(
+        choices=["sha256", "pdq+phash", "pdq", "phash"], help_text="The hashes compared."
+    )
+    pdq_distance = serializers.IntegerField(allow_null=True, help_text="PDQ Hamming distance.")
+    pdq_threshold = serializers.IntegerField(
+        allow_null=True, help_text="The PDQ distance the rule allowed for this variant."
+    )
+    phash_distance = serializers.IntegerField(allow_null=True, help_text="pHash Hamming distance.")
+    phash_threshold = serializers.IntegerField(
+        allow_null=True, help_text="The pHash distance the rule allowed for this variant."
+    )
+    quality = serializers.ChoiceField(
+        choices=["ok", "low_registered", "low_query"],
+        help_text=(
+            "`low_registered` / `low_query`: the photo's or the record's PDQ quality is low, "
+            "so only a near-exact match of the photo itself counted."
+        ),
+    )
 
 
 class LookupMatchSerializer(serializers.Serializer):
@@ -133,6 +176,9 @@ class LookupMatchSerializer(serializers.Serializer):
     opt_out = serializers.UUIDField(help_text="The opt-out that refuses the use.")
     uses = serializers.ListField(
         child=serializers.ChoiceField(choices=USES), help_text="The uses that opt-out refuses."
+    )
+    evidence = MatchEvidenceSerializer(
+        required=False, help_text="Photo matches only: the variant, hashes and distances."
     )
 
 

@@ -7,10 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count, Prefetch, QuerySet
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from optout.models import OptOut, Organization
-from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
+from registry.models import (
+    PACKED_VARIANT_SIZE,
+    Claim,
+    ConsentEvent,
+    Creator,
+    PersonalToken,
+    Photo,
+)
 
 # The opt-out form lists this many of the creator's newest photos as checkboxes:
 # enough to pick from a recent upload, small enough for a phone. Older photos are
@@ -96,6 +104,8 @@ def creator_export(creator: Creator) -> dict[str, Any]:
             "pdq": photo["pdq"],
             "pdq_quality": photo["pdq_quality"],
             "phash": photo["phash"],
+            # Derived variants stored with the photo (registry.variants).
+            "variant_count": photo["variant_bytes"] // PACKED_VARIANT_SIZE,
             "width": photo["width"],
             "height": photo["height"],
             "filename": photo["original_filename"],
@@ -105,6 +115,7 @@ def creator_export(creator: Creator) -> dict[str, Any]:
         }
         for photo in Photo.objects.filter(creator=creator)
         .order_by("created_at", "id")
+        .annotate(variant_bytes=Length("variants"))
         .values(
             "public_id",
             "sha256",
@@ -117,6 +128,7 @@ def creator_export(creator: Creator) -> dict[str, Any]:
             "channel",
             "registered_version",
             "created_at",
+            "variant_bytes",
         )
         .iterator(chunk_size=2_000)
     ]

@@ -81,13 +81,14 @@ def snapshot_load(*, version: int | None = None) -> Snapshot:
             pdq=pdq,
             pdq_quality=pdq_quality,
             phash=phash,
+            variants=bytes(variants),
         )
-        for key, creator_id, sha256, pdq, pdq_quality, phash in Photo.objects.filter(
+        for key, creator_id, sha256, pdq, pdq_quality, phash, variants in Photo.objects.filter(
             Q(creator_id__in=all_photo_creators) | Q(id__in=chosen_photos),
             registered_version__lte=version,
         )
         .order_by("id")
-        .values_list("id", "creator_id", "sha256", "pdq", "pdq_quality", "phash")
+        .values_list("id", "creator_id", "sha256", "pdq", "pdq_quality", "phash", "variants")
         .iterator(chunk_size=10_000)
     ]
     claims = [

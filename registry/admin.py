@@ -101,6 +101,7 @@ class PhotoAdmin(EvidenceAdmin):
         "pdq",
         "pdq_quality",
         "phash",
+        "variant_count",
         "width",
         "height",
         "original_filename",
@@ -109,6 +110,11 @@ class PhotoAdmin(EvidenceAdmin):
         "created_at",
         "updated_at",
     )
+
+    @admin.display(description="variants")
+    def variant_count(self, photo: Photo) -> int:
+        """Derived variants stored with the photo (mirror, crops, rotations)."""
+        return photo.variant_count
 
 
 @admin.register(Claim)

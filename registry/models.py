@@ -1,7 +1,8 @@
 """Creators, photos (hashes only), claims, personal tokens and the consent ledger.
 
-No model here has a file, binary or image field: a photo is its hashes and a
-little metadata, never its bytes.
+No model here has a file or image field: a photo is its hashes and a little
+metadata, never its bytes. The one binary field, ``Photo.variants``, holds
+packed hashes (``registry.variants.variants_pack``), 42 bytes per variant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Length, Mod
+from django.db.models.lookups import Exact
 from django.utils import timezone
+
+# Bytes per packed variant (registry.variants.PACKED_SIZE; not imported, so
+# that the models do not pull in the image libraries).
+PACKED_VARIANT_SIZE = 42
 
 
 class Channel(models.TextChoices):
@@ -76,6 +83,11 @@ class Photo(models.Model):
     registered_version = models.BigIntegerField()
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # The hashes of the photo's derived images (mirror, crops, small rotations:
+    # registry.variants.DERIVED_VARIANTS), packed by variants_pack, 42 bytes
+    # each; never pixels. Empty: no variants known (hashes registered without
+    # them, or rows from before variants).
+    variants = models.BinaryField(default=b"", blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -95,6 +107,10 @@ class Photo(models.Model):
                 condition=Q(pdq_quality__isnull=True) | Q(pdq_quality__lte=100),
                 name="photo_pdq_quality_0_100",
             ),
+            models.CheckConstraint(
+                condition=Exact(Mod(Length("variants"), PACKED_VARIANT_SIZE), 0),
+                name="photo_variants_packed",
+            ),
         ]
         indexes = [
             # Exact lookup of a record's sha256 against every creator's photos.
@@ -105,6 +121,11 @@ class Photo(models.Model):
 
     def __str__(self) -> str:
         return self.original_filename or self.sha256[:16]
+
+    @property
+    def variant_count(self) -> int:
+        """How many derived variants are stored with the photo."""
+        return len(self.variants) // PACKED_VARIANT_SIZE
 
 
 class Claim(models.Model):

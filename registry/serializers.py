@@ -13,7 +13,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from config.api import ItemsCheckedOneByOne, PayloadTooLarge
-from registry import uploads
+from registry import uploads, variants
 from registry.models import Claim, ConsentEvent, Photo
 
 
@@ -26,6 +26,18 @@ def _hash_items_check_count(count: int) -> None:
 
 
 # --- photos: requests -------------------------------------------------------
+
+
+class PhotoVariantHashesSerializer(serializers.Serializer):
+    """The hashes of one derived image of a photo (as `optout hash` writes them)."""
+
+    name = serializers.ChoiceField(
+        choices=list(variants.DERIVED_VARIANTS),
+        help_text="Which derived image: each name at most once per photo.",
+    )
+    pdq = serializers.RegexField(r"^[0-9a-fA-F]{64}$", help_text="64 hex digits.")
+    pdq_quality = serializers.IntegerField(min_value=0, max_value=100)
+    phash = serializers.RegexField(r"^[0-9a-fA-F]{16}$", help_text="16 hex digits.")
 
 
 class PhotoHashItemSerializer(serializers.Serializer):
@@ -43,6 +55,14 @@ class PhotoHashItemSerializer(serializers.Serializer):
     pdq_quality = serializers.IntegerField(required=False, min_value=0, max_value=100)
     width = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
     height = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
+    variants = PhotoVariantHashesSerializer(
+        many=True,
+        required=False,
+        help_text=(
+            "Hashes of the photo's derived images (mirror, crops, small rotations), so that "
+            "edited reposts still match. Leave out to register the photo's own hashes only."
+        ),
+    )
 
 
 class PhotoHashItemsField(ItemsCheckedOneByOne, serializers.ListField):

@@ -19,6 +19,7 @@ from registry import claims as claim_rules
 from registry.ledger import LedgerEntry, entries_append, entry_append
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.uploads import HashedItem, HashLine
+from registry.variants import variants_pack
 
 ACTOR_CREATOR = "creator"
 # Rows per INSERT when registering many photos at once.
@@ -152,6 +153,7 @@ def _register_lines(
             height=line.height,
             original_filename=line.filename,
             channel=channel,
+            variants=variants_pack(list(line.variants)),
         )
         existing[line.sha256] = photo.public_id
         new_photos.append(photo)
@@ -193,6 +195,7 @@ def photos_register_hashed(
                 width=item.hashes.width,
                 height=item.hashes.height,
                 filename=item.filename.rsplit("/", 1)[-1][:255],
+                variants=item.variants,
             ),
         )
         for index, item in enumerate(item_list)

@@ -1,6 +1,7 @@
 """Turning what a creator uploads into hashes, file by file. Pure: no Django.
 
-Photo files and ZIP archives are read in memory, hashed and dropped; a bad file
+Photo files and ZIP archives are read in memory, hashed (with the derived
+variants of ``registry.variants``) and dropped; a bad file
 becomes its own outcome and never stops the others. A hashes JSONL (from
 ``optout hash``) is parsed line by line, each bad line reported with its number.
 """
@@ -15,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from registry import hashing
+from registry import hashing, variants
+from registry.variants import Variant
 
 # A ZIP may hold at most this many photos; a folder export of a phone's camera
 # roll fits, a zip of a whole archive should go through `optout hash` instead.
@@ -29,12 +31,15 @@ _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
 @dataclass(frozen=True)
 class HashedItem:
-    """One photo candidate: either its hashes or the reason it was rejected."""
+    """One photo candidate: either its hashes (and its derived variants) or the
+    reason it was rejected."""
 
     filename: str
     hashes: hashing.PhotoHashes | None = None
     error_code: str = ""
     error: str = ""
+    # Derived variants (registry.variants.DERIVED_VARIANTS) of a hashed photo.
+    variants: tuple[Variant, ...] = ()
 
 
 def is_zip(name: str, data: bytes) -> bool:
@@ -132,7 +137,8 @@ def _zip_member_read(
 def hash_files(
     files: Iterable[tuple[str, bytes]], *, max_bytes: int = hashing.MAX_BYTES
 ) -> Iterator[HashedItem]:
-    """Hash every photo in ``files`` (name, bytes), expanding ZIP archives."""
+    """Hash every photo in ``files`` (name, bytes), expanding ZIP archives: its
+    hashes and derived variants, from one decode."""
     for name, data in files:
         sources: Iterable[tuple[str, bytes | HashedItem]]
         sources = _zip_members(name, data, max_bytes) if is_zip(name, data) else [(name, data)]
@@ -141,7 +147,8 @@ def hash_files(
                 yield content
                 continue
             try:
-                yield HashedItem(label, hashes=hashing.hash_bytes(content, max_bytes=max_bytes))
+                hashes, derived = variants.hash_bytes_with_variants(content, max_bytes=max_bytes)
+                yield HashedItem(label, hashes=hashes, variants=tuple(derived))
             except hashing.ImageRejected as rejected:
                 yield HashedItem(label, error_code=rejected.code, error=rejected.reason)
 
@@ -157,6 +164,8 @@ class HashLine:
     width: int | None = None
     height: int | None = None
     filename: str = ""
+    # Derived variants (registry.variants.DERIVED_VARIANTS); empty: none known.
+    variants: tuple[Variant, ...] = ()
 
 
 class HashLineInvalid(ValueError):
@@ -195,6 +204,10 @@ def hash_line_validate(item: Any) -> HashLine:
     filename = item.get("filename", item.get("path")) or ""
     if not isinstance(filename, str):
         raise HashLineInvalid("filename must be a string")
+    try:
+        derived = variants.variants_parse(item.get("variants"))
+    except ValueError as error:
+        raise HashLineInvalid(str(error)) from None
     return HashLine(
         sha256=values["sha256"],
         pdq=values["pdq"],
@@ -203,6 +216,7 @@ def hash_line_validate(item: Any) -> HashLine:
         width=_optional_int(item, "width", 1_000_000),
         height=_optional_int(item, "height", 1_000_000),
         filename=_base_name(filename),
+        variants=tuple(derived),
     )
 
 

@@ -29,7 +29,18 @@ from typing import Any
 
 from PIL import Image
 
-from registry.hashing import pdq_of, phash_of
+from registry.hashing import (
+    MAX_BYTES,
+    PDQ_HEX_LENGTH,
+    PHASH_HEX_LENGTH,
+    PhotoHashes,
+    decode,
+    hash_bytes,
+    is_hex,
+    pdq_of,
+    phash_of,
+    sha256_hex,
+)
 
 # Longest side of the working copy the derived variants are computed on.
 WORK_SIDE = 512
@@ -131,9 +142,12 @@ ORIGINAL = "original"
 DIHEDRAL_NAMES = (ORIGINAL, *DIHEDRAL)
 
 # The variants every photo is registered with (chosen by measurement:
-# docs/matching.md, "Robust matching").
+# docs/matching.md, "Robust matching"). The six turned or flipped-over dihedral
+# variants are not registered: those edits are rare, and every variant costs
+# precision and index size.
 DEFAULT_VARIANTS: tuple[str, ...] = (
-    *DIHEDRAL_NAMES,
+    ORIGINAL,
+    "mirror",
     "crop_centre_95",
     "crop_centre_95_mirror",
     "crop_centre_90",
@@ -142,6 +156,47 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
     "rotate_+2",
     "rotate_-2",
 )
+
+
+# Stable one-byte codes for stored variants (``variants_pack``): never reorder,
+# only append. 0 is the photo itself.
+VARIANT_CODES: dict[str, int] = {name: code for code, name in enumerate((ORIGINAL, *TRANSFORMS))}
+VARIANT_NAMES: dict[int, str] = {code: name for name, code in VARIANT_CODES.items()}
+# One packed variant: code (1 byte), PDQ quality (1), pHash (8), PDQ (32).
+PACKED_SIZE = 42
+
+
+def variants_pack(items: list[Variant]) -> bytes:
+    """Variants as bytes for storage (``Photo.variants``): 42 bytes each."""
+    out = bytearray()
+    for item in items:
+        if item.name not in VARIANT_CODES:
+            raise ValueError(f"unknown variant {item.name!r}")
+        if not 0 <= item.pdq_quality <= 100:
+            raise ValueError("pdq_quality must be between 0 and 100")
+        out += bytes((VARIANT_CODES[item.name], item.pdq_quality))
+        out += bytes.fromhex(item.phash) + bytes.fromhex(item.pdq)
+    if len(out) != PACKED_SIZE * len(items):
+        raise ValueError("a variant hash has the wrong length")
+    return bytes(out)
+
+
+def variants_unpack(data: bytes) -> list[Variant]:
+    """The inverse of ``variants_pack``."""
+    if len(data) % PACKED_SIZE:
+        raise ValueError("packed variants must be a multiple of 42 bytes")
+    items = []
+    for offset in range(0, len(data), PACKED_SIZE):
+        row = data[offset : offset + PACKED_SIZE]
+        items.append(
+            Variant(
+                name=VARIANT_NAMES[row[0]],
+                pdq=row[10:42].hex(),
+                pdq_quality=row[1],
+                phash=row[2:10].hex(),
+            )
+        )
+    return items
 
 
 def variant_kind(name: str) -> str:
@@ -191,3 +246,77 @@ def variants_compute(rgb: Image.Image, names: tuple[str, ...] = DEFAULT_VARIANTS
         raise ValueError(f"unknown variants {unknown}")
     work = working_copy(rgb)
     return [_hashes(name, rgb if name == ORIGINAL else TRANSFORMS[name](work)) for name in names]
+
+
+# --- registering photos with their variants ---------------------------------
+
+# The variants stored with a photo (``Photo.variants``): every default variant
+# but the original, whose hashes are the photo's own pdq, pdq_quality and phash.
+DERIVED_VARIANTS: tuple[str, ...] = tuple(name for name in DEFAULT_VARIANTS if name != ORIGINAL)
+
+
+def hash_bytes_with_variants(
+    data: bytes, *, max_bytes: int = MAX_BYTES, fast: bool = False
+) -> tuple[PhotoHashes, list[Variant]]:
+    """A photo's hashes (``registry.hashing.hash_bytes``) and its derived
+    variants (``DERIVED_VARIANTS``), from one full decode of the bytes.
+    Raises ImageRejected like ``hash_bytes``.
+
+    ``fast``: the photo's own hashes come from ``hash_bytes(fast=True)``; the
+    variants still come from the full decode (they need the real pixels), so
+    this is about twice as fast as the exact path, not five times.
+    """
+    rgb = decode(data, max_bytes=max_bytes)
+    if fast:
+        hashes = hash_bytes(data, max_bytes=max_bytes, fast=True)
+        return hashes, variants_compute(rgb, DERIVED_VARIANTS)
+    original, *derived = variants_compute(rgb, (ORIGINAL, *DERIVED_VARIANTS))
+    hashes = PhotoHashes(
+        sha256=sha256_hex(data),
+        pdq=original.pdq,
+        pdq_quality=original.pdq_quality,
+        phash=original.phash,
+        width=rgb.width,
+        height=rgb.height,
+    )
+    return hashes, derived
+
+
+def variants_parse(value: object) -> list[Variant]:
+    """Validate a JSON list of derived variants (``optout hash`` output, an API
+    item's ``variants``): objects with ``name`` (one of ``DERIVED_VARIANTS``,
+    each at most once), ``pdq`` (64 hex digits), ``pdq_quality`` (0-100) and
+    ``phash`` (16 hex digits). ``None`` is no variants. Returned in the order
+    of ``DERIVED_VARIANTS``; raises ValueError naming the first problem."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("variants must be a list of objects")
+    parsed: dict[str, Variant] = {}
+    for position, item in enumerate(value):
+        where = f"variants[{position}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where} must be an object")
+        name = item.get("name")
+        if name == ORIGINAL:
+            raise ValueError(
+                f"{where}: the original's hashes go in pdq, pdq_quality and phash, not in variants"
+            )
+        if not isinstance(name, str) or name not in DERIVED_VARIANTS:
+            raise ValueError(
+                f"{where}: unknown variant name {name!r}; use one of {', '.join(DERIVED_VARIANTS)}"
+            )
+        if name in parsed:
+            raise ValueError(f"{where}: variant {name!r} appears more than once")
+        pdq, phash = item.get("pdq"), item.get("phash")
+        if not isinstance(pdq, str) or not is_hex(pdq.lower(), PDQ_HEX_LENGTH):
+            raise ValueError(f"{where} ({name}): pdq must be {PDQ_HEX_LENGTH} hexadecimal digits")
+        if not isinstance(phash, str) or not is_hex(phash.lower(), PHASH_HEX_LENGTH):
+            raise ValueError(
+                f"{where} ({name}): phash must be {PHASH_HEX_LENGTH} hexadecimal digits"
+            )
+        quality = item.get("pdq_quality")
+        if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality <= 100:
+            raise ValueError(f"{where} ({name}): pdq_quality must be a whole number from 0 to 100")
+        parsed[name] = Variant(name=name, pdq=pdq.lower(), pdq_quality=quality, phash=phash.lower())
+    return [parsed[name] for name in DERIVED_VARIANTS if name in parsed]

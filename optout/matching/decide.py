@@ -7,13 +7,38 @@ registry version (live.py) both provide it and give the same decisions."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from optout.matching.records import Invalid, Record
+from optout.matching.rule import (
+    DEFAULT_RULE,
+    UNKNOWN_QUALITY_RULE,
+    Evidence,
+    QueryHashes,
+    SearchPlan,
+    VariantHashes,
+    rule_for,
+    sha256_evidence,
+)
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.thresholds import Thresholds
+
+# The index searches every rule in use needs: the default rule's plan covers
+# the stricter rule for records without their PDQ quality and every stricter
+# threshold a pipeline asks for.
+SEARCH_PLAN = DEFAULT_RULE.search_plan()
+
+
+def rule_fingerprint() -> str:
+    """Names the decision rule and the registered variant set (receipts): any
+    change to a threshold, a gate or the variants changes it."""
+    from registry.variants import DEFAULT_VARIANTS
+
+    text = repr((DEFAULT_RULE, UNKNOWN_QUALITY_RULE, DEFAULT_VARIANTS))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class MatchSource(Protocol):
@@ -26,10 +51,11 @@ class MatchSource(Protocol):
         """Per digest, the photos registered with exactly that SHA-256."""
         ...
 
-    def within_many(
-        self, kind: str, values: Sequence[str], threshold: int
-    ) -> list[list[tuple[int, int]]]:
-        """Per hex hash, (photo, distance) of every ``kind`` hash within ``threshold`` bits."""
+    def variant_candidates(
+        self, queries: Sequence[QueryHashes], plan: SearchPlan
+    ) -> list[list[tuple[int, VariantHashes]]]:
+        """Per record, (photo, variant) of registered variants that include
+        every variant the rule can accept (the searches of ``plan``)."""
         ...
 
     def opt_outs_of_photo(self, photo: int) -> Sequence[SnapshotOptOut]:
@@ -52,20 +78,31 @@ class Match:
     threshold: int
     opt_out: str
     uses: tuple[str, ...]
+    # Photo matches: which variant, which hashes, their distances and
+    # thresholds (rule.Evidence.as_dict); None for claim matches.
+    evidence: dict[str, Any] | None = field(default=None, hash=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "kind": self.kind,
             "distance": self.distance,
             "threshold": self.threshold,
             "opt_out": self.opt_out,
             "uses": list(self.uses),
         }
+        if self.evidence is not None:
+            data["evidence"] = dict(self.evidence)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Match:
         return cls(
-            data["kind"], data["distance"], data["threshold"], data["opt_out"], tuple(data["uses"])
+            data["kind"],
+            data["distance"],
+            data["threshold"],
+            data["opt_out"],
+            tuple(data["uses"]),
+            data.get("evidence"),
         )
 
 
@@ -94,9 +131,21 @@ def matches_merge(matches: Iterable[Match]) -> tuple[Match, ...]:
     found: dict[tuple[str, str], Match] = {}
     for match in matches:
         key = (match.kind, match.opt_out)
-        if key not in found or found[key].distance > match.distance:
+        if key not in found or _closeness(found[key]) > _closeness(match):
             found[key] = match
     return tuple(sorted(found.values(), key=lambda m: (m.kind, m.distance, m.opt_out)))
+
+
+def _closeness(match: Match) -> tuple[int, int, int, str]:
+    """Orders a kind's matches: distance, then both distances, then variant name
+    (ties broken the same way whichever registry or shard found them)."""
+    evidence = match.evidence or {}
+    return (
+        match.distance,
+        evidence.get("pdq_distance") or 0,
+        evidence.get("phash_distance") or 0,
+        str(evidence.get("variant", "")),
+    )
 
 
 def _applies(opt_out: SnapshotOptOut, use: str, organization: int | None) -> bool:
@@ -105,8 +154,37 @@ def _applies(opt_out: SnapshotOptOut, use: str, organization: int | None) -> boo
     )
 
 
-# (kind, photo, distance, threshold) of one record against the photo indexes.
-PhotoHit = tuple[str, int, int, int]
+@dataclass(frozen=True)
+class PhotoHit:
+    """A record matched a registered photo: how (the Match fields) and why."""
+
+    photo: int
+    kind: str  # sha256 | pdq | phash
+    distance: int
+    threshold: int
+    evidence: dict[str, Any]
+
+
+def _capped(evidence: Evidence, thresholds: Thresholds) -> Evidence | None:
+    """The evidence under a pipeline's stricter thresholds (None: no match)."""
+    caps = {"pdq": thresholds.pdq, "phash": thresholds.phash}
+    changes: dict[str, int | None] = {}
+    for kind, cap in caps.items():
+        distance = getattr(evidence, f"{kind}_distance")
+        threshold = getattr(evidence, f"{kind}_threshold")
+        if distance is None or threshold is None:
+            continue
+        if distance > cap:
+            return None
+        changes[f"{kind}_threshold"] = min(threshold, cap)
+    return replace(evidence, **changes) if changes else evidence
+
+
+def _perceptual_hit(photo: int, evidence: Evidence) -> PhotoHit:
+    kind = "pdq" if evidence.pdq_distance is not None else "phash"
+    distance = getattr(evidence, f"{kind}_distance")
+    threshold = getattr(evidence, f"{kind}_threshold")
+    return PhotoHit(photo, kind, distance, threshold, evidence.as_dict())
 
 
 def _photo_hits(
@@ -114,17 +192,25 @@ def _photo_hits(
 ) -> list[list[PhotoHit]]:
     """Every record's photo hits, each hash kind looked up for all records at once."""
     hits: list[list[PhotoHit]] = [[] for _ in records]
-    for kind, threshold in (("sha256", 0), ("pdq", thresholds.pdq), ("phash", thresholds.phash)):
-        positions = [i for i, record in enumerate(records) if getattr(record, kind)]
-        if not positions:
-            continue
-        values = [getattr(records[i], kind) for i in positions]
-        if kind == "sha256":
-            found = [[(photo, 0) for photo in photos] for photos in registry.sha256_photos(values)]
-        else:
-            found = registry.within_many(kind, values, threshold)
-        for i, pairs in zip(positions, found, strict=True):
-            hits[i].extend((kind, photo, distance, threshold) for photo, distance in pairs)
+    positions = [i for i, record in enumerate(records) if record.sha256]
+    if positions:
+        found = registry.sha256_photos([records[i].sha256 for i in positions])
+        exact = sha256_evidence().as_dict()
+        for i, photos in zip(positions, found, strict=True):
+            hits[i].extend(PhotoHit(photo, "sha256", 0, 0, exact) for photo in photos)
+    positions = [i for i, record in enumerate(records) if record.pdq or record.phash]
+    if positions:
+        queries = [
+            QueryHashes(records[i].pdq, records[i].phash, records[i].pdq_quality) for i in positions
+        ]
+        candidates = registry.variant_candidates(queries, SEARCH_PLAN)
+        for i, query, pairs in zip(positions, queries, candidates, strict=True):
+            rule = rule_for(query)
+            for photo, variant in pairs:
+                evidence = rule.evaluate(query, variant)
+                capped = _capped(evidence, thresholds) if evidence.matched else None
+                if capped is not None:
+                    hits[i].append(_perceptual_hit(photo, capped))
     return hits
 
 
@@ -138,15 +224,22 @@ def _decide_one(
 ) -> Decision:
     candidates: list[Match] = []
 
-    def add(kind: str, distance: int, threshold: int, opt_outs: Iterable[SnapshotOptOut]) -> None:
+    def add(
+        kind: str,
+        distance: int,
+        threshold: int,
+        opt_outs: Iterable[SnapshotOptOut],
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
         candidates.extend(
-            Match(kind, distance, threshold, opt_out.public_id, opt_out.uses)
+            Match(kind, distance, threshold, opt_out.public_id, opt_out.uses, evidence)
             for opt_out in opt_outs
             if _applies(opt_out, use, organization)
         )
 
-    for kind, photo, distance, threshold in hits:
-        add(kind, distance, threshold, registry.opt_outs_of_photo(photo))
+    for hit in hits:
+        opt_outs = registry.opt_outs_of_photo(hit.photo)
+        add(hit.kind, hit.distance, hit.threshold, opt_outs, hit.evidence)
     if record.url:
         for claim, kind in registry.claim_hits(record.url):
             add(kind, 0, 0, registry.opt_outs_of_claim(claim))

@@ -24,10 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optout.matching.index import HammingIndex, Sha256Set, hex_words
+from optout.matching.index import HammingIndex, SearchResult, Sha256Set, hex_words
 from optout.matching.photo_table import PhotoTable
+from optout.matching.rule import QueryHashes, SearchPlan, VariantHashes
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.urls import claim_hits, host_suffixes
+from optout.matching.variants import (
+    POSITION_BITS,
+    blob_entries,
+    blob_variant,
+    photo_blob,
+    variant_ids_of,
+)
 
 HASH_KINDS = ("sha256", "pdq", "phash")
 # Compaction pays off once this share of the indexed entries are tombstones.
@@ -42,6 +50,9 @@ class LivePhoto:
     sha256: str
     pdq: str = ""
     phash: str = ""
+    pdq_quality: int | None = None
+    # The derived variants, packed as in Photo.variants (registry.variants).
+    variants: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -84,8 +95,13 @@ class LiveIndex:
         self.opt_outs_of_photo: dict[int, list[int]] = defaultdict(list)
         self.opt_outs_of_claim: dict[int, list[int]] = defaultdict(list)
         self.sha256 = Sha256Set()
+        # Primary variants (the photo and its mirror image) by PDQ and by pHash;
+        # every other variant by pHash (optout/matching/variants.py). Index ids
+        # pack the photo key and the variant's position in its blob.
         self.pdq = HammingIndex(256)
-        self.phash = HammingIndex(64)
+        self.phash = HammingIndex(64, radius=10)
+        self.phash_derived = HammingIndex(64)
+        self.blobs: dict[int, bytes] = {}
 
     # --- applying changes ---------------------------------------------------------
 
@@ -120,22 +136,36 @@ class LiveIndex:
         )
         fresh = self.photos.update(columns[:, 0], columns[:, 1], columns[:, 2])
         new = [photo for photo, keep in zip(photos, fresh.tolist(), strict=True) if keep]
-        if new:
-            self.sha256.add([p.sha256 for p in new], [p.key for p in new])
-        for kind, index in (("pdq", self.pdq), ("phash", self.phash)):
-            with_hash = [p for p in new if getattr(p, kind)]
-            if with_hash:
-                codes = [getattr(p, kind) for p in with_hash]
-                index.add(hex_words(codes, index.words), [p.key for p in with_hash])
+        if not new:
+            return 0
+        self.sha256.add([p.sha256 for p in new], [p.key for p in new])
+        blobs = [photo_blob(p.pdq, p.phash, p.pdq_quality, p.variants) for p in new]
+        keys = [p.key for p in new]
+        self.blobs.update(zip(keys, blobs, strict=True))
+        entries = blob_entries(keys, blobs)
+        for group, index in self._variant_indexes():
+            codes, ids = entries[group].arrays(index.words)
+            index.add(codes, ids)
         return len(new)
+
+    def _variant_indexes(self) -> tuple[tuple[tuple[str, str], HammingIndex], ...]:
+        return (
+            (("primary", "pdq"), self.pdq),
+            (("primary", "phash"), self.phash),
+            (("derived", "phash"), self.phash_derived),
+        )
 
     def photos_remove(self, keys: Iterable[int]) -> int:
         """Tombstone photos (in every index) and forget them; how many were held."""
         gone = [key for key in set(keys) if self.photos.remove(key) is not None]
         if gone:
             ids = np.asarray(gone, dtype=np.int64)
-            for index in (self.sha256, self.pdq, self.phash):
-                index.remove(ids)
+            self.sha256.remove(ids)
+            variant_ids = variant_ids_of(ids)
+            for _, index in self._variant_indexes():
+                index.remove(variant_ids)
+            for key in gone:
+                del self.blobs[key]
         return len(gone)
 
     def claims_add(self, claims: Iterable[LiveClaim]) -> int:
@@ -198,14 +228,17 @@ class LiveIndex:
 
     def compact(self) -> None:
         """Rebuild every index from its live entries (the only full rebuild)."""
-        for index in (self.sha256, self.pdq, self.phash):
+        for index in self._indexes():
             index.compact()
         self.photos.compact()
 
+    def _indexes(self) -> tuple[Sha256Set | HammingIndex, ...]:
+        return (self.sha256, self.pdq, self.phash, self.phash_derived)
+
     def dead_share(self) -> float:
         """Share of indexed entries that are tombstones."""
-        total = sum(sum(i.segment_sizes) for i in (self.sha256, self.pdq, self.phash))
-        live = sum(len(i) for i in (self.sha256, self.pdq, self.phash))
+        total = sum(sum(i.segment_sizes) for i in self._indexes())
+        live = sum(len(i) for i in self._indexes())
         return (total - live) / total if total else 0.0
 
     # --- reading ---------------------------------------------------------------------
@@ -214,8 +247,13 @@ class LiveIndex:
         return {creator for creator, keys in self.all_photos_of_creator.items() if keys}
 
     def sizes(self) -> dict[str, int]:
-        """Live entries per hash kind."""
-        return {"sha256": len(self.sha256), "pdq": len(self.pdq), "phash": len(self.phash)}
+        """Live entries per hash kind (pHash: every variant's; PDQ: the photo's
+        and its mirror image's)."""
+        return {
+            "sha256": len(self.sha256),
+            "pdq": len(self.pdq),
+            "phash": len(self.phash) + len(self.phash_derived),
+        }
 
     def view(self, version: int) -> LiveView:
         return LiveView(self, version)
@@ -247,14 +285,41 @@ class LiveView:
             return [[] for _ in digests]
         return [ids.tolist() for ids in self.index.sha256.lookup_many(digests)]
 
-    def within_many(
-        self, kind: str, values: Sequence[str], threshold: int
-    ) -> list[list[tuple[int, int]]]:
-        index = self.index.pdq if kind == "pdq" else self.index.phash
-        if len(index) == 0:
-            return [[] for _ in values]
-        result = index.search_hex(values, threshold)
-        return [result.pairs(i) for i in range(len(values))]
+    def variant_candidates(
+        self, queries: Sequence[QueryHashes], plan: SearchPlan
+    ) -> list[list[tuple[int, VariantHashes]]]:
+        found: list[set[int]] = [set() for _ in queries]
+        both = [i for i, q in enumerate(queries) if q.pdq and q.phash]
+        pdq_only = [i for i, q in enumerate(queries) if q.pdq and not q.phash]
+        phash_only = [i for i, q in enumerate(queries) if q.phash and not q.pdq]
+        searches = (
+            (self.index.phash, "phash", both, plan.primary_phash),
+            (self.index.pdq, "pdq", both, plan.primary_pdq),
+            (self.index.phash_derived, "phash", both, plan.derived_phash),
+            (self.index.pdq, "pdq", pdq_only, plan.pdq_only),
+            (self.index.phash, "phash", phash_only, plan.phash_only),
+        )
+        for index, kind, rows, radius in searches:
+            if not rows or radius is None or radius < 0 or len(index) == 0:
+                continue
+            values = [getattr(queries[i], kind) for i in rows]
+            result: SearchResult = index.search(hex_words(values, index.words), radius)
+            for row, (lo, hi) in zip(
+                rows,
+                zip(result.offsets[:-1].tolist(), result.offsets[1:].tolist(), strict=True),
+                strict=True,
+            ):
+                if hi > lo:
+                    found[row].update(result.ids[lo:hi].tolist())
+        mask = (1 << POSITION_BITS) - 1
+        blobs = self.index.blobs
+        return [
+            [
+                (ident >> POSITION_BITS, blob_variant(blobs[ident >> POSITION_BITS], ident & mask))
+                for ident in sorted(ids)
+            ]
+            for ids in found
+        ]
 
     def opt_outs_of_photo(self, photo: int) -> list[SnapshotOptOut]:
         held = self.index.photos.get(photo)

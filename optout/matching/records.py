@@ -20,6 +20,9 @@ class Record:
     phash: str = ""
     url: str = ""  # normalised
     row: int | None = None
+    # PDQ quality (0-100) when the record states it: the registry's default
+    # rule then applies instead of the stricter one for bare hashes.
+    pdq_quality: int | None = None
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ def _text(value: Any) -> str:
 
 
 def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
-    """Validate one record (a mapping with id and any of sha256/pdq/phash/url)."""
+    """Validate one record (a mapping with id and any of sha256/pdq/phash/url,
+    optionally pdq_quality)."""
     if not isinstance(raw, dict):
         return Invalid(None, "record must be an object", row)
     raw_id = raw.get("id")
@@ -53,6 +57,11 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
         if value and (len(value) != length or not set(value) <= _HEX):
             return Invalid(record_id, f"{kind} must be {length} hexadecimal digits", row)
         values[kind] = value
+    quality = _quality(raw.get("pdq_quality"))
+    if isinstance(quality, str):
+        return Invalid(record_id, quality, row)
+    if quality is not None and not values["pdq"]:
+        return Invalid(record_id, "pdq_quality needs a pdq", row)
     url = _text(raw.get("url"))
     if url:
         try:
@@ -61,4 +70,17 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
             return Invalid(record_id, f"url: {error}", row)
     if not (url or any(values.values())):
         return Invalid(record_id, "record has none of sha256, pdq, phash, url", row)
-    return Record(id=record_id, url=url, row=row, **values)
+    return Record(id=record_id, url=url, row=row, pdq_quality=quality, **values)
+
+
+def _quality(value: Any) -> int | str | None:
+    """A PDQ quality: None when absent, the integer, or the reason it is invalid."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        return "pdq_quality must be an integer from 0 to 100"
+    return value

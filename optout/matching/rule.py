@@ -1,7 +1,7 @@
 """The perceptual decision rule: does a record's hash match one registered variant?
 
 Pure (no Django). The index finds candidates (every registered variant within
-``MatchRule.search_radii()``); this rule decides each one and says why, so a
+``MatchRule.search_plan()``); this rule decides each one and says why, so a
 pipeline can apply a stricter policy of its own.
 
 Design (measurements, method and trade-offs: docs/matching.md, "Robust
@@ -114,19 +114,33 @@ class Evidence:
         }
 
 
-@dataclass(frozen=True)
-class SearchRadii:
-    """Index radii that find every variant the rule can accept.
+# The photo itself and its mirror image ("primary" variants) are indexed by both
+# hashes; every other variant by its pHash only, its PDQ kept for confirmation.
+PRIMARY_KINDS = frozenset({"original", "mirror"})
+# The widest pHash radius the primary index is searched at: pHash range search
+# slows down steeply past 10 bits (docs/performance.md), so a box wider on
+# pHash must be narrow enough on PDQ for the PDQ index to find it.
+PRIMARY_PHASH_RADIUS = 10
 
-    A record with both hashes: every accepted variant is within
-    ``phash_with_pdq`` on pHash *and* within ``pdq_with_phash`` on PDQ, so
-    either index searched at its radius alone is complete; the engine picks the
-    cheaper (usually the pHash index). Single-hash records: ``pdq_only`` and
-    ``phash_only`` (None: that kind of record has no perceptual match).
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The index searches that find every variant the rule can accept.
+
+    A record with both hashes: the pHash index of primary variants at
+    ``primary_phash``, the PDQ index of primary variants at ``primary_pdq``
+    (None: not needed), and the pHash index of derived variants at
+    ``derived_phash`` (None: derived variants never match). Every accepted
+    primary pair is within one of the two primary radii, every accepted derived
+    pair within ``derived_phash``; the union of the hits is then judged by the
+    rule. A PDQ-only record: the primary PDQ index at ``pdq_only``; a
+    pHash-only record: the primary pHash index at ``phash_only`` (None: such a
+    record has no perceptual match).
     """
 
-    pdq_with_phash: int
-    phash_with_pdq: int
+    primary_phash: int
+    primary_pdq: int | None
+    derived_phash: int | None
     pdq_only: int | None
     phash_only: int | None
 
@@ -251,14 +265,27 @@ class MatchRule:
             min_quality=self.min_quality,
         )
 
-    def search_radii(self) -> SearchRadii:
-        rules = [*self.kinds.values(), self.low_quality]
-        both = [box for rule in rules for box in rule.both]
-        pdq_only = [rule.pdq_only for rule in rules if rule.pdq_only is not None]
-        phash_only = [rule.phash_only for rule in rules if rule.phash_only is not None]
-        return SearchRadii(
-            pdq_with_phash=max(box.pdq for box in both),
-            phash_with_pdq=max(box.phash for box in both),
+    def search_plan(self) -> SearchPlan:
+        """The searches the engine runs for this rule (``SearchPlan``). Raises
+        ValueError for a rule the indexes cannot serve: single-hash matches of
+        derived variants, or low-quality matching of derived variants."""
+        if not self.low_quality_kinds <= PRIMARY_KINDS:
+            raise ValueError("low-quality variants may match as primary variants only")
+        primary = [rule for kind, rule in self.kinds.items() if kind in PRIMARY_KINDS]
+        primary.append(self.low_quality)
+        derived = [rule for kind, rule in self.kinds.items() if kind not in PRIMARY_KINDS]
+        if any(rule.pdq_only is not None or rule.phash_only is not None for rule in derived):
+            raise ValueError("derived variants are indexed by pHash only: no single-hash rule")
+        primary_boxes = [box for rule in primary for box in rule.both]
+        primary_phash = min(PRIMARY_PHASH_RADIUS, max(box.phash for box in primary_boxes))
+        wide = [box.pdq for box in primary_boxes if box.phash > primary_phash]
+        derived_boxes = [box.phash for rule in derived for box in rule.both]
+        pdq_only = [rule.pdq_only for rule in primary if rule.pdq_only is not None]
+        phash_only = [rule.phash_only for rule in primary if rule.phash_only is not None]
+        return SearchPlan(
+            primary_phash=primary_phash,
+            primary_pdq=max(wide) if wide else None,
+            derived_phash=max(derived_boxes) if derived_boxes else None,
             pdq_only=max(pdq_only) if pdq_only else None,
             phash_only=max(phash_only) if phash_only else None,
         )
@@ -278,16 +305,16 @@ DEFAULT_RULE = MatchRule(
         # leaving out the corner where distinct photos start (PDQ > 56, or
         # PDQ > 48 with pHash > 10).
         "original": KindRule(
-            both=(Box(pdq=48, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
+            both=(Box(pdq=32, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
         ),
         "mirror": KindRule(
-            both=(Box(pdq=48, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
+            both=(Box(pdq=32, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
         ),
         # Crops and ±2° rotations: the repost is the variant plus recompression.
-        "crop": KindRule(both=(Box(pdq=40, phash=10),), pdq_only=24),
-        "rotation": KindRule(both=(Box(pdq=40, phash=10),), pdq_only=24),
+        "crop": KindRule(both=(Box(pdq=40, phash=8),)),
+        "rotation": KindRule(both=(Box(pdq=40, phash=8),)),
         # Turned or flipped over: rare edits, nearly exact matches only.
-        "dihedral": KindRule(both=(Box(pdq=32, phash=6),), pdq_only=24),
+        "dihedral": KindRule(both=(Box(pdq=32, phash=6),)),
     },
     low_quality=KindRule(both=(Box(pdq=24, phash=4),)),
 )

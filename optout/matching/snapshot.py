@@ -9,8 +9,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from optout.matching.rule import DEFAULT_RULE, MatchRule, QueryHashes, SearchPlan, VariantHashes
 from optout.matching.urls import claim_hits
+from optout.matching.variants import blob_size, blob_variant, photo_blob
 from optout.uses import refused_closure
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Distances no pair beyond can match under ``rule`` (or any stricter one),
+    whatever the index layout: the brute-force prefilter."""
+
+    pdq: int
+    phash: int
+    pdq_only: int
+    phash_only: int
+
+    @classmethod
+    def of(cls, rule: MatchRule) -> Bounds:
+        rules = [*rule.kinds.values(), rule.low_quality]
+        boxes = [box for kind_rule in rules for box in kind_rule.both]
+        return cls(
+            pdq=max(box.pdq for box in boxes),
+            phash=max(box.phash for box in boxes),
+            pdq_only=max((r.pdq_only for r in rules if r.pdq_only is not None), default=-1),
+            phash_only=max((r.phash_only for r in rules if r.phash_only is not None), default=-1),
+        )
 
 
 @dataclass(frozen=True)
@@ -21,6 +45,8 @@ class SnapshotPhoto:
     pdq: str = ""
     pdq_quality: int | None = None
     phash: str = ""
+    # The derived variants, packed as in Photo.variants (registry.variants).
+    variants: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -99,18 +125,21 @@ class Snapshot:
                 self.claim_opt_outs.append(covering)
 
         self.sha256: dict[str, list[int]] = defaultdict(list)
-        pdq_rows: list[int] = []
-        phash_rows: list[int] = []
+        # Every variant of every covered photo, flattened.
+        rows: list[int] = []
+        self.variants: list[VariantHashes] = []
         for index, photo in enumerate(self.photos):
             self.sha256[photo.sha256].append(index)
-            if photo.pdq:
-                pdq_rows.append(index)
-            if photo.phash:
-                phash_rows.append(index)
-        self.pdq_rows = np.asarray(pdq_rows, dtype=np.int64)
-        self.pdq_codes = hex_to_words([self.photos[i].pdq for i in pdq_rows], 4)
-        self.phash_rows = np.asarray(phash_rows, dtype=np.int64)
-        self.phash_codes = hex_to_words([self.photos[i].phash for i in phash_rows], 1)
+            blob = photo_blob(photo.pdq, photo.phash, photo.pdq_quality, photo.variants)
+            for position in range(blob_size(blob)):
+                rows.append(index)
+                self.variants.append(blob_variant(blob, position))
+        self.variant_rows = np.asarray(rows, dtype=np.int64)
+        self.has_pdq = np.asarray([bool(v.pdq) for v in self.variants], dtype=bool)
+        self.has_phash = np.asarray([bool(v.phash) for v in self.variants], dtype=bool)
+        self.pdq_codes = hex_to_words([v.pdq or "0" * 64 for v in self.variants], 4)
+        self.phash_codes = hex_to_words([v.phash or "0" * 16 for v in self.variants], 1)
+        self.bounds = Bounds.of(DEFAULT_RULE)
 
         self.claims_by_kind: dict[str, list[int]] = defaultdict(list)
         for index, claim in enumerate(self.claims):
@@ -120,32 +149,39 @@ class Snapshot:
             for kind, indexes in self.claims_by_kind.items()
         }
 
-    def within(self, kind: str, value: str, threshold: int) -> list[tuple[int, int]]:
-        """Photos (index, distance) whose ``kind`` hash is within ``threshold`` bits.
-
-        Brute force over every covered photo: exact by construction. The live
-        index (live.py) answers the same with multi-index hashing."""
-        codes, rows, words = (
-            (self.pdq_codes, self.pdq_rows, 4)
-            if kind == "pdq"
-            else (self.phash_codes, self.phash_rows, 1)
-        )
-        if len(rows) == 0:
+    def candidates(self, query: QueryHashes) -> list[tuple[int, VariantHashes]]:
+        """(photo index, variant) of every variant within ``bounds`` of the
+        record: brute force over every variant of every covered photo, exact by
+        construction. The live index (live.py) finds a superset of the matches
+        with multi-index hashing."""
+        n = len(self.variants)
+        if n == 0:
             return []
-        query = hex_to_words([value], words)[0]
-        distances = np.bitwise_count(codes ^ query).sum(axis=1)
-        hits = np.nonzero(distances <= threshold)[0]
-        return [(int(rows[i]), int(distances[i])) for i in hits]
+        pdq = np.full(n, 1 << 20, dtype=np.int64)
+        phash = np.full(n, 1 << 20, dtype=np.int64)
+        if query.pdq:
+            words = hex_to_words([query.pdq], 4)[0]
+            pdq = np.where(self.has_pdq, np.bitwise_count(self.pdq_codes ^ words).sum(axis=1), pdq)
+        if query.phash:
+            words = hex_to_words([query.phash], 1)[0]
+            distances = np.bitwise_count(self.phash_codes ^ words).sum(axis=1)
+            phash = np.where(self.has_phash, distances, phash)
+        b = self.bounds
+        both = (pdq <= b.pdq) & (phash <= b.phash)
+        pdq_alone = (pdq <= b.pdq_only) & (phash >= 1 << 20)
+        phash_alone = (phash <= b.phash_only) & (pdq >= 1 << 20)
+        hits = np.nonzero(both | pdq_alone | phash_alone)[0]
+        return [(int(self.variant_rows[i]), self.variants[i]) for i in hits]
 
     # --- decide.MatchSource ------------------------------------------------------
 
     def sha256_photos(self, digests: Sequence[str]) -> list[list[int]]:
         return [list(self.sha256.get(digest, ())) for digest in digests]
 
-    def within_many(
-        self, kind: str, values: Sequence[str], threshold: int
-    ) -> list[list[tuple[int, int]]]:
-        return [self.within(kind, value, threshold) for value in values]
+    def variant_candidates(
+        self, queries: Sequence[QueryHashes], plan: SearchPlan
+    ) -> list[list[tuple[int, VariantHashes]]]:
+        return [self.candidates(query) for query in queries]
 
     def opt_outs_of_photo(self, photo: int) -> list[SnapshotOptOut]:
         return self.photo_opt_outs[photo]

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from optout.matching.rule import DEFAULT_RULE
 
 
 class ThresholdTooLoose(ValueError):
     pass
 
 
+def _widest(kind: str) -> int:
+    """The widest distance on ``kind`` at which the registry's rule matches."""
+    rules = [*DEFAULT_RULE.kinds.values(), DEFAULT_RULE.low_quality]
+    widths = [getattr(box, kind) for rule in rules for box in rule.both]
+    widths += [single for rule in rules if (single := getattr(rule, f"{kind}_only")) is not None]
+    return max(widths)
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    # HMA's confident-match threshold for PDQ (256 bits).
-    pdq: int = 31
-    # pHash (64 bits): a resize to 50 % plus JPEG q60 stays within 8 bits on the
-    # golden-test photographs (tests/registry/test_hashing.py).
-    phash: int = 8
+    """Caps on the Hamming distances of a perceptual match. The registry's own
+    rule (rule.py) decides within them; the defaults are the widest distances
+    that rule accepts, and a pipeline's stricter caps exclude every match
+    beyond them on either hash."""
+
+    pdq: int = field(default_factory=lambda: _widest("pdq"))
+    phash: int = field(default_factory=lambda: _widest("phash"))
 
     def stricter(self, *, pdq: int | None = None, phash: int | None = None) -> Thresholds:
         """Thresholds a caller asked for; raises ThresholdTooLoose above the registry's."""

@@ -19,15 +19,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from PIL import ImageOps
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from optout import receipts
+from optout.matching import DEFAULT_THRESHOLDS
+from optout.matching.rule import DEFAULT_RULE, QueryHashes, VariantHashes, rule_for
 from optout.models import Batch, BatchResult, Chunk, OptOut, Organization
 from optout.services import opt_out_file, opt_out_withdraw
 from optout.tasks import batch_chunk_decide_task
 from registry import hashing
 from registry.models import Channel, Claim, Creator, Photo
+from registry.variants import (
+    Variant,
+    variant_kind,
+    variants_compute,
+    variants_pack,
+    variants_unpack,
+)
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
 from tests.images import encode, generated_photo, jpeg_bytes
 from tests.optout.batch_helpers import (
@@ -44,7 +54,12 @@ from tests.workers import broker_at, worker_start, worker_stop
 # This module's own Redis database (the other numbers serve other tests).
 WORKER_REDIS_DB = 4
 RECORDS = 100_000
-PDQ_THRESHOLD, PHASH_THRESHOLD = 31, 8
+# The registry's rule (optout/matching/rule.py): its single-PDQ threshold, the
+# photo's widest-on-PDQ box and the crop variants' box.
+PDQ_ONLY = DEFAULT_RULE.kinds["original"].pdq_only or 0
+BOX = max(DEFAULT_RULE.kinds["original"].both, key=lambda box: box.pdq)
+CROP_BOX = DEFAULT_RULE.kinds["crop"].both[0]
+WIDEST = DEFAULT_THRESHOLDS
 BLOCKED_DOMAIN = "blocked.example"
 # Generous for a loaded 2-core machine; the batch takes well under a minute.
 DONE_WITHIN_SECONDS = 150
@@ -63,6 +78,14 @@ def broker() -> Iterator[str]:
 class RegistryPhotos:
     covered: list[Photo]  # under an opt-out that applies to this organization's ai_training
     uncovered: list[Photo]  # other use, exception, withdrawn, or no opt-out at all
+    with_variants: list[Photo]  # covered photos registered with derived variants
+
+
+def random_variants(rng: random.Random) -> bytes:
+    names = ("crop_centre_90", "mirror", "rotate_+2")
+    return variants_pack(
+        [Variant(name, rng.randbytes(32).hex(), 80, rng.randbytes(8).hex()) for name in names]
+    )
 
 
 def opt_out(creator: Creator, uses: list[str], scope: str = "all_photos", **kwargs: Any) -> OptOut:
@@ -101,20 +124,29 @@ def registry_build(organization: Organization) -> RegistryPhotos:
     opt_out_withdraw(creator=withdrawing, opt_out_id=withdrawn.public_id, channel=Channel.WEB)
 
     nobody = PhotoFactory.create_batch(50, creator=CreatorFactory())
+    rng = random.Random(7)
+    with_variants = covered[:20]
+    for photo in with_variants + nobody[:20]:
+        photo.variants = random_variants(rng)
+        photo.save(update_fields=["variants"])
     return RegistryPhotos(
         covered=covered + chosen[:40],
         uncovered=chosen[40:] + other_use_photos + granting_photos + withdrawn_photos + nobody,
+        with_variants=with_variants,
     )
 
 
 @dataclass
 class Oracle:
     """The registry as brute force sees it: what applies to one organization's
-    ai_training, read with plain queries."""
+    ai_training, read with plain queries. Every variant of every covered photo
+    is judged by the registry's rule (optout.matching.rule, the specification)
+    one by one: no index, no snapshot, no decide()."""
 
     sha256: set[str]
-    pdq: list[int]
-    phash: list[int]
+    variants: list[VariantHashes]
+    pdq: list[int]  # -1: no PDQ
+    phash: list[int]  # -1: no pHash
     domains: list[str]
 
     @classmethod
@@ -128,10 +160,19 @@ class Oracle:
                 photos.update(Photo.objects.filter(creator=row.creator))
             photos.update(row.photos.all())
             domains += [c.value for c in row.claims.all() if c.kind == "domain"]
+        variants = []
+        for photo in photos:
+            quality = 100 if photo.pdq_quality is None else photo.pdq_quality
+            variants.append(VariantHashes("original", "original", photo.pdq, quality, photo.phash))
+            variants += [
+                VariantHashes(v.name, variant_kind(v.name), v.pdq, v.pdq_quality, v.phash)
+                for v in variants_unpack(bytes(photo.variants))
+            ]
         return cls(
             sha256={p.sha256 for p in photos},
-            pdq=[int(p.pdq, 16) for p in photos if p.pdq],
-            phash=[int(p.phash, 16) for p in photos if p.phash],
+            variants=variants,
+            pdq=[int(v.pdq, 16) if v.pdq else -1 for v in variants],
+            phash=[int(v.phash, 16) if v.phash else -1 for v in variants],
             domains=domains,
         )
 
@@ -140,14 +181,27 @@ class Oracle:
         kinds = set()
         if record.get("sha256") in self.sha256:
             kinds.add("sha256")
-        if record.get("pdq"):
-            value = int(record["pdq"], 16)
-            if any((value ^ other).bit_count() <= PDQ_THRESHOLD for other in self.pdq):
-                kinds.add("pdq")
-        if record.get("phash"):
-            value = int(record["phash"], 16)
-            if any((value ^ other).bit_count() <= PHASH_THRESHOLD for other in self.phash):
-                kinds.add("phash")
+        query = QueryHashes(
+            pdq=record.get("pdq") or "",
+            phash=record.get("phash") or "",
+            pdq_quality=record.get("pdq_quality"),
+        )
+        rule = rule_for(query)
+        pdq = int(query.pdq, 16) if query.pdq else -1
+        phash = int(query.phash, 16) if query.phash else -1
+        for variant, other_pdq, other_phash in zip(
+            self.variants, self.pdq, self.phash, strict=True
+        ):
+            # Only pairs within the registry's widest distances can match.
+            near = (
+                pdq >= 0 and other_pdq >= 0 and (pdq ^ other_pdq).bit_count() <= WIDEST.pdq
+            ) or (
+                phash >= 0
+                and other_phash >= 0
+                and (phash ^ other_phash).bit_count() <= WIDEST.phash
+            )
+            if near and (evidence := rule.evaluate(query, variant)).matched:
+                kinds.add("pdq" if evidence.pdq_distance is not None else "phash")
         if record.get("url"):
             host = urlsplit(record["url"]).hostname or ""
             if any(host == d or host.endswith("." + d) for d in self.domains):
@@ -179,14 +233,34 @@ def records_build(registry: RegistryPhotos, rng: random.Random) -> list[dict[str
         plant(sha256=rng.choice(registry.covered).sha256)
     for _ in range(30):
         plant(sha256=rng.choice(registry.uncovered).sha256)
-    for distance in (0, 12, PDQ_THRESHOLD, PDQ_THRESHOLD + 1, 60):
+    # A PDQ alone (with its quality): up to the single-hash threshold.
+    for distance in (0, 12, PDQ_ONLY, PDQ_ONLY + 1, 60):
         for _ in range(40):
-            plant(pdq=flip_bits(rng.choice(registry.covered).pdq, distance, rng))
-    for distance in (0, 5, PHASH_THRESHOLD, PHASH_THRESHOLD + 1, 20):
+            photo = rng.choice(registry.covered)
+            plant(pdq=flip_bits(photo.pdq, distance, rng), phash=None, pdq_quality=90)
+    # Both hashes: at a box's corner, and one bit beyond it on PDQ.
+    for pdq_bits, phash_bits in ((BOX.pdq, BOX.phash), (BOX.pdq + 1, BOX.phash), (3, 2)):
         for _ in range(40):
-            plant(phash=flip_bits(rng.choice(registry.covered).phash, distance, rng))
+            photo = rng.choice(registry.covered)
+            plant(
+                pdq=flip_bits(photo.pdq, pdq_bits, rng),
+                phash=flip_bits(photo.phash, phash_bits, rng),
+                pdq_quality=90,
+            )
+    # A bare pHash (no PDQ, no quality) never decides alone.
+    for _ in range(40):
+        plant(pdq=None, phash=rng.choice(registry.covered).phash)
+    # Near a derived variant (a crop) of a photo registered with variants.
+    for _ in range(40):
+        photo = rng.choice(registry.with_variants)
+        crop = variants_unpack(bytes(photo.variants))[0]
+        plant(
+            pdq=flip_bits(crop.pdq, CROP_BOX.pdq, rng),
+            phash=flip_bits(crop.phash, CROP_BOX.phash, rng),
+            pdq_quality=90,
+        )
     for _ in range(60):
-        plant(pdq=flip_bits(rng.choice(registry.uncovered).pdq, 3, rng))
+        plant(pdq=flip_bits(rng.choice(registry.uncovered).pdq, 3, rng), pdq_quality=90)
         plant(phash=flip_bits(rng.choice(registry.uncovered).phash, 2, rng))
     for index in range(30):
         plant(url=f"https://cdn{index}.{BLOCKED_DOMAIN}/{index}.jpg")
@@ -197,9 +271,8 @@ def records_build(registry: RegistryPhotos, rng: random.Random) -> list[dict[str
 
 
 def manifest_parquet(records: list[dict[str, Any]]) -> bytes:
-    return parquet(
-        {name: [r[name] for r in records] for name in ("id", "sha256", "pdq", "phash", "url")}
-    )
+    names = ("id", "sha256", "pdq", "phash", "url", "pdq_quality")
+    return parquet({name: [r.get(name) for r in records] for name in names})
 
 
 # --- waiting on the worker --------------------------------------------------------
@@ -247,7 +320,9 @@ def test_a_real_worker_decides_100k_records_and_a_shard_exactly_like_brute_force
         creator=registry.covered[0].creator,
         sha256=registered_hashes.sha256,
         pdq=registered_hashes.pdq,
+        pdq_quality=registered_hashes.pdq_quality,
         phash=registered_hashes.phash,
+        variants=variants_pack(variants_compute(hashing.decode(registered))[1:]),
     )
     samples = [
         ("s/000.jpg", registered),
@@ -255,6 +330,8 @@ def test_a_real_worker_decides_100k_records_and_a_shard_exactly_like_brute_force
         ("s/002.png", encode(generated_photo(12), "PNG")),
         ("s/003.jpg", registered[: len(registered) // 2]),
         ("s/004.json", json.dumps({"url": f"https://www.{BLOCKED_DOMAIN}/x.jpg"}).encode()),
+        # A mirrored repost: matches the photo's mirror variant.
+        ("s/005.jpg", encode(ImageOps.mirror(generated_photo(11)), "JPEG", quality=80)),
     ]
     oracle = Oracle.load(organization)
     timings["setup"] = time.monotonic() - started
@@ -308,13 +385,14 @@ def test_a_real_worker_decides_100k_records_and_a_shard_exactly_like_brute_force
     timings["oracle"] = time.monotonic() - mark
     assert {row: {m["kind"] for m in r["matches"]} for row, r in excluded.items()} == expected
     assert all(excluded[row]["id"] == records[row - 1]["id"] for row in excluded)
-    # 60 sha256 + 3 x 40 pdq + 3 x 40 phash + 30 url plants within reach (a random
-    # record matching by chance is possible, if most unlikely).
+    # 60 sha256 + 3 x 40 PDQ alone + 2 x 40 both hashes + 40 crops + 30 url plants
+    # within reach (a random record matching by chance is possible, if most unlikely).
     assert 330 <= len(expected) <= 332
-    pdq_distances = {
-        m["distance"] for r in excluded.values() for m in r["matches"] if m["kind"] == "pdq"
-    }
-    assert {PDQ_THRESHOLD, 12, 0} <= pdq_distances and max(pdq_distances) == PDQ_THRESHOLD
+    evidence = [m["evidence"] for r in excluded.values() for m in r["matches"] if "evidence" in m]
+    pdq_alone = {e["pdq_distance"] for e in evidence if e["basis"] == "pdq"}
+    assert {PDQ_ONLY, 12, 0} <= pdq_alone and max(pdq_alone) == PDQ_ONLY
+    assert sum(e["variant"] == "crop_centre_90" for e in evidence) == 40
+    assert not any(e["basis"] == "phash" for e in evidence)
     invalid = exclusions_by_row(client, batch_id, "invalid")
     assert sorted(invalid) == [i + 1 for i, r in enumerate(records) if r["phash"] == "not-hex"]
     assert detail["counts"] == {
@@ -349,21 +427,25 @@ def test_a_real_worker_decides_100k_records_and_a_shard_exactly_like_brute_force
     assert list((tmp_path / "spool").iterdir()) == []
     shard_excluded = exclusions_by_row(client, shard_id)
     shard_invalid = exclusions_by_row(client, shard_id, "invalid")
+    shard_hashes = [hashing.hash_bytes(samples[i][1], fast=True) for i in (0, 1, 2, 5)]
     shard_records = [
-        {"sha256": h.sha256, "pdq": h.pdq, "phash": h.phash}
-        for h in (hashing.hash_bytes(samples[i][1]) for i in range(3))
-    ] + [{}, {"url": f"https://www.{BLOCKED_DOMAIN}/x.jpg"}]
+        {"sha256": h.sha256, "pdq": h.pdq, "phash": h.phash, "pdq_quality": h.pdq_quality}
+        for h in shard_hashes
+    ]
+    shard_records[3:3] = [{}, {"url": f"https://www.{BLOCKED_DOMAIN}/x.jpg"}]
     oracle = Oracle.load(organization)
     expected_shard = {
         row: kinds
         for row, record in enumerate(shard_records, start=1)
         if (kinds := oracle.kinds(record))
     }
-    assert 1 in expected_shard and 2 in expected_shard and 5 in expected_shard
+    assert {1, 2, 5, 6} <= set(expected_shard) and 3 not in expected_shard
     assert {row: {m["kind"] for m in r["matches"]} for row, r in shard_excluded.items()} == (
         expected_shard
     )
-    assert [r["id"] for r in shard_excluded.values()] == ["s/000", "s/001", "s/004"]
+    assert [r["id"] for r in shard_excluded.values()] == ["s/000", "s/001", "s/004", "s/005"]
+    mirrored = shard_excluded[6]["matches"][0]["evidence"]
+    assert mirrored["variant"] == "mirror" and mirrored["basis"] == "pdq+phash"
     assert list(shard_invalid) == [4]
     assert shard_invalid[4]["reason"].startswith("image ")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from registry import hashing, uploads
+from registry import hashing, uploads, variants
 from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
 
 OPTOUT = Path(sys.executable).parent / "optout"
@@ -59,8 +59,17 @@ def mixed_folder(good_folder: Path) -> Path:
 GOOD_PATHS = ["2024/d.webp", "2024/summer/c.png", "Z.JPG", "a.jpg", "b.jpeg"]
 
 
-def expected_line(root: Path, path: str) -> dict[str, object]:
-    return {"path": path, **hashing.hash_bytes((root / path).read_bytes()).as_dict()}
+def derived_variants(data: bytes) -> list[variants.Variant]:
+    """The derived variants the registry computes from an uploaded photo."""
+    return variants.variants_compute(hashing.decode(data), variants.DERIVED_VARIANTS)
+
+
+def expected_line(root: Path, path: str, *, with_variants: bool = True) -> dict[str, object]:
+    data = (root / path).read_bytes()
+    line: dict[str, object] = {"path": path, **hashing.hash_bytes(data).as_dict()}
+    if with_variants:
+        line["variants"] = [variant.as_dict() for variant in derived_variants(data)]
+    return line
 
 
 def test_hash_writes_one_line_per_photo_in_path_order_and_reports_the_bad_file(
@@ -71,7 +80,18 @@ def test_hash_writes_one_line_per_photo_in_path_order_and_reports_the_bad_file(
     lines = [json.loads(text) for text in result.stdout.splitlines()]
     assert [line["path"] for line in lines] == GOOD_PATHS
     assert lines == [expected_line(mixed_folder, path) for path in GOOD_PATHS]
-    assert list(lines[0]) == ["path", "sha256", "pdq", "pdq_quality", "phash", "width", "height"]
+    assert list(lines[0]) == [
+        "path",
+        "sha256",
+        "pdq",
+        "pdq_quality",
+        "phash",
+        "width",
+        "height",
+        "variants",
+    ]
+    assert [item["name"] for item in lines[0]["variants"]] == list(variants.DERIVED_VARIANTS)
+    assert list(lines[0]["variants"][0]) == ["name", "pdq", "pdq_quality", "phash"]
     assert "failed: 2024/broken.jpg: JPEG header is damaged (corrupt)" in result.stderr.splitlines()
     assert "notes.txt" not in result.stderr
     assert ".thumbnails" not in result.stderr + result.stdout
@@ -165,11 +185,23 @@ def test_hash_output_is_accepted_by_the_registry_upload_parser(
                 width=hashes.width,
                 height=hashes.height,
                 filename=path.rsplit("/", 1)[-1],
+                variants=tuple(derived_variants((mixed_folder / path).read_bytes())),
             ),
         )
         for number, path in enumerate(GOOD_PATHS, start=1)
         for hashes in [hashing.hash_bytes((mixed_folder / path).read_bytes())]
     ]
+    assert all(len(line.variants) == 15 for _, line in parsed if isinstance(line, uploads.HashLine))
+
+
+def test_hash_no_variants_leaves_them_out(good_folder: Path) -> None:
+    result = optout("hash", str(good_folder), "--no-variants", "--workers", "2", "--quiet")
+
+    lines = [json.loads(text) for text in result.stdout.splitlines()]
+    assert lines == [expected_line(good_folder, path, with_variants=False) for path in GOOD_PATHS]
+    assert all("variants" not in line for line in lines)
+    assert result.stderr == "hashed 5, failed 0\n"
+    assert result.returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -262,7 +294,12 @@ def test_hash_fast_decodes_large_jpegs_at_reduced_scale_within_bounds(tmp_path: 
 
     lines = [json.loads(text) for text in result.stdout.splitlines()]
     assert lines == [
-        {"path": "big.jpg", **fast.as_dict()},
+        # The photo's own hashes from the reduced decode; its variants from the full one.
+        {
+            "path": "big.jpg",
+            **fast.as_dict(),
+            "variants": [variant.as_dict() for variant in derived_variants(big)],
+        },
         # Too small to be reduced: the same hashes as without --fast.
         expected_line(root, "small.png"),
     ]

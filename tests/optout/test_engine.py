@@ -27,13 +27,14 @@ from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, Creator, Photo
 from registry.services import claim_add, photos_register_from_hashes
 from registry.uploads import HashLine
+from registry.variants import Variant
 from tests.factories import CreatorFactory, OrganizationFactory
 from tests.optout.batch_helpers import flip_bits, jsonl, pipeline_client, submit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
-PDQ_DISTANCES = (0, 7, 30, 31, 32, 45)
-PHASH_DISTANCES = (0, 3, 8, 9, 14)
+PDQ_DISTANCES = (0, 7, 15, 16, 30, 31, 32, 40, 41, 45, 56, 57)
+PHASH_DISTANCES = (0, 1, 3, 6, 8, 9, 10, 11, 14, 18, 19)
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +61,7 @@ class World:
         self.organizations = [OrganizationFactory() for _ in range(3)]
         self.creators: list[Creator] = [CreatorFactory() for _ in range(5)]
         self.hashes: list[tuple[str, str, str]] = []  # every (sha256, pdq, phash) registered
+        self.variants: list[tuple[str, str]] = []  # every derived variant's (pdq, phash)
         self.urls: list[str] = ["https://unclaimed.example.org/a.jpg"]
         self.batches: list[Batch] = []
 
@@ -81,8 +83,26 @@ class World:
                 pdq, phash = self.rng.randbytes(32).hex(), self.rng.randbytes(8).hex()
             if self.hashes and self.rng.random() < 0.1:
                 sha256 = self.rng.choice(self.hashes)[0]  # the same file, another creator
-            lines.append((None, HashLine(sha256=sha256, pdq=pdq, phash=phash)))
+            # Some photos come with derived variants (a crop, the mirror image)
+            # and a PDQ quality, low or high; others without either.
+            variants = tuple(
+                Variant(
+                    name,
+                    self.rng.randbytes(32).hex(),
+                    self.rng.choice((30, 90)),
+                    self.rng.randbytes(8).hex(),
+                )
+                for name in self.rng.sample(
+                    ("mirror", "crop_centre_90", "rotate_-2"), self.rng.randint(0, 2)
+                )
+            )
+            quality = self.rng.choice((None, 30, 90))
+            line = HashLine(
+                sha256=sha256, pdq=pdq, phash=phash, pdq_quality=quality, variants=variants
+            )
+            lines.append((None, line))
             self.hashes.append((sha256, pdq, phash))
+            self.variants.extend((v.pdq, v.phash) for v in variants)
         photos_register_from_hashes(creator=self.creator(), items=lines, channel=Channel.API)
 
     def claim(self) -> None:
@@ -180,15 +200,30 @@ class World:
         """Records at exact distances around the thresholds from every registered
         hash, every claimed URL, and a few that match nothing."""
         records: list[dict[str, Any]] = []
-        for index, (sha256, pdq, phash) in enumerate(self.hashes):
+        targets = [(pdq, phash) for _, pdq, phash in self.hashes] + self.variants
+        for index, (sha256, _, _) in enumerate(self.hashes):
             records.append({"id": f"s{index}", "sha256": sha256})
+        for index, (pdq, phash) in enumerate(targets):
+            quality = self.rng.choice((None, 30, 90))
             records.append(
-                {"id": f"p{index}", "pdq": flip_bits(pdq, self.rng.choice(PDQ_DISTANCES), self.rng)}
+                {
+                    "id": f"p{index}",
+                    "pdq": flip_bits(pdq, self.rng.choice(PDQ_DISTANCES), self.rng),
+                    "pdq_quality": quality,
+                }
             )
             records.append(
                 {
                     "id": f"h{index}",
                     "phash": flip_bits(phash, self.rng.choice(PHASH_DISTANCES), self.rng),
+                }
+            )
+            records.append(
+                {
+                    "id": f"b{index}",
+                    "pdq": flip_bits(pdq, self.rng.choice(PDQ_DISTANCES), self.rng),
+                    "phash": flip_bits(phash, self.rng.choice(PHASH_DISTANCES), self.rng),
+                    "pdq_quality": quality,
                 }
             )
         records += [{"id": f"u{i}", "url": url} for i, url in enumerate(self.urls)]
@@ -311,7 +346,14 @@ def test_a_withdrawal_is_seen_by_the_next_lookup_without_a_rebuild() -> None:
         photos=[photo.public_id], channel=Channel.WEB,
     )  # fmt: skip
     api = pipeline_client(OrganizationFactory())
-    records = [{"id": "r", "sha256": photo.sha256, "pdq": flip_bits(photo.pdq, 31, world.rng)}]
+    records = [
+        {
+            "id": "r",
+            "sha256": photo.sha256,
+            "pdq": flip_bits(photo.pdq, 31, world.rng),
+            "pdq_quality": 90,
+        }
+    ]
     first = lookup(api, records)
     assert first["results"][0]["decision"] == "exclude"
     assert {m["kind"] for m in first["results"][0]["matches"]} == {"sha256", "pdq"}
@@ -335,7 +377,9 @@ def test_a_withdrawal_is_seen_by_the_next_lookup_without_a_rebuild() -> None:
     world.creators = [photo.creator]
     world.register()
     newest = world.hashes[-1]
-    assert lookup(api, [{"id": "n", "phash": newest[2]}])["results"][0]["decision"] == "exclude"
+    # (a bare pHash never decides alone: the newest photo is looked up by its PDQ)
+    newest_record = {"id": "n", "pdq": newest[1], "pdq_quality": 90}
+    assert lookup(api, [newest_record])["results"][0]["decision"] == "exclude"
     assert (engine.full_loads, engine.catch_ups) == (1, 3)
 
 

@@ -12,6 +12,7 @@ from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, SnapshotOptOut
 from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.photo_table import PhotoTable
 from optout.matching.snapshot import SnapshotPhoto
+from registry.variants import DEFAULT_VARIANTS, Variant, variants_pack, variants_unpack
 
 KEYS = st.integers(0, 60)
 OPERATIONS = st.lists(
@@ -58,9 +59,56 @@ def test_photo_table_merges_many_small_additions_into_its_columns() -> None:
     assert table.nbytes() >= 8_000 * 25  # merged into the columns, not all in the dict
 
 
+DERIVED = [name for name in DEFAULT_VARIANTS if name != "original"]
+
+
 def _photo(key: int, creator: int, version: int, rng: np.random.Generator) -> LivePhoto:
+    """A photo with 0-4 derived variants (random hashes and qualities)."""
+    variants = [
+        Variant(
+            str(rng.choice(DERIVED)),
+            rng.bytes(32).hex(),
+            int(rng.integers(0, 101)),
+            rng.bytes(8).hex(),
+        )
+        for _ in range(int(rng.integers(0, 5)))
+    ]
     return LivePhoto(
-        key, creator, version, rng.bytes(32).hex(), rng.bytes(32).hex(), rng.bytes(8).hex()
+        key,
+        creator,
+        version,
+        rng.bytes(32).hex(),
+        rng.bytes(32).hex(),
+        rng.bytes(8).hex(),
+        int(rng.integers(0, 101)),
+        variants_pack(variants),
+    )
+
+
+def _flip(value: str, bits: int, rng: np.random.Generator) -> str:
+    code = int(value, 16)
+    for position in rng.choice(len(value) * 4, size=bits, replace=False).tolist():
+        code ^= 1 << position
+    return f"{code:0{len(value)}x}"
+
+
+def _record_near(photo: LivePhoto, rng: np.random.Generator) -> Record:
+    """A record near one of the photo's variants: exact, edited, or only one hash."""
+    variants = variants_unpack(photo.variants)
+    if variants and rng.random() < 0.6:
+        target = variants[int(rng.integers(0, len(variants)))]
+        pdq, phash = target.pdq, target.phash
+    else:
+        pdq, phash = photo.pdq, photo.phash
+    pdq = _flip(pdq, int(rng.integers(0, 60)), rng)
+    phash = _flip(phash, int(rng.integers(0, 20)), rng)
+    mode = rng.random()
+    return Record(
+        id=str(photo.key),
+        sha256=photo.sha256 if mode < 0.2 else "",
+        pdq=pdq if mode < 0.8 else "",
+        phash=phash if mode > 0.5 or mode < 0.2 else "",
+        pdq_quality=int(rng.integers(0, 101)) if mode < 0.8 and rng.random() < 0.7 else None,
     )
 
 
@@ -115,7 +163,9 @@ def test_views_answer_like_the_snapshot_of_their_version(seed: int, script: list
             snapshot = Snapshot(
                 version=at,
                 photos=[
-                    SnapshotPhoto(p.key, p.creator, p.sha256, p.pdq, 100, p.phash)
+                    SnapshotPhoto(
+                        p.key, p.creator, p.sha256, p.pdq, p.pdq_quality, p.phash, p.variants
+                    )
                     for p in photos
                     if p.registered_version <= at
                 ],
@@ -124,6 +174,39 @@ def test_views_answer_like_the_snapshot_of_their_version(seed: int, script: list
             )
             records = [
                 Record(id=str(p.key), sha256=p.sha256, pdq=p.pdq, phash=p.phash) for p in photos
-            ]
+            ] + [_record_near(p, rng) for p in photos for _ in range(3)]
             how = {"use": "ai_training", "organization": None, "thresholds": DEFAULT_THRESHOLDS}
-            assert decide(records, index.view(at), **how) == decide(records, snapshot, **how)
+            live = [d.as_dict() for d in decide(records, index.view(at), **how)]
+            assert live == [d.as_dict() for d in decide(records, snapshot, **how)]
+
+
+def test_records_near_variants_are_decided_like_the_snapshot_both_ways() -> None:
+    """The records of the property test above reach both outcomes, through
+    derived variants too (so its equality is not vacuous)."""
+    rng = np.random.default_rng(7)
+    photos = [_photo(key, 0, 1, rng) for key in range(40)]
+    index = LiveIndex()
+    opt_out = SnapshotOptOut(
+        key=1, public_id="o1", creator=0, uses=("ai_training",), scope="all_photos"
+    )
+    index.opt_outs_add([LiveOptOut(opt_out, 1)])
+    index.photos_add(photos)
+    snapshot = Snapshot(
+        version=1,
+        photos=[
+            SnapshotPhoto(p.key, p.creator, p.sha256, p.pdq, p.pdq_quality, p.phash, p.variants)
+            for p in photos
+        ],
+        claims=[],
+        opt_outs=[opt_out],
+    )
+    records = [_record_near(p, rng) for p in photos for _ in range(25)]
+    how = {"use": "ai_training", "organization": None, "thresholds": DEFAULT_THRESHOLDS}
+
+    live = [d.as_dict() for d in decide(records, index.view(1), **how)]
+
+    assert live == [d.as_dict() for d in decide(records, snapshot, **how)]
+    outcomes = {d["decision"] for d in live}
+    variants = {m["evidence"]["variant"] for d in live for m in d["matches"]}
+    assert outcomes == {"exclude", "allow"}
+    assert "original" in variants and len(variants - {"original"}) >= 3

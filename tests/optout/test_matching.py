@@ -20,8 +20,15 @@ from optout.matching import (
     decide,
     record_parse,
 )
+from optout.matching.rule import (
+    DEFAULT_RULE,
+    UNKNOWN_QUALITY_RULE,
+    QueryHashes,
+    VariantHashes,
+    rule_for,
+)
 from optout.matching.urls import claim_hits, host_suffixes
-from registry.hashing import hamming
+from registry.variants import DEFAULT_VARIANTS, Variant, variant_kind, variants_pack
 
 
 def flip_bits(hex_value: str, count: int, seed: int = 0) -> str:
@@ -35,7 +42,7 @@ def flip_bits(hex_value: str, count: int, seed: int = 0) -> str:
     return f"{value:0{len(hex_value)}x}"
 
 
-def photo(key: int, creator: int = 1) -> SnapshotPhoto:
+def photo(key: int, creator: int = 1, variants: bytes = b"") -> SnapshotPhoto:
     return SnapshotPhoto(
         key=key,
         creator=creator,
@@ -43,6 +50,7 @@ def photo(key: int, creator: int = 1) -> SnapshotPhoto:
         pdq=secrets.token_hex(32),
         pdq_quality=100,
         phash=secrets.token_hex(8),
+        variants=variants,
     )
 
 
@@ -77,33 +85,134 @@ def test_sha256_equality_excludes_and_other_bytes_allow():
             "threshold": 0,
             "opt_out": "00000000-0000-0000-0000-000000000001",
             "uses": ["ai_training"],
+            "evidence": {
+                "variant": "original",
+                "basis": "sha256",
+                "pdq_distance": None,
+                "pdq_threshold": None,
+                "phash_distance": None,
+                "phash_threshold": None,
+                "quality": "ok",
+            },
         }
     ]
     assert miss.decision == "allow" and miss.matches == ()
 
 
-def test_pdq_at_threshold_matches_and_one_bit_more_does_not():
+ORIGINAL = DEFAULT_RULE.kinds["original"]
+CROP = DEFAULT_RULE.kinds["crop"]
+
+
+def test_a_pdq_only_record_matches_up_to_the_single_hash_threshold():
     given_photo = photo(1)
     snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
-    at = flip_bits(given_photo.pdq, 31)
-    beyond = flip_bits(given_photo.pdq, 32)
+    limit = ORIGINAL.pdq_only
+    assert limit is not None
+    at = Record(id="a", pdq=flip_bits(given_photo.pdq, limit), pdq_quality=90)
+    beyond = Record(id="b", pdq=flip_bits(given_photo.pdq, limit + 1), pdq_quality=90)
 
-    assert decide_single(snapshot, Record(id="a", pdq=at)).matches[0].distance == 31
-    assert decide_single(snapshot, Record(id="b", pdq=beyond)).decision == "allow"
+    match = decide_single(snapshot, at).matches[0]
+    assert (match.kind, match.distance, match.threshold) == ("pdq", limit, limit)
+    assert match.evidence is not None and match.evidence["basis"] == "pdq"
+    assert decide_single(snapshot, beyond).decision == "allow"
 
 
-def test_phash_at_threshold_matches_and_one_bit_more_does_not():
+def test_a_bare_pdq_is_held_to_the_stricter_rule():
+    given_photo = photo(1)
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    limit = UNKNOWN_QUALITY_RULE.kinds["original"].pdq_only
+    assert limit is not None and limit < (ORIGINAL.pdq_only or 0)
+
+    assert decide_single(snapshot, Record(id="a", pdq=flip_bits(given_photo.pdq, limit))).matches
+    beyond = Record(id="b", pdq=flip_bits(given_photo.pdq, limit + 1))
+    assert decide_single(snapshot, beyond).decision == "allow"
+
+
+def test_a_phash_only_record_matches_only_within_the_single_hash_threshold():
+    given_photo = photo(1)
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    limit = UNKNOWN_QUALITY_RULE.kinds["original"].phash_only
+    at = Record(
+        id="a",
+        phash=given_photo.phash if limit is None else flip_bits(given_photo.phash, max(limit, 0)),
+    )
+    beyond = Record(
+        id="b", phash=flip_bits(given_photo.phash, (limit or 0) + 1 if limit and limit >= 0 else 1)
+    )
+
+    expected = "exclude" if limit is not None and limit >= 0 else "allow"
+    assert decide_single(snapshot, at).decision == expected
+    assert decide_single(snapshot, beyond).decision == "allow"
+
+
+def test_a_record_with_both_hashes_matches_inside_a_box_of_the_photo():
     given_photo = photo(1)
     snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
 
-    assert (
-        decide_single(snapshot, Record(id="a", phash=flip_bits(given_photo.phash, 8))).decision
-        == "exclude"
-    )
-    assert (
-        decide_single(snapshot, Record(id="b", phash=flip_bits(given_photo.phash, 9))).decision
-        == "allow"
-    )
+    def record(pdq_bits: int, phash_bits: int) -> Record:
+        return Record(
+            id=f"{pdq_bits}-{phash_bits}",
+            pdq=flip_bits(given_photo.pdq, pdq_bits),
+            phash=flip_bits(given_photo.phash, phash_bits),
+            pdq_quality=90,
+        )
+
+    for box in ORIGINAL.both:
+        inside = decide_single(snapshot, record(box.pdq, box.phash))
+        assert inside.decision == "exclude"
+        evidence = inside.matches[0].evidence
+        assert evidence is not None
+        assert (evidence["variant"], evidence["basis"]) == ("original", "pdq+phash")
+        assert (evidence["pdq_distance"], evidence["phash_distance"]) == (box.pdq, box.phash)
+        # One more bit on either hash leaves this box; it matches only when
+        # another box holds the pair.
+        for pdq_bits, phash_bits in ((box.pdq + 1, box.phash), (box.pdq, box.phash + 1)):
+            expected = any(other.contains(pdq_bits, phash_bits) for other in ORIGINAL.both)
+            outcome = decide_single(snapshot, record(pdq_bits, phash_bits)).decision
+            assert outcome == ("exclude" if expected else "allow"), (box, pdq_bits, phash_bits)
+
+
+def test_a_cropped_repost_matches_the_crop_variant_and_names_it():
+    crop = Variant("crop_centre_90", secrets.token_hex(32), 80, secrets.token_hex(8))
+    given_photo = photo(1, variants=variants_pack([crop]))
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    box = CROP.both[0]
+
+    def record(pdq_bits: int, phash_bits: int) -> Record:
+        return Record(
+            id="r",
+            pdq=flip_bits(crop.pdq, pdq_bits),
+            phash=flip_bits(crop.phash, phash_bits),
+            pdq_quality=90,
+        )
+
+    match = decide_single(snapshot, record(box.pdq, box.phash)).matches[0]
+    assert match.evidence is not None
+    assert match.evidence["variant"] == "crop_centre_90"
+    assert (match.kind, match.distance, match.threshold) == ("pdq", box.pdq, box.pdq)
+    assert decide_single(snapshot, record(box.pdq + 1, box.phash)).decision == "allow"
+    assert decide_single(snapshot, record(box.pdq, box.phash + 1)).decision == "allow"
+
+
+def test_a_low_quality_record_matches_only_nearly_exactly():
+    given_photo = photo(1)
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    low = DEFAULT_RULE.low_quality.both[0]
+    widest = max(ORIGINAL.both, key=lambda box: box.pdq)
+
+    def record(pdq_bits: int, phash_bits: int) -> Record:
+        return Record(
+            id="r",
+            pdq=flip_bits(given_photo.pdq, pdq_bits),
+            phash=flip_bits(given_photo.phash, phash_bits),
+            pdq_quality=DEFAULT_RULE.min_quality - 1,
+        )
+
+    result = decide_single(snapshot, record(low.pdq, low.phash))
+    assert result.decision == "exclude"
+    assert result.matches[0].evidence is not None
+    assert result.matches[0].evidence["quality"] == "low_query"
+    assert decide_single(snapshot, record(widest.pdq, widest.phash)).decision == "allow"
 
 
 def test_refusing_ai_training_refuses_generative_training_but_not_inference():
@@ -216,8 +325,12 @@ def test_invalid_records_are_reported_with_reason_and_row():
 
 
 def test_stricter_thresholds_are_accepted_and_looser_refused():
-    assert DEFAULT_THRESHOLDS.stricter(pdq=10) == Thresholds(pdq=10, phash=8)
-    for looser in ({"pdq": 32}, {"phash": 9}, {"pdq": -1}):
+    assert DEFAULT_THRESHOLDS.stricter(pdq=10) == Thresholds(pdq=10, phash=DEFAULT_THRESHOLDS.phash)
+    for looser in (
+        {"pdq": DEFAULT_THRESHOLDS.pdq + 1},
+        {"phash": DEFAULT_THRESHOLDS.phash + 1},
+        {"pdq": -1},
+    ):
         try:
             DEFAULT_THRESHOLDS.stricter(**looser)
         except ThresholdTooLoose:
@@ -225,30 +338,83 @@ def test_stricter_thresholds_are_accepted_and_looser_refused():
         raise AssertionError(f"{looser} was accepted")
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    registered=st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=1, max_size=40),
-    query=st.integers(min_value=0, max_value=2**64 - 1),
-    flips=st.integers(min_value=0, max_value=12),
-    threshold=st.integers(min_value=0, max_value=8),
-)
-def test_phash_range_search_equals_brute_force(registered, query, flips, threshold):
-    photos = [
-        SnapshotPhoto(key=i, creator=1, sha256=f"{i:064x}", phash=f"{code:016x}")
-        for i, code in enumerate(registered)
-    ]
-    near = f"{registered[0]:016x}"
-    queries = [f"{query:016x}", flip_bits(near, flips, seed=query % 1000)]
-    snapshot = Snapshot(version=1, photos=photos, claims=[], opt_outs=[opt_out(1)])
+def test_a_stricter_threshold_caps_every_perceptual_match():
+    given_photo = photo(1)
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    record = Record(
+        id="r",
+        pdq=flip_bits(given_photo.pdq, 20),
+        phash=flip_bits(given_photo.phash, 6),
+        pdq_quality=90,
+    )
 
-    for value in queries:
-        found = sorted(snapshot.within("phash", value, threshold))
-        oracle = sorted(
-            (i, hamming(p.phash, value))
-            for i, p in enumerate(photos)
-            if hamming(p.phash, value) <= threshold
-        )
-        assert found == oracle
+    def outcome(thresholds: Thresholds):
+        return decide(
+            [record], snapshot, use="ai_training", organization=None, thresholds=thresholds
+        )[0]
+
+    assert outcome(DEFAULT_THRESHOLDS).decision == "exclude"
+    capped = outcome(DEFAULT_THRESHOLDS.stricter(pdq=24)).matches[0]
+    assert capped.threshold == 24 and capped.evidence is not None
+    assert capped.evidence["pdq_threshold"] == 24
+    assert outcome(DEFAULT_THRESHOLDS.stricter(pdq=19)).decision == "allow"
+    assert outcome(DEFAULT_THRESHOLDS.stricter(phash=5)).decision == "allow"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    codes=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2**256 - 1),
+            st.integers(min_value=0, max_value=2**64 - 1),
+            st.integers(min_value=0, max_value=100),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    pdq_flips=st.integers(min_value=0, max_value=64),
+    phash_flips=st.integers(min_value=0, max_value=24),
+    mode=st.sampled_from(["both", "pdq", "phash"]),
+    quality=st.sampled_from([None, 10, 90]),
+)
+def test_the_snapshot_applies_the_rule_to_every_variant(
+    codes, pdq_flips, phash_flips, mode, quality
+):
+    """The brute-force snapshot's prefilter never drops a variant the rule
+    accepts: its decisions equal the rule evaluated on every variant."""
+    names = [name for name in DEFAULT_VARIANTS if name != "original"]
+    variants = [
+        Variant(names[i % len(names)], f"{pdq:064x}", q, f"{ph:016x}")
+        for i, (pdq, ph, q) in enumerate(codes[1:])
+    ]
+    pdq, ph, q = codes[0]
+    given_photo = SnapshotPhoto(
+        key=1,
+        creator=1,
+        sha256="0" * 64,
+        pdq=f"{pdq:064x}",
+        pdq_quality=q,
+        phash=f"{ph:016x}",
+        variants=variants_pack(variants),
+    )
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    target = variants[-1] if variants else given_photo
+    query = QueryHashes(
+        pdq=flip_bits(target.pdq, pdq_flips) if mode != "phash" else "",
+        phash=flip_bits(target.phash, phash_flips) if mode != "pdq" else "",
+        pdq_quality=quality if mode != "phash" else None,
+    )
+    record = Record(id="r", pdq=query.pdq, phash=query.phash, pdq_quality=query.pdq_quality)
+    everything = [
+        VariantHashes("original", "original", given_photo.pdq, q, given_photo.phash),
+        *(
+            VariantHashes(v.name, variant_kind(v.name), v.pdq, v.pdq_quality, v.phash)
+            for v in variants
+        ),
+    ]
+    expected = any(rule_for(query).evaluate(query, v).matched for v in everything)
+
+    assert (decide_single(snapshot, record).decision == "exclude") == expected
 
 
 # --- domain claims looked up by host suffix ---------------------------------------

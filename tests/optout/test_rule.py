@@ -16,6 +16,8 @@ from optout.matching.rule import (
     KINDS,
     PDQ_STEP,
     PHASH_STEP,
+    PRIMARY_KINDS,
+    PRIMARY_PHASH_RADIUS,
     UNKNOWN_QUALITY_RULE,
     Box,
     KindRule,
@@ -189,6 +191,7 @@ def test_hamming_refuses_hashes_of_different_lengths() -> None:
         hamming_hex(PDQ, PHASH)
 
 
+@pytest.mark.parametrize("rule", [DEFAULT_RULE, UNKNOWN_QUALITY_RULE], ids=["default", "bare"])
 @given(
     kind=st.sampled_from(KINDS),
     pdq_bits=st.integers(0, 256),
@@ -197,7 +200,8 @@ def test_hamming_refuses_hashes_of_different_lengths() -> None:
     registered_quality=st.sampled_from([0, 49, 50, 100]),
     query_quality=st.sampled_from([None, 10, 90]),
 )
-def test_search_radii_find_every_variant_the_rule_accepts(
+def test_the_search_plan_finds_every_variant_the_rule_accepts(
+    rule: MatchRule,
     kind: str,
     pdq_bits: int,
     phash_bits: int,
@@ -205,31 +209,46 @@ def test_search_radii_find_every_variant_the_rule_accepts(
     registered_quality: int,
     query_quality: int | None,
 ) -> None:
-    """The index searched at ``search_radii`` never misses an accepted variant."""
-    radii = DEFAULT_RULE.search_radii()
+    """The indexes searched as ``search_plan`` says never miss an accepted variant."""
+    plan = rule.search_plan()
     q = query(
         pdq_bits if mode in ("both", "pdq") else None,
         phash_bits if mode in ("both", "phash") else None,
         quality=query_quality,
     )
 
-    evidence = DEFAULT_RULE.evaluate(q, variant(kind, quality=registered_quality))
+    evidence = rule.evaluate(q, variant(kind, quality=registered_quality))
 
     if not evidence.matched:
         return
-    if mode == "both":
-        assert pdq_bits <= radii.pdq_with_phash and phash_bits <= radii.phash_with_pdq
+    primary = kind in PRIMARY_KINDS
+    if mode == "both" and primary:
+        assert phash_bits <= plan.primary_phash or (
+            plan.primary_pdq is not None and pdq_bits <= plan.primary_pdq
+        )
+    elif mode == "both":
+        assert plan.derived_phash is not None and phash_bits <= plan.derived_phash
     elif mode == "pdq":
-        assert radii.pdq_only is not None and pdq_bits <= radii.pdq_only
+        assert primary and plan.pdq_only is not None and pdq_bits <= plan.pdq_only
     else:
-        assert radii.phash_only is not None and phash_bits <= radii.phash_only
+        assert primary and plan.phash_only is not None and phash_bits <= plan.phash_only
 
 
-def test_search_radii_of_the_default_rule() -> None:
-    radii = DEFAULT_RULE.search_radii()
+def test_the_search_plan_of_the_default_rule_keeps_the_searches_cheap() -> None:
+    plan = DEFAULT_RULE.search_plan()
 
-    assert (radii.pdq_with_phash, radii.phash_with_pdq) == (56, 18)
-    assert (radii.pdq_only, radii.phash_only) == (31, 0)
+    assert plan.primary_phash <= PRIMARY_PHASH_RADIUS
+    assert plan.primary_pdq is not None and plan.primary_pdq <= 32
+    assert plan.derived_phash is not None and plan.derived_phash <= 8
+    assert (plan.pdq_only, plan.phash_only) == (31, 0)
+
+
+def test_a_rule_the_indexes_cannot_serve_is_refused() -> None:
+    kinds = dict(DEFAULT_RULE.kinds)
+    kinds["crop"] = KindRule(both=(Box(pdq=40, phash=8),), pdq_only=24)
+
+    with pytest.raises(ValueError, match="pHash only"):
+        MatchRule(kinds=kinds, low_quality=DEFAULT_RULE.low_quality).search_plan()
 
 
 def test_bare_hashes_without_quality_get_the_stricter_rule() -> None:

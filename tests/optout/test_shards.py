@@ -24,13 +24,15 @@ from optout.models import Batch, BatchResult, Chunk, ChunkShardResult, EngineSta
 from optout.snapshots import snapshot_load
 from optout.tasks import batch_chunk_shard_decide_task
 from registry.models import Photo
+from registry.variants import variants_unpack
 from tests.factories import OrganizationFactory, PhotoFactory
 from tests.optout.batch_helpers import download, flip_bits, jsonl, jsonl_rows, pipeline_client
 from tests.optout.batch_helpers import submit as submit_manifest
 from tests.optout.test_batch_worker import (
     BLOCKED_DOMAIN,
-    PDQ_THRESHOLD,
-    PHASH_THRESHOLD,
+    BOX,
+    CROP_BOX,
+    PDQ_ONLY,
     Oracle,
     RegistryPhotos,
     registry_build,
@@ -96,14 +98,31 @@ def records_build(
     photos = registry.covered + registry.uncovered
     for _ in range(40):
         plant(sha256=rng.choice(photos).sha256)
-    for distance in (0, 9, PDQ_THRESHOLD, PDQ_THRESHOLD + 1):
+    for distance in (0, 9, PDQ_ONLY, PDQ_ONLY + 1):
         for _ in range(20):
-            plant(pdq=flip_bits(rng.choice(photos).pdq, distance, rng))
-    for distance in (0, 4, PHASH_THRESHOLD, PHASH_THRESHOLD + 1):
+            plant(pdq=flip_bits(rng.choice(photos).pdq, distance, rng), phash=None, pdq_quality=90)
+    for pdq_bits, phash_bits in ((0, 0), (BOX.pdq, BOX.phash), (BOX.pdq, BOX.phash + 1)):
         for _ in range(20):
-            plant(phash=flip_bits(rng.choice(photos).phash, distance, rng))
+            photo = rng.choice(photos)
+            plant(
+                pdq=flip_bits(photo.pdq, pdq_bits, rng),
+                phash=flip_bits(photo.phash, phash_bits, rng),
+                pdq_quality=90,
+            )
+    for _ in range(20):  # near a crop variant, on either shard
+        photo = rng.choice(registry.with_variants)
+        crop = variants_unpack(bytes(photo.variants))[0]
+        plant(
+            pdq=flip_bits(crop.pdq, CROP_BOX.pdq, rng),
+            phash=flip_bits(crop.phash, CROP_BOX.phash, rng),
+            pdq_quality=90,
+        )
     for _ in range(10):
-        plant(pdq=flip_bits(twins[0].pdq, 5, rng), phash=flip_bits(twins[0].phash, 1, rng))
+        plant(
+            pdq=flip_bits(twins[0].pdq, 5, rng),
+            phash=flip_bits(twins[0].phash, 1, rng),
+            pdq_quality=90,
+        )
     for index in range(10):
         plant(url=f"https://cdn{index}.{BLOCKED_DOMAIN}/{index}.jpg")
     for _ in range(5):

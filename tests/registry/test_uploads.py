@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from registry import hashing, uploads
+from registry import hashing, uploads, variants
 from registry.uploads import HashedItem, HashLine
 from tests.images import encode, generated_photo, jpeg_bytes
 
@@ -44,7 +44,8 @@ def patch_header(
 
 
 def ok(name: str, data: bytes) -> HashedItem:
-    return HashedItem(name, hashes=hashing.hash_bytes(data))
+    derived = variants.variants_compute(hashing.decode(data), variants.DERIVED_VARIANTS)
+    return HashedItem(name, hashes=hashing.hash_bytes(data), variants=tuple(derived))
 
 
 # hash_files: plain files

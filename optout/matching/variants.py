@@ -1,0 +1,148 @@
+"""A registered photo's variants as the matching engine holds them.
+
+Every photo is registered with its own hashes (the ``original`` variant) and,
+when they are known, the hashes of derived images (``registry.variants``: the
+mirror image, crops, small rotations), stored packed in ``Photo.variants``.
+The engine keeps one compact byte string per photo (``photo_blob``) and gives
+each variant an index id that packs the photo key and the variant's position
+(``variant_id``), so a hit in any hash index leads straight back to the photo
+and to the variant's other hash for confirmation (``blob_variant``).
+
+Pure: no Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from optout.matching.rule import PRIMARY_KINDS, VariantHashes
+from registry.variants import PACKED_SIZE, VARIANT_NAMES, variant_kind
+
+# Index id of a variant: photo key << POSITION_BITS | position (0 = original).
+POSITION_BITS = 6
+MAX_POSITIONS = 1 << POSITION_BITS
+# The blob's first byte says which of the original's hashes are known.
+_HAS_PDQ, _HAS_PHASH, _HAS_QUALITY = 1, 2, 4
+# A registered hash without a known PDQ quality is not held back by the quality
+# gate (registrations made before qualities were recorded).
+UNKNOWN_QUALITY = 100
+
+
+def variant_id(key: int, position: int) -> int:
+    return (key << POSITION_BITS) | position
+
+
+def variant_ids_of(keys: np.ndarray) -> np.ndarray:
+    """Every possible variant id of the photos ``keys`` (for tombstoning)."""
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1, 1)
+    return ((keys << POSITION_BITS) | np.arange(MAX_POSITIONS, dtype=np.int64)).reshape(-1)
+
+
+def photo_blob(pdq: str, phash: str, pdq_quality: int | None, derived: bytes) -> bytes:
+    """The photo's variants in one byte string: a flags byte, the original
+    packed like ``registry.variants.variants_pack`` (missing hashes as zeros),
+    then the derived variants as stored in ``Photo.variants``."""
+    if len(derived) % PACKED_SIZE or len(derived) // PACKED_SIZE >= MAX_POSITIONS:
+        raise ValueError("malformed packed variants")
+    flags = (
+        (_HAS_PDQ if pdq else 0)
+        | (_HAS_PHASH if phash else 0)
+        | (_HAS_QUALITY if pdq_quality is not None else 0)
+    )
+    original = bytes((0, UNKNOWN_QUALITY if pdq_quality is None else pdq_quality))
+    original += bytes.fromhex(phash) if phash else bytes(8)
+    original += bytes.fromhex(pdq) if pdq else bytes(32)
+    return bytes((flags,)) + original + derived
+
+
+def blob_size(blob: bytes) -> int:
+    """How many variants (the original included) a blob holds."""
+    return (len(blob) - 1) // PACKED_SIZE
+
+
+@cache
+def _name_kind(code: int) -> tuple[str, str]:
+    name = VARIANT_NAMES[code]
+    return name, variant_kind(name)
+
+
+def blob_variant(blob: bytes, position: int) -> VariantHashes:
+    """The variant at ``position`` (0: the original; a missing hash is "")."""
+    offset = 1 + position * PACKED_SIZE
+    row = blob[offset : offset + PACKED_SIZE]
+    name, kind = _name_kind(row[0])
+    pdq, phash = row[10:42].hex(), row[2:10].hex()
+    if position == 0:
+        flags = blob[0]
+        pdq = pdq if flags & _HAS_PDQ else ""
+        phash = phash if flags & _HAS_PHASH else ""
+    return VariantHashes(name=name, kind=kind, pdq=pdq, pdq_quality=row[1], phash=phash)
+
+
+@cache
+def _primary_codes() -> np.ndarray:
+    return np.asarray(
+        [code for code in VARIANT_NAMES if _name_kind(code)[1] in PRIMARY_KINDS], dtype=np.uint8
+    )
+
+
+@dataclass
+class IndexEntries:
+    """Hashes to index, as uint64 words (most significant first) with their ids."""
+
+    codes: list[np.ndarray]
+    ids: list[np.ndarray]
+
+    def arrays(self, words: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.ids:
+            return np.zeros((0, words), dtype=np.uint64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(self.codes), np.concatenate(self.ids)
+
+
+def _words(columns: np.ndarray) -> np.ndarray:
+    """(n, 8 * w) big-endian bytes as (n, w) uint64."""
+    return np.ascontiguousarray(columns).view(">u8").astype(np.uint64)
+
+
+def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], IndexEntries]:
+    """The index entries of many photos, by (group, hash kind): ("primary",
+    "pdq"), ("primary", "phash") for the original and the mirror image,
+    ("derived", "phash") for every other variant. Vectorised over photos whose
+    blobs have the same length."""
+    out = {group: IndexEntries([], []) for group in _GROUPS}
+    by_length: dict[int, list[int]] = {}
+    for row, blob in enumerate(blobs):
+        by_length.setdefault(len(blob), []).append(row)
+    primary_codes = _primary_codes()
+    for length, rows in by_length.items():
+        table = np.frombuffer(b"".join(blobs[row] for row in rows), dtype=np.uint8)
+        table = table.reshape(len(rows), length)
+        photo_keys = np.asarray([keys[row] for row in rows], dtype=np.int64)
+        flags = table[:, 0]
+        for position in range((length - 1) // PACKED_SIZE):
+            packed = table[:, 1 + position * PACKED_SIZE : 1 + (position + 1) * PACKED_SIZE]
+            ids = (photo_keys << POSITION_BITS) | position
+            primary = np.isin(packed[:, 0], primary_codes)
+            has_pdq = np.ones(len(rows), dtype=bool)
+            has_phash = np.ones(len(rows), dtype=bool)
+            if position == 0:
+                has_pdq = (flags & _HAS_PDQ) > 0
+                has_phash = (flags & _HAS_PHASH) > 0
+            phash = _words(packed[:, 2:10])
+            pdq = _words(packed[:, 10:42])
+            for group, mask in (("primary", primary), ("derived", ~primary)):
+                take = mask & has_phash
+                if take.any():
+                    out[(group, "phash")].codes.append(phash[take])
+                    out[(group, "phash")].ids.append(ids[take])
+            take = primary & has_pdq
+            if take.any():
+                out[("primary", "pdq")].codes.append(pdq[take])
+                out[("primary", "pdq")].ids.append(ids[take])
+    return out
+
+
+_GROUPS = (("primary", "pdq"), ("primary", "phash"), ("derived", "phash"))

@@ -1,0 +1,388 @@
+"""Every registered photo carries its derived variants (``Photo.variants``), on
+every registration path: web and API uploads (files and ZIPs), hashes JSONL,
+JSON hashes, and the output of `optout hash` uploaded as it is."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from rest_framework.test import APIClient
+
+from registry import hashing, models, variants
+from registry.models import Creator, Photo
+from registry.variants import Variant
+from tests.factories import CreatorFactory
+from tests.images import encode, generated_photo, skimage_photo
+
+pytestmark = pytest.mark.django_db
+
+OPTOUT = Path(sys.executable).parent / "optout"
+SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
+PDQ = "0123456789abcdef" * 4
+PHASH = "fedcba9876543210"
+
+
+def photo_jpeg(name: str = "coffee") -> bytes:
+    return encode(skimage_photo(name), "JPEG", quality=90)
+
+
+def expected_variants(data: bytes) -> list[Variant]:
+    """What the registry must store: the default variants of the decoded photo
+    but the first, the original (the photo's own hashes)."""
+    computed = variants.variants_compute(hashing.decode(data))
+    assert computed[0].name == variants.ORIGINAL
+    return computed[1:]
+
+
+def stored(photo: Photo) -> list[Variant]:
+    return variants.variants_unpack(bytes(photo.variants))
+
+
+def signed_in(client: Client) -> Creator:
+    creator = CreatorFactory()
+    assert creator.user is not None
+    client.force_login(creator.user)
+    return creator
+
+
+def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def variant_dicts(data: bytes) -> list[dict[str, Any]]:
+    return [variant.as_dict() for variant in expected_variants(data)]
+
+
+def test_derived_variants_are_the_default_variants_but_the_original() -> None:
+    assert variants.DEFAULT_VARIANTS[1:] == variants.DERIVED_VARIANTS
+    assert variants.DEFAULT_VARIANTS[0] == variants.ORIGINAL
+    assert len(variants.DERIVED_VARIANTS) == 15
+    assert models.PACKED_VARIANT_SIZE == variants.PACKED_SIZE
+
+
+def test_hash_bytes_with_variants_is_hash_bytes_plus_the_derived_variants() -> None:
+    data = photo_jpeg("astronaut")
+
+    hashes, derived = variants.hash_bytes_with_variants(data)
+
+    assert hashes == hashing.hash_bytes(data)
+    assert derived == expected_variants(data)
+
+
+def test_hash_bytes_with_variants_fast_keeps_fast_hashes_and_exact_variants() -> None:
+    data = encode(generated_photo(7, (1600, 1200)), "JPEG", quality=90)
+
+    hashes, derived = variants.hash_bytes_with_variants(data, fast=True)
+
+    assert hashes == hashing.hash_bytes(data, fast=True)
+    assert derived == expected_variants(data)
+
+
+def test_hash_bytes_with_variants_refuses_what_hash_bytes_refuses() -> None:
+    with pytest.raises(hashing.ImageRejected) as rejected:
+        variants.hash_bytes_with_variants(b"\xff\xd8\xff" + bytes(200))
+
+    assert rejected.value.code == "corrupt"
+
+
+# --- uploads of photo files ------------------------------------------------------
+
+
+def test_web_upload_stores_the_derived_variants_of_the_photo(client: Client) -> None:
+    creator = signed_in(client)
+    data = photo_jpeg("coffee")
+
+    response = client.post("/me/photos/upload/", {"photos": [upload("coffee.jpg", data)]})
+
+    assert response.status_code == 200
+    photo = Photo.objects.get(creator=creator)
+    assert stored(photo) == expected_variants(data)
+    assert [v.name for v in stored(photo)] == list(variants.DERIVED_VARIANTS)
+    assert photo.variant_count == 15
+    assert len(bytes(photo.variants)) == 15 * variants.PACKED_SIZE
+    # The photo's own hashes are the original variant, not stored twice.
+    original = variants.variants_compute(hashing.decode(data), (variants.ORIGINAL,))[0]
+    assert (photo.pdq, photo.pdq_quality, photo.phash) == (
+        original.pdq,
+        original.pdq_quality,
+        original.phash,
+    )
+
+
+def test_web_zip_upload_stores_each_members_variants_and_reports_the_bad(
+    client: Client,
+) -> None:
+    creator = signed_in(client)
+    first, second = photo_jpeg("chelsea"), encode(skimage_photo("rocket"), "PNG")
+    archive = zip_of({"a.jpg": first, "sub/b.png": second, "notes.txt": b"not a photo"})
+
+    response = client.post(
+        "/me/photos/upload/", {"photos": [upload("photos.zip", archive, "application/zip")]}
+    )
+
+    assert response.status_code == 200
+    rows = response.context["upload_result"].rows
+    assert [(row.filename, row.status) for row in rows] == [
+        ("photos.zip/a.jpg", "registered"),
+        ("photos.zip/sub/b.png", "registered"),
+        ("photos.zip/notes.txt", "not_an_image"),
+    ]
+    by_name = {p.original_filename: p for p in Photo.objects.filter(creator=creator)}
+    assert stored(by_name["a.jpg"]) == expected_variants(first)
+    assert stored(by_name["b.png"]) == expected_variants(second)
+
+
+def test_api_file_upload_stores_the_derived_variants(api: APIClient, creator: Creator) -> None:
+    data = photo_jpeg("astronaut")
+    archive = zip_of({"in-zip.jpg": photo_jpeg("chelsea")})
+
+    response = api.post(
+        "/api/v1/me/photos",
+        {
+            "files": [
+                upload("astronaut.jpg", data),
+                upload("photos.zip", archive, "application/zip"),
+            ]
+        },
+        format="multipart",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["registered"] == 2
+    by_name = {p.original_filename: p for p in Photo.objects.filter(creator=creator)}
+    assert stored(by_name["astronaut.jpg"]) == expected_variants(data)
+    assert stored(by_name["in-zip.jpg"]) == expected_variants(photo_jpeg("chelsea"))
+
+
+# --- hash-only registrations ---------------------------------------------------------
+
+
+def variant_item(name: str, **overrides: object) -> dict[str, object]:
+    return {"name": name, "pdq": PDQ, "pdq_quality": 90, "phash": PHASH, **overrides}
+
+
+BAD_VARIANTS: list[tuple[object, str]] = [
+    (
+        [variant_item("zoom_in")],
+        "variants[0]: unknown variant name 'zoom_in'; use one of mirror, crop_centre_95,",
+    ),
+    (
+        [variant_item("original")],
+        "variants[0]: the original's hashes go in pdq, pdq_quality and phash, not in variants",
+    ),
+    (
+        [variant_item("mirror"), variant_item("rotate_+2", pdq=PDQ[:-2])],
+        "variants[1] (rotate_+2): pdq must be 64 hexadecimal digits",
+    ),
+    (
+        [variant_item("mirror", phash="xyz" + PHASH[3:])],
+        "variants[0] (mirror): phash must be 16 hexadecimal digits",
+    ),
+    (
+        [variant_item("mirror", pdq_quality=101)],
+        "variants[0] (mirror): pdq_quality must be a whole number from 0 to 100",
+    ),
+    (
+        [{"name": "mirror", "pdq": PDQ, "phash": PHASH}],
+        "variants[0] (mirror): pdq_quality must be a whole number from 0 to 100",
+    ),
+    (
+        [variant_item("mirror"), variant_item("mirror")],
+        "variants[1]: variant 'mirror' appears more than once",
+    ),
+    ({"name": "mirror"}, "variants must be a list of objects"),
+    (["mirror"], "variants[0] must be an object"),
+]
+
+
+@pytest.mark.parametrize(("value", "reason"), BAD_VARIANTS)
+def test_variants_parse_names_the_problem(value: object, reason: str) -> None:
+    with pytest.raises(ValueError) as error:
+        variants.variants_parse(value)
+
+    assert str(error.value).startswith(reason)
+
+
+def test_variants_parse_normalises_case_and_order() -> None:
+    parsed = variants.variants_parse(
+        [variant_item("rotate_-2", pdq=PDQ.upper()), variant_item("mirror", pdq_quality=0)]
+    )
+
+    assert parsed == [
+        Variant("mirror", PDQ, 0, PHASH),
+        Variant("rotate_-2", PDQ, 90, PHASH),
+    ]
+    assert variants.variants_parse(None) == variants.variants_parse([]) == []
+
+
+def test_hashes_jsonl_with_variants_stores_them_and_reports_bad_lines_by_number(
+    client: Client,
+) -> None:
+    creator = signed_in(client)
+    data = photo_jpeg("coffee")
+    hashes = hashing.hash_bytes(data)
+    lines = [
+        json.dumps({**hashes.as_dict(), "filename": "coffee.jpg", "variants": variant_dicts(data)}),
+        json.dumps({"sha256": SHA_A, "variants": [variant_item("zoom_in")]}),
+        json.dumps({"sha256": SHA_B, "pdq": PDQ, "pdq_quality": 77}),
+        json.dumps({"sha256": SHA_C, "variants": [variant_item("mirror"), variant_item("mirror")]}),
+        json.dumps({"sha256": "d" * 64, "pdq_quality": 101}),
+    ]
+
+    response = client.post(
+        "/me/photos/hashes/",
+        {"hashes": upload("hashes.jsonl", "\n".join(lines).encode(), "application/jsonl")},
+    )
+
+    assert response.status_code == 200
+    result = response.context["hashes_result"]
+    assert (result.total, result.registered, result.rejected) == (5, 2, 3)
+    assert [(row.line, row.reason.split(";")[0]) for row in result.rows] == [
+        (2, "variants[0]: unknown variant name 'zoom_in'"),
+        (4, "variants[1]: variant 'mirror' appears more than once"),
+        (5, "pdq_quality must be a whole number from 0 to 100"),
+    ]
+    photo = Photo.objects.get(creator=creator, sha256=hashes.sha256)
+    assert stored(photo) == expected_variants(data)
+    assert photo.pdq_quality == hashes.pdq_quality
+    without = Photo.objects.get(creator=creator, sha256=SHA_B)
+    assert (bytes(without.variants), without.variant_count, without.pdq_quality) == (b"", 0, 77)
+
+
+def test_api_json_hashes_with_variants_are_stored_and_bad_items_reported(
+    api: APIClient, creator: Creator
+) -> None:
+    data = photo_jpeg("chelsea")
+    hashes = hashing.hash_bytes(data)
+
+    response = api.post(
+        "/api/v1/me/photos",
+        {
+            "hashes": [
+                {**hashes.as_dict(), "variants": variant_dicts(data)},
+                {"sha256": SHA_A, "variants": [variant_item("mirror", pdq="00")]},
+                {"sha256": SHA_B, "variants": [variant_item("crop_centre_90", pdq_quality=5)]},
+            ]
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["registered"], body["errors"]) == (2, 1)
+    assert body["results"][1] == {
+        "index": 1,
+        "status": "error",
+        "error": "variants[0] (mirror): pdq must be 64 hexadecimal digits",
+        "code": "invalid",
+    }
+    assert stored(Photo.objects.get(creator=creator, sha256=hashes.sha256)) == expected_variants(
+        data
+    )
+    assert stored(Photo.objects.get(creator=creator, sha256=SHA_B)) == [
+        Variant("crop_centre_90", PDQ, 5, PHASH)
+    ]
+
+
+def test_openapi_schema_documents_the_variants_of_a_hashes_item(api: APIClient) -> None:
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+
+    item = schemas["PhotoHashItemRequest"]["properties"]
+    variant = schemas["PhotoVariantHashesRequest"]["properties"]
+
+    assert item["variants"]["type"] == "array"
+    assert item["variants"]["items"] == {"$ref": "#/components/schemas/PhotoVariantHashesRequest"}
+    assert set(variant) == {"name", "pdq", "pdq_quality", "phash"}
+    assert set(schemas["PhotoVariantHashesRequest"]["required"]) == set(variant)
+    assert (variant["pdq_quality"]["minimum"], variant["pdq_quality"]["maximum"]) == (0, 100)
+    assert variant["name"]["allOf"] == [{"$ref": "#/components/schemas/VariantNameEnum"}]
+    assert schemas["VariantNameEnum"]["enum"] == list(variants.DERIVED_VARIANTS)
+
+
+def test_a_packed_variants_value_of_the_wrong_length_is_refused_by_the_database(
+    creator: Creator,
+) -> None:
+    from django.db import IntegrityError, transaction
+
+    from tests.factories import PhotoFactory
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PhotoFactory(creator=creator, variants=b"\x01" * 41)
+
+
+# --- optout hash -> upload --------------------------------------------------------
+
+
+def test_optout_hash_output_uploads_as_is_and_stores_the_same_variants(
+    client: Client, tmp_path: Path
+) -> None:
+    creator = signed_in(client)
+    root = tmp_path / "photos"
+    root.mkdir()
+    photos = {"coffee.jpg": photo_jpeg("coffee"), "rocket.png": encode(skimage_photo("rocket"))}
+    for name, data in photos.items():
+        (root / name).write_bytes(data)
+    output = tmp_path / "hashes.jsonl"
+
+    run = subprocess.run(
+        [str(OPTOUT), "hash", str(root), "-o", str(output), "--quiet", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    response = client.post(
+        "/me/photos/hashes/",
+        {"hashes": upload("hashes.jsonl", output.read_bytes(), "application/jsonl")},
+    )
+
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(text) for text in output.read_text().splitlines()]
+    assert response.status_code == 200
+    assert response.context["hashes_result"].registered == 2
+    for line in lines:
+        photo = Photo.objects.get(creator=creator, sha256=line["sha256"])
+        assert [v.as_dict() for v in stored(photo)] == line["variants"]
+        # What the CLI computed is what an upload of the photo itself stores.
+        assert stored(photo) == expected_variants(photos[line["path"]])
+        assert photo.pdq_quality == line["pdq_quality"]
+
+
+# --- export and admin ---------------------------------------------------------------
+
+
+def test_export_and_admin_show_the_variant_count(client: Client, admin_client: Client) -> None:
+    creator = signed_in(client)
+    client.post("/me/photos/upload/", {"photos": [upload("coffee.jpg", photo_jpeg("coffee"))]})
+    client.post(
+        "/me/photos/hashes/",
+        {"hashes": upload("h.jsonl", json.dumps({"sha256": SHA_A}).encode(), "text/plain")},
+    )
+    photo = Photo.objects.get(creator=creator, original_filename="coffee.jpg")
+
+    export = json.loads(client.get("/me/export/").content)
+    change = admin_client.get(f"/admin/registry/photo/{photo.pk}/change/")
+
+    counts = {item["sha256"]: item["variant_count"] for item in export["photos"]}
+    assert counts == {photo.sha256: 15, SHA_A: 0}
+    assert change.status_code == 200
+    html = change.content.decode()
+    assert "Variants" in html
+    assert '<div class="readonly">15</div>' in html
