@@ -167,17 +167,16 @@ class PhotoHit:
 
 def _capped(evidence: Evidence, thresholds: Thresholds) -> Evidence | None:
     """The evidence under a pipeline's stricter thresholds (None: no match)."""
-    caps = {"pdq": thresholds.pdq, "phash": thresholds.phash}
-    changes: dict[str, int | None] = {}
-    for kind, cap in caps.items():
-        distance = getattr(evidence, f"{kind}_distance")
-        threshold = getattr(evidence, f"{kind}_threshold")
-        if distance is None or threshold is None:
-            continue
-        if distance > cap:
+    pdq_threshold, phash_threshold = evidence.pdq_threshold, evidence.phash_threshold
+    if evidence.pdq_distance is not None and pdq_threshold is not None:
+        if evidence.pdq_distance > thresholds.pdq:
             return None
-        changes[f"{kind}_threshold"] = min(threshold, cap)
-    return replace(evidence, **changes) if changes else evidence
+        pdq_threshold = min(pdq_threshold, thresholds.pdq)
+    if evidence.phash_distance is not None and phash_threshold is not None:
+        if evidence.phash_distance > thresholds.phash:
+            return None
+        phash_threshold = min(phash_threshold, thresholds.phash)
+    return replace(evidence, pdq_threshold=pdq_threshold, phash_threshold=phash_threshold)
 
 
 def _perceptual_hit(photo: int, evidence: Evidence) -> PhotoHit:

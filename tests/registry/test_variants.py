@@ -50,14 +50,28 @@ def test_variants_are_deterministic_and_follow_the_default_names() -> None:
     assert len({v.pdq for v in first}) == len(first)
 
 
-def test_default_variants_include_the_dihedral_set_crops_and_small_rotations() -> None:
+def test_default_variants_are_the_mirror_crops_and_small_rotations() -> None:
     names = set(variants.DEFAULT_VARIANTS)
 
-    assert set(variants.DIHEDRAL_NAMES) <= names
-    assert len(variants.DIHEDRAL_NAMES) == 8
-    assert {"crop_centre_90", "crop_top_left_95", "crop_bottom_right_90", "rotate_+2"} <= names
+    assert variants.DEFAULT_VARIANTS[0] == "original" and len(names) == 16
+    assert {"mirror", "crop_centre_90", "crop_top_left_95", "crop_bottom_right_90"} <= names
+    assert {"crop_centre_90_mirror", "rotate_+2", "rotate_-2"} <= names
+    # Turned or flipped-over photos are rare edits: not registered by default.
+    assert not names & (set(variants.DIHEDRAL_NAMES) - {"original", "mirror"})
     kinds = {variants.variant_kind(name) for name in names}
-    assert kinds == {"original", "mirror", "dihedral", "crop", "rotation"}
+    assert kinds == {"original", "mirror", "crop", "rotation"}
+
+
+def test_variants_pack_and_unpack_round_trip_with_stable_codes() -> None:
+    computed = variants.variants_compute(decoded(skimage_photo("coffee")))
+
+    packed = variants.variants_pack(computed)
+
+    assert len(packed) == variants.PACKED_SIZE * len(computed)
+    assert variants.variants_unpack(packed) == computed
+    # Codes are stored: they never move (new variants are appended).
+    assert variants.VARIANT_CODES["original"] == 0 and variants.VARIANT_CODES["mirror"] == 1
+    assert variants.VARIANT_CODES["rotate_-2"] == 31
 
 
 def test_original_variant_is_the_photos_own_hashes() -> None:
@@ -77,7 +91,8 @@ def test_dihedral_variants_are_the_hashes_of_the_turned_images() -> None:
     rgb = decoded(skimage_photo("chelsea"))
     work = variants.working_copy(rgb)
 
-    computed = {v.name: v for v in variants.variants_compute(rgb)}
+    names = ("original", "mirror", "rotate_90", "transverse")
+    computed = {v.name: v for v in variants.variants_compute(rgb, names=names)}
 
     for name in ("mirror", "rotate_90", "transverse"):
         pdq, _ = hashing.pdq_of(variants.variant_image(rgb, name))
