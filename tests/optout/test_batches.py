@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -27,6 +28,8 @@ from rest_framework.test import APIClient
 
 from optout import batches, receipts
 from optout.engine import engines
+from optout.matching import DEFAULT_THRESHOLDS, rule_fingerprint
+from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box
 from optout.models import Batch, BatchResult, Chunk, OptOut, Organization, PipelineRequest
 from optout.services import opt_out_file
 from optout.tasks import batch_chunk_decide_task, batch_chunks_sweep_task, batch_shard_hash_task
@@ -37,6 +40,7 @@ from tests.images import encode, generated_photo, jpeg_bytes
 from tests.optout.batch_helpers import (
     download,
     flip_bits,
+    hamming,
     jsonl,
     jsonl_rows,
     parquet,
@@ -117,17 +121,74 @@ def client(organization: Organization) -> APIClient:
     return pipeline_client(organization)
 
 
+# Distances come from the registry's rule (optout/matching/rule.py), never from
+# here: the rule is calibrated on its own. NEAR: the widest PDQ distance at
+# which the rule matches the photo itself, with the pHash distance it allows there.
+ORIGINAL = DEFAULT_RULE.kinds["original"]
+BARE = UNKNOWN_QUALITY_RULE.kinds["original"]
+NEAR = max(ORIGINAL.both, key=lambda box: box.pdq)
+
+
+def box_of(pdq: int, phash: int) -> Box:
+    """The box the engine reports for a pair at these distances (the first that holds it)."""
+    return next(box for box in ORIGINAL.both if box.contains(pdq, phash))
+
+
+def near_match(registry: Registry) -> dict[str, object]:
+    """The match of the ``near`` record of ``mixed_records``."""
+    box = box_of(NEAR.pdq, NEAR.phash)
+    return {
+        "kind": "pdq",
+        "distance": NEAR.pdq,
+        "threshold": box.pdq,
+        "opt_out": str(registry.opt_out.public_id),
+        "uses": ["ai_training"],
+        "evidence": {
+            "variant": "original",
+            "basis": "pdq+phash",
+            "pdq_distance": NEAR.pdq,
+            "pdq_threshold": box.pdq,
+            "phash_distance": NEAR.phash,
+            "phash_threshold": box.phash,
+            "quality": "ok",
+        },
+    }
+
+
+SHA256_EVIDENCE = {
+    "variant": "original",
+    "basis": "sha256",
+    "pdq_distance": None,
+    "pdq_threshold": None,
+    "phash_distance": None,
+    "phash_threshold": None,
+    "quality": "ok",
+}
+
+
 def mixed_records(registry: Registry) -> list[bytes]:
-    """Manifest lines: two exclusions, two allowed, a malformed line, an invalid hash."""
+    """Manifest lines: two exclusions, two allowed, a malformed line, an invalid hash.
+
+    ``near`` is a near-duplicate stating its PDQ quality, at the edge of the
+    rule's widest PDQ box; ``bare`` has a PDQ as close as the rule allows a PDQ
+    alone, but states no quality, so the stricter rule leaves it out."""
     rng = random.Random(7)
+    photo = registry.photo
+    assert ORIGINAL.pdq_only is not None and (BARE.pdq_only or -1) < ORIGINAL.pdq_only
+    near = {
+        "id": "near",
+        "pdq": flip_bits(photo.pdq, NEAR.pdq, rng),
+        "phash": flip_bits(photo.phash, NEAR.phash, rng),
+        "pdq_quality": 100,
+    }
     return [
-        json.dumps({"id": "exact", "sha256": registry.photo.sha256}).encode(),
-        json.dumps({"id": "near", "pdq": flip_bits(registry.photo.pdq, 31, rng)}).encode(),
+        json.dumps({"id": "exact", "sha256": photo.sha256}).encode(),
+        json.dumps(near).encode(),
         json.dumps({"id": "other-use", "sha256": registry.other_use_photo.sha256}).encode(),
         b'{"id": "broken", "sha256": ',
         json.dumps({"id": "short", "phash": "abc"}).encode(),
         json.dumps({"id": "claimed", "url": "https://cdn.photos.example.org/a.jpg"}).encode(),
-        json.dumps({"id": "far", "pdq": flip_bits(registry.photo.pdq, 32, rng)}).encode(),
+        json.dumps({"id": "bare", "pdq": flip_bits(photo.pdq, ORIGINAL.pdq_only, rng)}).encode(),
     ]
 
 
@@ -199,17 +260,10 @@ def test_jsonl_batch_is_accepted_chunked_decided_and_signed(
     assert status == 200
     rows = jsonl_rows(exclusions)
     assert [(row["id"], row["row"]) for row in rows] == [("exact", 1), ("near", 2), ("claimed", 6)]
-    assert [m["kind"] for m in rows[0]["matches"]] == ["sha256"]
-    assert rows[1]["matches"] == [
-        {
-            "kind": "pdq",
-            "distance": 31,
-            "threshold": 31,
-            "opt_out": str(registry.opt_out.public_id),
-            "uses": ["ai_training"],
-        }
-    ]
+    assert [(m["kind"], m["evidence"]) for m in rows[0]["matches"]] == [("sha256", SHA256_EVIDENCE)]
+    assert rows[1]["matches"] == [near_match(registry)]
     assert [m["kind"] for m in rows[2]["matches"]] == ["domain"]
+    assert "evidence" not in rows[2]["matches"][0]
     status, invalid = download(
         client, f"/api/v1/batches/{batch.public_id}/exclusions?decision=invalid"
     )
@@ -275,13 +329,16 @@ def test_status_goes_queued_running_done_with_progress_and_receipt(
         "invalid_count": 0,
         "excluded_ids_sha256": receipts.excluded_ids_digest(["hit"]),
         "registry_version": version,
-        "thresholds": {"pdq": 31, "phash": 8},
+        "thresholds": {"pdq": DEFAULT_THRESHOLDS.pdq, "phash": DEFAULT_THRESHOLDS.phash},
         "algorithms": statement["algorithms"],
         "started_at": done["started_at"].replace("Z", "+00:00"),
         "finished_at": done["finished_at"].replace("Z", "+00:00"),
     }
     assert set(statement["algorithms"]) == {"sha256", "pdq", "phash", "decision"}
     assert statement["algorithms"]["pdq"].startswith("PDQ (pdqhash 0.")
+    # The receipt names the decision rule (its thresholds and the registered variants).
+    assert rule_fingerprint().startswith("sha256:")
+    assert rule_fingerprint() in statement["algorithms"]["decision"]
     # No creator identity anywhere a pipeline can read.
     text = json.dumps(done)
     creator = registry.photo.creator
@@ -453,18 +510,32 @@ def test_the_schema_bounds_the_thresholds_as_the_view_does(client: APIClient) ->
     schema = client.get("/api/schema/?format=json").json()
     fields = schema["components"]["schemas"]["BatchSubmitRequest"]["properties"]
 
-    loosest = submit(client, jsonl([{"id": "a", "url": "https://a.org/"}]), pdq_threshold=31)
+    loosest = submit(
+        client,
+        jsonl([{"id": "a", "url": "https://a.org/"}]),
+        pdq_threshold=DEFAULT_THRESHOLDS.pdq,
+        phash_threshold=DEFAULT_THRESHOLDS.phash,
+    )
     huge = submit(
         client, jsonl([{"id": "a", "url": "https://a.org/"}]), key="2", pdq_threshold=10**12
     )
 
-    assert (fields["pdq_threshold"]["minimum"], fields["pdq_threshold"]["maximum"]) == (0, 31)
-    assert (fields["phash_threshold"]["minimum"], fields["phash_threshold"]["maximum"]) == (0, 8)
+    assert (fields["pdq_threshold"]["minimum"], fields["pdq_threshold"]["maximum"]) == (
+        0,
+        DEFAULT_THRESHOLDS.pdq,
+    )
+    assert (fields["phash_threshold"]["minimum"], fields["phash_threshold"]["maximum"]) == (
+        0,
+        DEFAULT_THRESHOLDS.phash,
+    )
     assert loosest.status_code == 202
     assert huge.status_code == 400
-    assert huge.json()["fields"] == {
-        "pdq_threshold": ["pdq threshold must be between 0 and 31 (the registry's maximum)"]
-    }
+    assert huge.json()["fields"] == {"pdq_threshold": [loose_message("pdq")]}
+
+
+def loose_message(kind: str) -> str:
+    maximum = getattr(DEFAULT_THRESHOLDS, kind)
+    return f"{kind} threshold must be between 0 and {maximum} (the registry's maximum)"
 
 
 def test_unknown_manifest_format_is_415(client: APIClient) -> None:
@@ -543,8 +614,8 @@ def test_use_and_thresholds_are_validated(client: APIClient) -> None:
     manifest = jsonl([{"id": "a", "url": "https://a.org/"}])
 
     bad_use = submit(client, manifest, use="scraping")
-    loose = submit(client, manifest, pdq_threshold=32)
-    loose_phash = submit(client, manifest, phash_threshold=9)
+    loose = submit(client, manifest, pdq_threshold=DEFAULT_THRESHOLDS.pdq + 1)
+    loose_phash = submit(client, manifest, phash_threshold=DEFAULT_THRESHOLDS.phash + 1)
 
     assert bad_use.status_code == 400
     assert bad_use.json()["fields"] == {
@@ -554,37 +625,55 @@ def test_use_and_thresholds_are_validated(client: APIClient) -> None:
         ]
     }
     assert loose.status_code == 400
-    assert loose.json()["fields"] == {
-        "pdq_threshold": ["pdq threshold must be between 0 and 31 (the registry's maximum)"]
-    }
-    assert loose_phash.json()["fields"] == {
-        "phash_threshold": ["phash threshold must be between 0 and 8 (the registry's maximum)"]
-    }
+    assert loose.json()["fields"] == {"pdq_threshold": [loose_message("pdq")]}
+    assert loose_phash.status_code == 400
+    assert loose_phash.json()["fields"] == {"phash_threshold": [loose_message("phash")]}
     assert Batch.objects.count() == 0
 
 
 def test_a_stricter_threshold_excludes_fewer(client: APIClient) -> None:
     registry = registry_with_opt_outs()
     rng = random.Random(3)
-    manifest = jsonl(
-        [
-            {"id": "d5", "pdq": flip_bits(registry.photo.pdq, 5, rng)},
-            {"id": "d6", "pdq": flip_bits(registry.photo.pdq, 6, rng)},
-            {"id": "p2", "phash": flip_bits(registry.photo.phash, 2, rng)},
-            {"id": "p3", "phash": flip_bits(registry.photo.phash, 3, rng)},
-        ]
+
+    def near(name: str, pdq: int, phash: int) -> dict[str, object]:
+        return {
+            "id": name,
+            "pdq": flip_bits(registry.photo.pdq, pdq, rng),
+            "phash": flip_bits(registry.photo.phash, phash, rng),
+            "pdq_quality": 100,
+        }
+
+    # Every record matches under the registry's rule; the caps (5 PDQ bits,
+    # 2 pHash bits) leave out the ones beyond them on either hash.
+    records = [near("d5", 5, 0), near("d6", 6, 0), near("p2", 0, 2), near("p3", 0, 3)]
+    for record in records:
+        pdq, phash = (
+            hamming(str(record[kind]), getattr(registry.photo, kind)) for kind in ("pdq", "phash")
+        )
+        assert any(box.contains(pdq, phash) for box in ORIGINAL.both), record
+    default = batch_of(submit(client, jsonl(records), key="default"))
+    capped = batch_of(
+        submit(client, jsonl(records), key="capped", pdq_threshold=5, phash_threshold=2)
     )
-    batch = batch_of(submit(client, manifest, pdq_threshold=5, phash_threshold=2))
 
-    run_chunks(batch)
+    run_chunks(default)
+    run_chunks(capped)
 
-    _status, body = download(client, f"/api/v1/batches/{batch.public_id}/exclusions")
+    _status, body = download(client, f"/api/v1/batches/{default.public_id}/exclusions")
+    assert [row["id"] for row in jsonl_rows(body)] == ["d5", "d6", "p2", "p3"]
+    _status, body = download(client, f"/api/v1/batches/{capped.public_id}/exclusions")
     rows = jsonl_rows(body)
     assert [row["id"] for row in rows] == ["d5", "p2"]
-    assert [row["matches"][0]["threshold"] for row in rows] == [5, 2]
-    batch.refresh_from_db()
-    assert batch.thresholds == {"pdq": 5, "phash": 2}
-    assert batch.receipt["statement"]["thresholds"] == {"pdq": 5, "phash": 2}  # type: ignore[index]
+    # The thresholds reported are the rule's, capped.
+    assert [row["matches"][0]["threshold"] for row in rows] == [5, 5]
+    assert [
+        (m["evidence"]["pdq_threshold"], m["evidence"]["phash_threshold"])
+        for row in rows
+        for m in row["matches"]
+    ] == [(5, 2), (5, 2)]
+    capped.refresh_from_db()
+    assert capped.thresholds == {"pdq": 5, "phash": 2}
+    assert capped.receipt["statement"]["thresholds"] == {"pdq": 5, "phash": 2}  # type: ignore[index]
 
 
 def test_an_exception_granted_to_the_organization_is_honoured(
@@ -686,6 +775,50 @@ def test_img2dataset_parquet_is_accepted_unchanged_with_key_as_id(client: APICli
     assert (batch.excluded_count, batch.invalid_count) == (2, 1)
 
 
+def test_a_manifest_pdq_quality_column_is_read_in_every_format(client: APIClient) -> None:
+    registry = registry_with_opt_outs()
+    assert ORIGINAL.pdq_only is not None and (BARE.pdq_only or -1) < ORIGINAL.pdq_only
+    # As close as the rule allows a PDQ alone when the record states its quality.
+    pdq = flip_bits(registry.photo.pdq, ORIGINAL.pdq_only, random.Random(5))
+    ids = ["stated", "bare", "too-high"]
+    qualities: list[int | None] = [100, None, 101]
+    manifests = {
+        "jsonl": jsonl(
+            {"id": i, "pdq": pdq, **({} if q is None else {"pdq_quality": q})}
+            for i, q in zip(ids, qualities, strict=True)
+        ),
+        "csv": b"id,pdq,pdq_quality\n"
+        + "".join(
+            f"{i},{pdq},{'' if q is None else q}\n" for i, q in zip(ids, qualities, strict=True)
+        ).encode(),
+        "parquet": parquet({"id": ids, "pdq": [pdq] * 3, "pdq_quality": qualities}),
+    }
+
+    decided = {}
+    for index, (fmt, manifest) in enumerate(manifests.items()):
+        batch = batch_of(submit(client, manifest, name=f"m.{fmt}", key=str(index)))
+        run_chunks(batch)
+        decided[fmt] = list(
+            BatchResult.objects.filter(batch=batch).values_list("record_id", "decision", "reason")
+        )
+
+    # A blank or missing quality is a bare PDQ (the stricter rule): allowed.
+    expected = [
+        ("stated", "exclude", ""),
+        ("too-high", "invalid", "pdq_quality must be an integer from 0 to 100"),
+    ]
+    assert decided == dict.fromkeys(manifests, expected)
+
+
+def with_null_evidence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**row, "matches": [{"evidence": None, **match} for match in row["matches"]]}
+        if "matches" in row
+        else row
+        for row in rows
+    ]
+
+
 def test_exclusions_in_csv_parquet_and_jsonl_parse_back_equal(client: APIClient) -> None:
     registry = registry_with_opt_outs()
     batch = batch_of(submit(client, b"\n".join(mixed_records(registry))))
@@ -708,11 +841,18 @@ def test_exclusions_in_csv_parquet_and_jsonl_parse_back_equal(client: APIClient)
             for row in csv.DictReader(io.StringIO(body_c.decode()))
         ]
         from_parquet = pq.read_table(io.BytesIO(body_p)).to_pylist()
-        assert jsonl_rows(body_j) == from_csv == from_parquet
+        assert jsonl_rows(body_j) == from_csv
+        # Parquet has a column for every field: a claim match's evidence is null
+        # there, and absent from JSONL and CSV.
+        assert with_null_evidence(jsonl_rows(body_j)) == from_parquet
         parsed[decision] = jsonl_rows(body_j)
 
     assert [row["row"] for row in parsed["exclude"]] == [1, 2, 6]
     assert [row["row"] for row in parsed["invalid"]] == [4, 5]
+    exact, near, claimed = (row["matches"] for row in parsed["exclude"])
+    assert [m["evidence"] for m in exact] == [SHA256_EVIDENCE]
+    assert near == [near_match(registry)]
+    assert [set(m) for m in claimed] == [{"kind", "distance", "threshold", "opt_out", "uses"}]
     response = client.get(f"{base}?format=parquet")
     assert response["Content-Type"] == "application/vnd.apache.parquet"
     assert response["Content-Disposition"] == (

@@ -22,6 +22,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from optout import changes, services
+from optout.matching import DEFAULT_THRESHOLDS
+from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box, KindRule
 from optout.models import OptOut, Organization, OrganizationAPIKey, PipelineRequest
 from registry import services as registry_services
 from registry.ledger import registry_version_current
@@ -37,6 +39,22 @@ SHA_C = "c" * 64
 PDQ_A = "0f" * 32
 PHASH_A = "3c" * 8
 USES_ALLOWED = "data_mining, ai_training, ai_generative_training, ai_inference"
+# The registry's rule for the photo itself: records stating their PDQ quality
+# are held to ORIGINAL, bare hashes to BARE (the stricter rule). Box sizes come
+# from the rule, never from here: the rule is calibrated on its own.
+ORIGINAL: KindRule = DEFAULT_RULE.kinds["original"]
+BARE: KindRule = UNKNOWN_QUALITY_RULE.kinds["original"]
+GOOD_QUALITY = 100
+LOW_QUALITY = DEFAULT_RULE.min_quality - 1
+SHA256_EVIDENCE = {
+    "variant": "original",
+    "basis": "sha256",
+    "pdq_distance": None,
+    "pdq_threshold": None,
+    "phash_distance": None,
+    "phash_threshold": None,
+    "quality": "ok",
+}
 
 
 def flip(value: str, bits: int) -> str:
@@ -90,14 +108,72 @@ def lookup(api: APIClient, records: list[Any], use: str = "ai_training", **body:
     return response
 
 
-def match(kind: str, opt_out: OptOut, distance: int = 0, threshold: int = 0) -> dict[str, Any]:
-    return {
+def match(
+    kind: str,
+    opt_out: OptOut,
+    distance: int = 0,
+    threshold: int = 0,
+    evidence: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A match as the API answers it; claim matches carry no evidence."""
+    data = {
         "kind": kind,
         "distance": distance,
         "threshold": threshold,
         "opt_out": str(opt_out.public_id),
         "uses": opt_out.uses,
     }
+    if evidence is not None:
+        data["evidence"] = evidence
+    return data
+
+
+def sha_match(opt_out: OptOut) -> dict[str, Any]:
+    return match("sha256", opt_out, evidence=SHA256_EVIDENCE)
+
+
+def evidence(
+    basis: str,
+    *,
+    pdq: int | None = None,
+    pdq_threshold: int | None = None,
+    phash: int | None = None,
+    phash_threshold: int | None = None,
+    quality: str = "ok",
+) -> dict[str, Any]:
+    """The evidence of a match of the registered photo itself (``original``)."""
+    return {
+        "variant": "original",
+        "basis": basis,
+        "pdq_distance": pdq,
+        "pdq_threshold": pdq_threshold,
+        "phash_distance": phash,
+        "phash_threshold": phash_threshold,
+        "quality": quality,
+    }
+
+
+def box_of(rule: KindRule, pdq: int, phash: int) -> Box:
+    """The box the engine reports for a pair at these distances: the first of
+    the rule's boxes that holds it."""
+    held = [box for box in rule.both if box.contains(pdq, phash)]
+    assert held, f"({pdq}, {phash}) is in none of {rule.both}"
+    return held[0]
+
+
+def both_match(opt_out: OptOut, rule: KindRule, pdq: int, phash: int) -> dict[str, Any]:
+    """The match of a record with both hashes at these distances from the photo."""
+    box = box_of(rule, pdq, phash)
+    found = evidence(
+        "pdq+phash", pdq=pdq, pdq_threshold=box.pdq, phash=phash, phash_threshold=box.phash
+    )
+    return match("pdq", opt_out, pdq, box.pdq, found)
+
+
+def pdq_match(opt_out: OptOut, distance: int, threshold: int) -> dict[str, Any]:
+    """The match of a PDQ-only record."""
+    found = evidence("pdq", pdq=distance, pdq_threshold=threshold)
+    return match("pdq", opt_out, distance, threshold, found)
 
 
 def at(opt_out_or_event: ConsentEvent) -> str:
@@ -144,10 +220,19 @@ def world() -> World:
 
 
 def test_lookup_excludes_by_every_hash_kind_and_by_url_and_allows_the_rest(world: World) -> None:
+    bare_pdq, known_pdq = BARE.pdq_only, ORIGINAL.pdq_only
+    assert bare_pdq is not None and known_pdq is not None
+    widest = max(ORIGINAL.both, key=lambda box: box.pdq)
     records = [
         {"id": "sha", "sha256": SHA_A},
-        {"id": "pdq", "pdq": flip(PDQ_A, 5)},
-        {"id": "phash", "phash": flip(PHASH_A, 3)},
+        {"id": "pdq", "pdq": flip(PDQ_A, bare_pdq)},
+        {"id": "pdq-quality", "pdq": flip(PDQ_A, known_pdq), "pdq_quality": GOOD_QUALITY},
+        {
+            "id": "both",
+            "pdq": flip(PDQ_A, widest.pdq),
+            "phash": flip(PHASH_A, widest.phash),
+            "pdq_quality": GOOD_QUALITY,
+        },
         {"id": "domain", "url": "https://cdn.bob.example/x.jpg"},
         {"id": "prefix", "url": "https://photos.example.net/bob/1.jpg"},
         {"id": "other-path", "url": "https://photos.example.net/carol/1.jpg"},
@@ -160,16 +245,21 @@ def test_lookup_excludes_by_every_hash_kind_and_by_url_and_allows_the_rest(world
     assert response.json() == {
         "registry_version": registry_version_current(),
         "results": [
-            {"id": "sha", "decision": "exclude", "matches": [match("sha256", world.opt_alice)]},
+            {"id": "sha", "decision": "exclude", "matches": [sha_match(world.opt_alice)]},
             {
                 "id": "pdq",
                 "decision": "exclude",
-                "matches": [match("pdq", world.opt_alice, 5, 31)],
+                "matches": [pdq_match(world.opt_alice, bare_pdq, bare_pdq)],
             },
             {
-                "id": "phash",
+                "id": "pdq-quality",
                 "decision": "exclude",
-                "matches": [match("phash", world.opt_alice, 3, 8)],
+                "matches": [pdq_match(world.opt_alice, known_pdq, known_pdq)],
+            },
+            {
+                "id": "both",
+                "decision": "exclude",
+                "matches": [both_match(world.opt_alice, ORIGINAL, widest.pdq, widest.phash)],
             },
             {"id": "domain", "decision": "exclude", "matches": [match("domain", world.opt_bob)]},
             {
@@ -200,7 +290,7 @@ def test_malformed_records_are_invalid_with_reasons_while_the_others_are_decided
 
     assert response.status_code == 200
     assert response.json()["results"] == [
-        {"id": "ok", "decision": "exclude", "matches": [match("sha256", world.opt_alice)]},
+        {"id": "ok", "decision": "exclude", "matches": [sha_match(world.opt_alice)]},
         {
             "id": "short",
             "decision": "invalid",
@@ -227,6 +317,153 @@ def test_malformed_records_are_invalid_with_reasons_while_the_others_are_decided
     assert (audit.record_count, audit.excluded_count) == (7, 1)
 
 
+QUALITY_REASON = "pdq_quality must be an integer from 0 to 100"
+
+
+def test_a_pdq_quality_out_of_range_or_not_an_integer_is_invalid_with_the_reason(
+    world: World,
+) -> None:
+    bad = [101, -1, 1000, 50.5, "high", "90%", True, [90], {"q": 90}, "\u00b2", "9" * 5000]
+    hashes = {"pdq": PDQ_A, "phash": PHASH_A}
+    records = [
+        {"id": "edge-0", **hashes, "pdq_quality": 0},
+        {"id": "edge-100", **hashes, "pdq_quality": 100},
+        # An empty cell (a CSV column left blank) states no quality: a bare record.
+        {"id": "blank", **hashes, "pdq_quality": ""},
+        *({"id": f"bad-{i}", **hashes, "pdq_quality": value} for i, value in enumerate(bad)),
+        {"id": "no-pdq", "phash": PHASH_A, "pdq_quality": 90},
+        {"id": "no-hash", "url": "https://bob.example/x.jpg", "pdq_quality": 90},
+    ]
+
+    response = lookup(world.api, records)
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    # 0 and 100 are qualities (0: a featureless image, matched only nearly exactly).
+    assert [r["decision"] for r in results[:3]] == ["exclude"] * 3
+    assert [r["matches"][0]["evidence"]["quality"] for r in results[:3]] == [
+        "low_query",
+        "ok",
+        "ok",
+    ]
+    assert results[3:] == [
+        *(
+            {"id": f"bad-{i}", "decision": "invalid", "reason": QUALITY_REASON, "row": 3 + i}
+            for i in range(len(bad))
+        ),
+        {
+            "id": "no-pdq",
+            "decision": "invalid",
+            "reason": "pdq_quality needs a pdq",
+            "row": len(records) - 2,
+        },
+        {
+            "id": "no-hash",
+            "decision": "invalid",
+            "reason": "pdq_quality needs a pdq",
+            "row": len(records) - 1,
+        },
+    ]
+    audit = PipelineRequest.objects.get()
+    assert (audit.record_count, audit.excluded_count) == (len(records), 3)
+
+
+def test_a_stated_pdq_quality_holds_a_record_to_the_registry_rule_and_a_bare_hash_to_the_stricter(
+    world: World,
+) -> None:
+    def record(name: str, pdq: int, phash: int | None, quality: int | None) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": name, "pdq": flip(PDQ_A, pdq)}
+        if phash is not None:
+            data["phash"] = flip(PHASH_A, phash)
+        if quality is not None:
+            data["pdq_quality"] = quality
+        return data
+
+    corners = [(box.pdq, box.phash) for box in ORIGINAL.both]
+    # The stricter rule leaves every corner of the registry's boxes out (else
+    # this test could not tell the rules apart), and the low-quality box too.
+    for pdq, phash in corners:
+        assert not any(box.contains(pdq, phash) for box in BARE.both), (pdq, phash)
+        assert not any(box.contains(pdq, phash) for box in DEFAULT_RULE.low_quality.both)
+    known_pdq, bare_pdq = ORIGINAL.pdq_only, BARE.pdq_only
+    assert known_pdq is not None and bare_pdq is not None and bare_pdq < known_pdq
+    low = DEFAULT_RULE.low_quality.both[0]
+    records = [
+        *(
+            record(f"stated-{i}", pdq, phash, GOOD_QUALITY)
+            for i, (pdq, phash) in enumerate(corners)
+        ),
+        *(record(f"bare-{i}", pdq, phash, None) for i, (pdq, phash) in enumerate(corners)),
+        *(record(f"low-{i}", pdq, phash, LOW_QUALITY) for i, (pdq, phash) in enumerate(corners)),
+        record("pdq-stated", known_pdq, None, GOOD_QUALITY),
+        record("pdq-bare", known_pdq, None, None),
+        record("low-near", low.pdq, low.phash, LOW_QUALITY),
+    ]
+
+    results = {r["id"]: r for r in lookup(world.api, records).json()["results"]}
+
+    for i, (pdq, phash) in enumerate(corners):
+        assert results[f"stated-{i}"]["matches"] == [
+            both_match(world.opt_alice, ORIGINAL, pdq, phash)
+        ]
+        assert results[f"bare-{i}"] == {"id": f"bare-{i}", "decision": "allow", "matches": []}
+        assert results[f"low-{i}"] == {"id": f"low-{i}", "decision": "allow", "matches": []}
+    assert results["pdq-stated"]["matches"] == [pdq_match(world.opt_alice, known_pdq, known_pdq)]
+    assert results["pdq-bare"]["decision"] == "allow"
+    assert results["low-near"]["matches"] == [
+        match(
+            "pdq",
+            world.opt_alice,
+            low.pdq,
+            low.pdq,
+            evidence(
+                "pdq+phash",
+                pdq=low.pdq,
+                pdq_threshold=low.pdq,
+                phash=low.phash,
+                phash_threshold=low.phash,
+                quality="low_query",
+            ),
+        )
+    ]
+
+
+def test_a_bare_phash_near_duplicate_is_not_excluded_but_with_its_pdq_and_quality_it_is(
+    world: World,
+) -> None:
+    # A pHash alone is not precise enough on photographs: a bare pHash-only
+    # record matches only within the stricter rule's pHash-only threshold.
+    beyond = 0 if BARE.phash_only is None else BARE.phash_only + 1
+    box = max(ORIGINAL.both, key=lambda b: b.phash)
+    assert 0 <= beyond <= box.phash
+    near_phash = flip(PHASH_A, beyond)
+    records = [
+        {"id": "phash", "phash": near_phash},
+        {"id": "with-pdq", "pdq": flip(PDQ_A, box.pdq), "phash": near_phash},
+        {
+            "id": "with-pdq-and-quality",
+            "pdq": flip(PDQ_A, box.pdq),
+            "phash": near_phash,
+            "pdq_quality": GOOD_QUALITY,
+        },
+    ]
+
+    results = lookup(world.api, records).json()["results"]
+
+    assert results[0] == {"id": "phash", "decision": "allow", "matches": []}
+    expected_bare = (
+        [both_match(world.opt_alice, BARE, box.pdq, beyond)]
+        if any(b.contains(box.pdq, beyond) for b in BARE.both)
+        else []
+    )
+    assert results[1]["matches"] == expected_bare
+    assert results[2] == {
+        "id": "with-pdq-and-quality",
+        "decision": "exclude",
+        "matches": [both_match(world.opt_alice, ORIGINAL, box.pdq, beyond)],
+    }
+
+
 def test_an_exception_is_honoured_for_the_excepted_organization_only(world: World) -> None:
     dave = CreatorFactory()
     [photo] = register(dave, HashLine(sha256=SHA_B))
@@ -244,7 +481,7 @@ def test_an_exception_is_honoured_for_the_excepted_organization_only(world: Worl
 
     assert excepted.json()["results"] == [{"id": "r", "decision": "allow", "matches": []}]
     assert refused.json()["results"] == [
-        {"id": "r", "decision": "exclude", "matches": [match("sha256", opt_out)]}
+        {"id": "r", "decision": "exclude", "matches": [sha_match(opt_out)]}
     ]
 
 
@@ -267,35 +504,82 @@ def test_refusing_ai_training_also_refuses_generative_training_and_nothing_else(
     assert PipelineRequest.objects.get().use == use
 
 
-def test_stricter_thresholds_narrow_the_matches(world: World) -> None:
-    records = [{"id": "pdq", "pdq": flip(PDQ_A, 10)}, {"id": "phash", "phash": flip(PHASH_A, 4)}]
+def test_stricter_thresholds_cap_the_distances_of_every_match(world: World) -> None:
+    pdq, phash = 10, 4
+    known_pdq = ORIGINAL.pdq_only
+    assert known_pdq is not None and pdq <= known_pdq
+    box = box_of(ORIGINAL, pdq, phash)
+    records = [
+        {"id": "pdq", "pdq": flip(PDQ_A, pdq), "pdq_quality": GOOD_QUALITY},
+        {
+            "id": "both",
+            "pdq": flip(PDQ_A, pdq),
+            "phash": flip(PHASH_A, phash),
+            "pdq_quality": GOOD_QUALITY,
+        },
+    ]
 
     default = lookup(world.api, records)
-    narrower = lookup(world.api, records, thresholds={"pdq": 9, "phash": 3})
-    exact_fit = lookup(world.api, records, thresholds={"pdq": 10, "phash": 4})
+    narrower = lookup(world.api, records, thresholds={"pdq": pdq - 1, "phash": phash - 1})
+    phash_capped = lookup(world.api, records, thresholds={"phash": phash - 1})
+    exact_fit = lookup(world.api, records, thresholds={"pdq": pdq, "phash": phash})
 
     assert [r["matches"] for r in default.json()["results"]] == [
-        [match("pdq", world.opt_alice, 10, 31)],
-        [match("phash", world.opt_alice, 4, 8)],
+        [pdq_match(world.opt_alice, pdq, known_pdq)],
+        [both_match(world.opt_alice, ORIGINAL, pdq, phash)],
     ]
     assert [r["decision"] for r in narrower.json()["results"]] == ["allow", "allow"]
-    assert [r["matches"] for r in exact_fit.json()["results"]] == [
-        [match("pdq", world.opt_alice, 10, 10)],
-        [match("phash", world.opt_alice, 4, 4)],
+    # A cap on the pHash leaves out a match beyond it even when the PDQ is close;
+    # a record without a pHash is not held to it.
+    assert [r["matches"] for r in phash_capped.json()["results"]] == [
+        [pdq_match(world.opt_alice, pdq, known_pdq)],
+        [],
     ]
+    # The thresholds reported are the rule's, capped.
+    assert [r["matches"] for r in exact_fit.json()["results"]] == [
+        [pdq_match(world.opt_alice, pdq, pdq)],
+        [
+            match(
+                "pdq",
+                world.opt_alice,
+                pdq,
+                pdq,
+                evidence(
+                    "pdq+phash",
+                    pdq=pdq,
+                    pdq_threshold=pdq,
+                    phash=phash,
+                    phash_threshold=min(box.phash, phash),
+                ),
+            )
+        ],
+    ]
+
+
+def loose_message(kind: str) -> str:
+    maximum = getattr(DEFAULT_THRESHOLDS, kind)
+    return f"{kind} threshold must be between 0 and {maximum} (the registry's maximum)"
+
+
+def test_the_default_thresholds_are_the_widest_distances_the_rule_accepts() -> None:
+    rules = [*DEFAULT_RULE.kinds.values(), DEFAULT_RULE.low_quality]
+    boxes = [box for rule in rules for box in rule.both]
+    singles = {
+        kind: [v for rule in rules if (v := getattr(rule, f"{kind}_only")) is not None]
+        for kind in ("pdq", "phash")
+    }
+
+    assert DEFAULT_THRESHOLDS.pdq == max([box.pdq for box in boxes] + singles["pdq"])
+    assert DEFAULT_THRESHOLDS.phash == max([box.phash for box in boxes] + singles["phash"])
 
 
 @pytest.mark.parametrize(
     ("thresholds", "field", "message"),
     [
-        ({"pdq": 32}, "pdq", "pdq threshold must be between 0 and 31 (the registry's maximum)"),
-        ({"phash": 9}, "phash", "phash threshold must be between 0 and 8 (the registry's maximum)"),
-        ({"pdq": -1}, "pdq", "pdq threshold must be between 0 and 31 (the registry's maximum)"),
-        (
-            {"pdq": 2094623224568405248},
-            "pdq",
-            "pdq threshold must be between 0 and 31 (the registry's maximum)",
-        ),
+        ({"pdq": DEFAULT_THRESHOLDS.pdq + 1}, "pdq", loose_message("pdq")),
+        ({"phash": DEFAULT_THRESHOLDS.phash + 1}, "phash", loose_message("phash")),
+        ({"pdq": -1}, "pdq", loose_message("pdq")),
+        ({"pdq": 2094623224568405248}, "pdq", loose_message("pdq")),
     ],
 )
 def test_a_looser_threshold_is_a_400_naming_the_threshold_and_the_maximum(
@@ -321,8 +605,58 @@ def test_the_lookup_schema_documents_what_the_view_accepts(world: World) -> None
     # documents a record or anything else rather than refusing what the view takes.
     assert records["items"]["anyOf"][0] == {"$ref": "#/components/schemas/LookupRecordRequest"}
     assert set(records["items"]["anyOf"][1]) == {"description"}
-    assert (thresholds["pdq"]["minimum"], thresholds["pdq"]["maximum"]) == (0, 31)
-    assert (thresholds["phash"]["minimum"], thresholds["phash"]["maximum"]) == (0, 8)
+    assert (thresholds["pdq"]["minimum"], thresholds["pdq"]["maximum"]) == (
+        0,
+        DEFAULT_THRESHOLDS.pdq,
+    )
+    assert (thresholds["phash"]["minimum"], thresholds["phash"]["maximum"]) == (
+        0,
+        DEFAULT_THRESHOLDS.phash,
+    )
+    quality = schemas["LookupRecordRequest"]["properties"]["pdq_quality"]
+    assert (quality["type"], quality["minimum"], quality["maximum"]) == ("integer", 0, 100)
+    assert "pdq_quality" not in schemas["LookupRecordRequest"]["required"]
+
+
+def test_the_lookup_schema_documents_the_evidence_of_a_match(world: World) -> None:
+    schema = world.api.get("/api/schema/?format=json").json()
+    schemas = schema["components"]["schemas"]
+    response = schema["paths"]["/api/v1/lookup"]["post"]["responses"]["200"]
+    answer = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    result = schemas[answer]["properties"]["results"]["items"]["$ref"].rsplit("/", 1)[-1]
+    match_schema = schemas[
+        schemas[result]["properties"]["matches"]["items"]["$ref"].rsplit("/")[-1]
+    ]
+    found = world.api.post(
+        "/api/v1/lookup",
+        {
+            "use": "ai_training",
+            "records": [
+                {"id": "p", "pdq": PDQ_A, "phash": PHASH_A, "pdq_quality": GOOD_QUALITY},
+                {"id": "u", "url": "https://bob.example/x.jpg"},
+            ],
+        },
+        format="json",
+    ).json()["results"]
+    [photo_match], [claim_match] = found[0]["matches"], found[1]["matches"]
+
+    # Claim matches carry no evidence: the field is documented but not required.
+    assert "evidence" not in match_schema["required"] and "evidence" not in claim_match
+    [evidence_ref] = match_schema["properties"]["evidence"]["allOf"]
+    evidence_schema = schemas[evidence_ref["$ref"].rsplit("/", 1)[-1]]
+    properties = evidence_schema["properties"]
+    assert set(properties) == set(photo_match["evidence"]) == set(SHA256_EVIDENCE)
+    assert set(evidence_schema["required"]) == set(properties)
+    for name in ("pdq_distance", "pdq_threshold", "phash_distance", "phash_threshold"):
+        assert (properties[name]["type"], properties[name]["nullable"]) == ("integer", True)
+    enums = {
+        name: schemas[properties[name]["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"]
+        for name in ("basis", "quality")
+    }
+    assert set(enums["basis"]) == {"sha256", "pdq+phash", "pdq", "phash"}
+    assert set(enums["quality"]) == {"ok", "low_registered", "low_query"}
+    assert photo_match["evidence"]["basis"] in enums["basis"]
+    assert photo_match["evidence"]["quality"] in enums["quality"]
 
 
 def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_changes(
@@ -677,6 +1011,8 @@ def test_no_pipeline_response_names_a_creator_photo_or_claim(world: World) -> No
         {"id": "a", "sha256": SHA_A},
         {"id": "b", "sha256": SHA_B},
         {"id": "u", "url": "https://bob.example/x.jpg"},
+        # A perceptual match, with its evidence (variant, distances).
+        {"id": "p", "pdq": PDQ_A, "phash": PHASH_A, "pdq_quality": GOOD_QUALITY},
     ]
 
     bodies = [
@@ -703,6 +1039,7 @@ def test_no_pipeline_response_names_a_creator_photo_or_claim(world: World) -> No
         assert [secret for secret in secrets if secret in text] == []
     # The check can fail: the opt-out ids (which pipelines may see) are there.
     assert str(world.opt_alice.public_id) in bodies[0].decode()
+    assert '"evidence"' in bodies[0].decode()
     assert str(world.opt_bob.public_id) in bodies[1].decode()
     assert SHA_B in bodies[1].decode()
 
