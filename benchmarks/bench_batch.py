@@ -7,8 +7,27 @@ decided by two real Celery worker processes against a registry in PostgreSQL.
 The database (default optout_bench, migrated here) is filled once with
 ``--photos`` photos (100 per creator, one all_photos opt-out each) and a few
 thousand domain claims under claims opt-outs, all in SQL (INSERT ... SELECT).
-The manifest holds sha256 + pdq + phash + url per record, ~1 % of them planted
-matches (exact sha256, PDQ and pHash within threshold, blocked domains).
+Every photo is registered like an upload is: its own hashes, a PDQ quality and
+the 15 derived variants (``registry.variants.DERIVED_VARIANTS``) packed in
+``registry_photo.variants``. All of them are derived from the photo's number
+in SQL (sha256/md5 of a text, ``photo_variant``), so the manifest can plant
+records near any variant without reading the registry back; they are random
+codes, not hashes of derived images.
+
+A database filled before photos had variants (rows with empty ``variants``) is
+brought up to date in place: ``variants_fill`` derives the variants and the
+PDQ quality of those rows with an UPDATE in batches of 100 000 ids (each its
+own transaction, so an interrupted run resumes where it stopped). It relies on
+photo number n having id ``min(id) + n - 1`` (one INSERT ... SELECT numbers
+them in order) and checks it on every row against the stored sha256: a row
+that does not fit is left empty and the run stops, asking for a fresh database.
+
+The manifest holds sha256 + pdq + phash + pdq_quality + url per record, ~1 %
+of them planted matches, a fifth each: the photo's exact sha256; near the
+photo itself, near its mirror image and near one of its 14 other derived
+variants (PDQ and pHash both a few bits away, within the registry's rule for
+that kind); a URL on a blocked domain. Random records state a PDQ quality too,
+so the registry's default rule applies to every record.
 
 Two workers (`celery worker --pool=solo --concurrency 1`) run on Redis database
 ``--redis-db`` (default 10); the manifest is submitted with Django's test
@@ -41,6 +60,11 @@ DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/optout_bench"
 PER_CREATOR = 100
 CLAIMS = 2_000
 PLANTED_SHARE = 0.01
+# Bits flipped on a planted near-duplicate: inside a box of the registry's rule
+# for every registered kind (``plants_check``).
+PLANT_PDQ_BITS = 20
+PLANT_PHASH_BITS = 6
+VARIANTS_FILL_BATCH = 100_000
 
 
 def env_set(redis_db: int) -> str:
@@ -67,6 +91,57 @@ def photo_phash(i: int) -> str:
     return hashlib.md5(f"h{i}".encode()).hexdigest()[:16]  # noqa: S324 - test data
 
 
+def photo_quality(i: int, position: int = 0) -> int:
+    """PDQ quality of photo i's variant at ``position`` (0: the photo itself):
+    50-100, so the quality gate holds back none of them."""
+    return 50 + (i * 7 + position) % 51
+
+
+def photo_variant(i: int, position: int) -> tuple[str, str, int]:
+    """(PDQ, pHash, PDQ quality) of photo i's variant at ``position``: 0 is the
+    photo itself, 1-15 its derived variants in the order of DERIVED_VARIANTS
+    (the order ``variants_sql`` packs them in)."""
+    if position == 0:
+        return photo_pdq(i), photo_phash(i), photo_quality(i)
+    pdq = hashlib.sha256(f"p{i}.{position}".encode()).hexdigest()
+    phash = hashlib.md5(f"h{i}.{position}".encode()).hexdigest()[:16]  # noqa: S324 - test data
+    return pdq, phash, photo_quality(i, position)
+
+
+def photo_variants_packed(i: int) -> bytes:
+    """Photo i's ``registry_photo.variants`` as ``variants_sql`` fills it."""
+    from registry.variants import DERIVED_VARIANTS, Variant, variants_pack
+
+    items = []
+    for position, name in enumerate(DERIVED_VARIANTS, start=1):
+        pdq, phash, quality = photo_variant(i, position)
+        items.append(Variant(name=name, pdq=pdq, pdq_quality=quality, phash=phash))
+    return variants_pack(items)
+
+
+def variants_sql(number: str) -> str:
+    """SQL for the packed variants of the photo numbered ``number`` (an SQL
+    expression), like ``variants_pack``: code byte, PDQ quality byte, pHash (8
+    bytes), PDQ (32 bytes) per variant, in the order of DERIVED_VARIANTS. The
+    codes come as the ``%(codes)s`` parameter (``variant_codes``)."""
+    n = number
+    return f"""(
+  SELECT string_agg(
+           set_byte(set_byte('\\x0000'::bytea, 0, (%(codes)s::int[])[v]), 1,
+                    (50 + mod({n} * 7 + v, 51))::int)
+           || substring(decode(md5('h' || {n} || '.' || v), 'hex') FROM 1 FOR 8)
+           || sha256(('p' || {n} || '.' || v)::bytea),
+           ''::bytea ORDER BY v)
+  FROM generate_series(1, cardinality(%(codes)s::int[])) AS v
+)"""  # noqa: S608 - built from this file's constants only
+
+
+def variant_codes() -> list[int]:
+    from registry.variants import DERIVED_VARIANTS, VARIANT_CODES
+
+    return [VARIANT_CODES[name] for name in DERIVED_VARIANTS]
+
+
 FILL_SQL = """
 WITH c AS (
   INSERT INTO registry_creator (public_id, created_at)
@@ -79,14 +154,26 @@ SELECT gen_random_uuid(), '["ai_training"]', 'all_photos', 'web', 'bench', now()
        %(version)s, now(), id FROM numbered;
 """
 
-PHOTOS_SQL = """
-INSERT INTO registry_photo (public_id, sha256, pdq, phash, original_filename, channel,
-                            registered_version, created_at, updated_at, creator_id)
+PHOTOS_SQL = f"""
+INSERT INTO registry_photo (public_id, sha256, pdq, phash, pdq_quality, variants,
+                            original_filename, channel, registered_version, created_at,
+                            updated_at, creator_id)
 SELECT gen_random_uuid(), encode(sha256(('s' || i)::bytea), 'hex'),
-       encode(sha256(('p' || i)::bytea), 'hex'), left(md5('h' || i), 16), '', 'api',
-       %(version)s, now(), now(), %(first)s + (i - 1) / 100
-FROM generate_series(%(start)s, %(stop)s) AS i;
-"""
+       encode(sha256(('p' || i)::bytea), 'hex'), left(md5('h' || i), 16), 50 + mod(i * 7, 51),
+       {variants_sql("i")}, '', 'api', %(version)s, now(), now(), %(first)s + (i - 1) / 100
+FROM generate_series(%(start)s, %(stop)s) AS i
+ORDER BY i;
+"""  # noqa: S608 - built from this file's constants only
+
+# Rows from before variants: photo number n is id - base + 1 (checked against
+# the sha256 it was registered with).
+VARIANTS_UPDATE_SQL = f"""
+UPDATE registry_photo
+SET variants = {variants_sql("(id - %(base)s + 1)")},
+    pdq_quality = 50 + mod((id - %(base)s + 1) * 7, 51)
+WHERE id >= %(start)s AND id < %(stop)s AND variants = ''::bytea
+  AND sha256 = encode(sha256(('s' || (id - %(base)s + 1))::bytea), 'hex');
+"""  # noqa: S608 - built from this file's constants only
 
 CLAIMS_SQL = """
 WITH cl AS (
@@ -128,15 +215,65 @@ def fill(photos: int) -> None:
         cursor.execute(FILL_SQL, {"creators": photos // PER_CREATOR, "version": version})
         cursor.execute("SELECT min(id) FROM registry_creator")
         first = int(cursor.fetchone()[0])
+        codes = variant_codes()
         for start in range(1, photos + 1, 200_000):
             stop = min(photos, start + 199_999)
             cursor.execute(
-                PHOTOS_SQL, {"version": version, "first": first, "start": start, "stop": stop}
+                PHOTOS_SQL,
+                {"version": version, "first": first, "start": start, "stop": stop, "codes": codes},
             )
         claims = claims_count(photos)
         cursor.execute(CLAIMS_SQL, {"version": version, "first": first, "claims": claims})
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+
+
+def variants_fill() -> int:
+    """Fill the variants and PDQ quality of rows registered without them (a
+    database filled before photos had variants); how many rows were updated.
+    Batches of VARIANTS_FILL_BATCH ids, each committed on its own."""
+    from django.db import connection
+
+    from registry.models import Photo
+
+    empty = Photo.objects.filter(variants=b"").count()
+    if not empty:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(id), max(id) FROM registry_photo")
+        base, last = cursor.fetchone()
+    codes = variant_codes()
+    updated = 0
+    started = time.perf_counter()
+    for start in range(base, last + 1, VARIANTS_FILL_BATCH):
+        stop = start + VARIANTS_FILL_BATCH
+        with connection.cursor() as cursor:  # autocommit: one transaction per batch
+            cursor.execute(
+                VARIANTS_UPDATE_SQL, {"base": base, "start": start, "stop": stop, "codes": codes}
+            )
+            updated += cursor.rowcount
+        elapsed = time.perf_counter() - started
+        print(f"  variants filled: {updated:,} of {empty:,} rows in {elapsed:.0f} s", flush=True)
+    left = Photo.objects.filter(variants=b"").count()
+    if left:
+        raise SystemExit(
+            f"{left:,} photos are not numbered like this benchmark fills them; use a fresh database"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE registry_photo")
+    return updated
+
+
+def variants_check(photos: int) -> None:
+    """The variants stored in SQL are the ones Python plants records near."""
+    from registry.models import Photo
+
+    for i in (1, photos // 2 + 1, photos):
+        photo = Photo.objects.get(sha256=photo_sha256(i))
+        if bytes(photo.variants) != photo_variants_packed(i) or photo.pdq_quality != photo_quality(
+            i
+        ):
+            raise SystemExit(f"photo {i}: stored variants differ from photo_variant()")
 
 
 def flip(hex_value: str, bits: int) -> str:
@@ -147,34 +284,70 @@ def flip(hex_value: str, bits: int) -> str:
     return f"{value:0{len(hex_value)}x}"
 
 
-def manifest_build(records: int, photos: int) -> tuple[bytes, int]:
-    """A Parquet manifest and its number of planted matches."""
+PLANT_KINDS = ("sha256", "original", "mirror", "derived", "domain")
+
+
+def plants_check() -> None:
+    """Planted near-duplicates are matches under the registry's rule, whatever
+    kind of variant they are planted near."""
+    from optout.matching.rule import DEFAULT_RULE
+    from registry.variants import DEFAULT_VARIANTS, variant_kind
+
+    for kind in {variant_kind(name) for name in DEFAULT_VARIANTS}:
+        boxes = DEFAULT_RULE.boxes(kind, has_pdq=True, has_phash=True, low_quality=False)
+        if not any(box.contains(PLANT_PDQ_BITS, PLANT_PHASH_BITS) for box in boxes):
+            raise SystemExit(
+                f"PDQ {PLANT_PDQ_BITS} / pHash {PLANT_PHASH_BITS} bits is no match for a {kind} "
+                "variant under the registry's rule: change PLANT_PDQ_BITS / PLANT_PHASH_BITS"
+            )
+
+
+def manifest_build(records: int, photos: int) -> tuple[bytes, dict[str, list[str]]]:
+    """A Parquet manifest and the ids of its planted matches by kind (PLANT_KINDS)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    raw = os.urandom(records * 40)
+    from registry.variants import DERIVED_VARIANTS
+
+    plants_check()
+    raw = os.urandom(records * 41)
     ids = [f"{i:09d}" for i in range(records)]
-    sha = [raw[i * 40 : i * 40 + 32].hex() for i in range(records)]
-    pdq = [hashlib.sha256(raw[i * 40 : i * 40 + 32]).hexdigest() for i in range(records)]
-    phash = [raw[i * 40 + 32 : i * 40 + 40].hex() for i in range(records)]
+    sha = [raw[i * 41 : i * 41 + 32].hex() for i in range(records)]
+    pdq = [hashlib.sha256(raw[i * 41 : i * 41 + 32]).hexdigest() for i in range(records)]
+    phash = [raw[i * 41 + 32 : i * 41 + 40].hex() for i in range(records)]
+    quality = [50 + raw[i * 41 + 40] % 51 for i in range(records)]
     url = [f"https://images.example.com/{sha[i][:12]}/{i}.jpg" for i in range(records)]
     planted = int(records * PLANTED_SHARE)
     step = records // planted if planted else records
+    derived = len(DERIVED_VARIANTS) - 1  # every derived variant but the mirror image
+    plants: dict[str, list[str]] = {kind: [] for kind in PLANT_KINDS}
     for n, row in enumerate(range(0, records, step)[:planted]):
         i = 1 + (n * 7919) % photos
-        kind = n % 4
+        kind = n % 5
+        plants[PLANT_KINDS[kind]].append(ids[row])
         if kind == 0:
             sha[row] = photo_sha256(i)
-        elif kind == 1:
-            pdq[row] = flip(photo_pdq(i), 20)
-        elif kind == 2:
-            phash[row] = flip(photo_phash(i), 6)
+        elif kind in (1, 2, 3):
+            # 1: the photo itself, 2: its mirror image, 3: one of the others
+            position = kind - 1 if kind < 3 else 2 + (n // 5) % derived
+            variant_pdq, variant_phash, quality[row] = photo_variant(i, position)
+            pdq[row] = flip(variant_pdq, PLANT_PDQ_BITS)
+            phash[row] = flip(variant_phash, PLANT_PHASH_BITS)
         else:
             url[row] = f"https://c{1 + n % claims_count(photos)}.blocked.example/{row}.jpg"
-    table = pa.table({"id": ids, "sha256": sha, "pdq": pdq, "phash": phash, "url": url})
+    table = pa.table(
+        {
+            "id": ids,
+            "sha256": sha,
+            "pdq": pdq,
+            "phash": phash,
+            "pdq_quality": pa.array(quality, type=pa.int8()),
+            "url": url,
+        }
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    return buffer.getvalue(), planted
+    return buffer.getvalue(), plants
 
 
 def workers_start(redis_url: str, logs: Path, count: int) -> list[subprocess.Popen[bytes]]:
@@ -265,6 +438,7 @@ def run(client: object, manifest: bytes, key: str, workers: list[subprocess.Pope
         "chunks": batch.chunk_count,
         "excluded": batch.excluded_count,
         "invalid": batch.invalid_count,
+        "batch": batch.pk,
     }
 
 
@@ -275,6 +449,19 @@ def report(name: str, result: dict) -> None:
         f"({result['records']:,} records, {result['chunks']} chunks, "
         f"{result['excluded']:,} excluded, {result['invalid']} invalid)"
     )
+
+
+def plants_report(batch: int, plants: dict[str, list[str]]) -> None:
+    """How many planted matches of each kind the batch excluded."""
+    from optout.models import BatchResult
+
+    found = []
+    for kind, ids in plants.items():
+        excluded = BatchResult.objects.filter(
+            batch_id=batch, decision="exclude", record_id__in=ids
+        ).count()
+        found.append(f"{kind} {excluded:,}/{len(ids):,}")
+    print("  planted matches excluded: " + ", ".join(found))
 
 
 def main() -> None:
@@ -304,11 +491,24 @@ def main() -> None:
             raise SystemExit(f"{have:,} photos already; use a fresh database for {args.photos:,}")
         start = time.perf_counter()
         fill(args.photos)
-        print(f"inserted {args.photos:,} photos in {time.perf_counter() - start:.0f} s")
+        print(
+            f"inserted {args.photos:,} photos with {len(variant_codes())} variants each "
+            f"in {time.perf_counter() - start:.0f} s"
+        )
+    start = time.perf_counter()
+    updated = variants_fill()
+    if updated:
+        seconds = time.perf_counter() - start
+        print(
+            f"filled the variants of {updated:,} photos registered without them in {seconds:.0f} s "
+            f"({seconds / updated * 1e5:.1f} s per 100 000, VACUUM ANALYZE included)"
+        )
+    variants_check(args.photos)
     photos = Photo.objects.count()
 
     start = time.perf_counter()
-    manifest, planted = manifest_build(args.records, args.photos)
+    manifest, plants = manifest_build(args.records, args.photos)
+    planted = sum(len(ids) for ids in plants.values())
     print(f"manifest: {args.records:,} records, {len(manifest) / 1e6:.0f} MB Parquet, "
           f"{planted:,} planted matches, built in {time.perf_counter() - start:.0f} s")  # fmt: skip
 
@@ -334,13 +534,15 @@ def main() -> None:
             workers_ready(logs, args.workers)
             print(f"{args.workers} workers up (pids {[w.pid for w in workers]})")
             tag = secrets.token_hex(4)
-            report("cold (engines load on the first chunk)",
-                   run(client, manifest, f"cold-{tag}", workers))  # fmt: skip
+            result = run(client, manifest, f"cold-{tag}", workers)
+            report("cold (engines load on the first chunk)", result)
+            plants_report(result["batch"], plants)
             loads = engine_loads(logs, args.workers)
             print("worker engine first full load (task received -> loaded): "
                   + ", ".join(f"{s:.1f} s" for s in loads))  # fmt: skip
-            report("warm (engines loaded before submission)",
-                   run(client, manifest, f"warm-{tag}", workers))  # fmt: skip
+            result = run(client, manifest, f"warm-{tag}", workers)
+            report("warm (engines loaded before submission)", result)
+            plants_report(result["batch"], plants)
         finally:
             workers_stop(workers)
 

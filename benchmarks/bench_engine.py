@@ -5,10 +5,22 @@ compaction) and decisions per second of a 10 000-record chunk. Pure: no database
     .venv/bin/python benchmarks/bench_engine.py                 # 1 M photos
     .venv/bin/python benchmarks/bench_engine.py --photos 200000 --records 2000
 
-Every photo has sha256, PDQ and pHash; 100 photos per creator, every creator
-under one all_photos opt-out (refusing ai_training). Records: half near-
-duplicates of registered photos (a few bits flipped), half random; every record
-has all three hashes and a URL. Times are CPU seconds of this process.
+Every photo has sha256, PDQ, pHash and a PDQ quality, and is registered with
+the 15 derived variants every upload gets (``registry.variants.DERIVED_VARIANTS``:
+mirror, crops, ±2° rotations), packed as in ``Photo.variants``. The variants'
+hashes are **random codes** (independent random PDQ and pHash per variant, not
+hashes of derived images): the index's cost depends on how many entries it
+holds and how they spread, not on how the codes were made. Qualities: 95 % of
+the photos and variants 50-100, 5 % below 50 (held back by the quality gate).
+100 photos per creator, every creator under one all_photos opt-out (refusing
+ai_training).
+
+Records: half near-duplicates of a random variant (the original included) of a
+random registered photo — 0 to 24 bits of its PDQ and 0 to 6 bits of its pHash
+flipped, the variant's PDQ quality stated — a quarter of all records also with
+the photo's exact sha256; half random. Every record has sha256, PDQ, pHash, a
+PDQ quality (the registry's default rule applies, DEFAULT_RULE) and a URL.
+Times are CPU seconds of this process.
 """
 
 from __future__ import annotations
@@ -17,17 +29,23 @@ import argparse
 import gc
 import random
 import statistics
+import sys
 import time
 import tracemalloc
 from typing import Any
 
 import numpy as np
 
-from optout.matching import DEFAULT_THRESHOLDS, decide, record_parse
+from optout.matching import DEFAULT_THRESHOLDS, Record, decide, record_parse
+from optout.matching.decide import SEARCH_PLAN
+from optout.matching.index import hex_words
 from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
+from optout.matching.rule import QueryHashes
 from optout.matching.snapshot import SnapshotOptOut
+from registry.variants import DERIVED_VARIANTS, PACKED_SIZE, VARIANT_CODES
 
 PER_CREATOR = 100
+LOW_QUALITY_SHARE = 0.05
 
 
 def rss_bytes() -> int:
@@ -41,10 +59,28 @@ def cpu(action: Any) -> tuple[float, Any]:
     return time.process_time() - start, result
 
 
+def qualities(shape: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """PDQ qualities: mostly 50-100, ``LOW_QUALITY_SHARE`` below 50."""
+    low = rng.random(shape) < LOW_QUALITY_SHARE
+    return np.where(low, rng.integers(0, 50, shape), rng.integers(50, 101, shape)).astype(np.uint8)
+
+
+def variants_random(count: int, rng: np.random.Generator) -> bytes:
+    """``count`` photos' derived variants packed like ``variants_pack``: the code
+    of each of DERIVED_VARIANTS, a PDQ quality, a random pHash and PDQ."""
+    packed = rng.integers(0, 256, (count, len(DERIVED_VARIANTS), PACKED_SIZE), dtype=np.uint8)
+    packed[:, :, 0] = [VARIANT_CODES[name] for name in DERIVED_VARIANTS]
+    packed[:, :, 1] = qualities((count, len(DERIVED_VARIANTS)), rng)
+    return packed.tobytes()
+
+
 def photos_random(first: int, count: int, rng: np.random.Generator) -> list[LivePhoto]:
     sha = rng.bytes(32 * count).hex()
     pdq = rng.bytes(32 * count).hex()
     phash = rng.bytes(8 * count).hex()
+    quality = qualities(count, rng).tolist()
+    variants = variants_random(count, rng)
+    size = len(DERIVED_VARIANTS) * PACKED_SIZE
     return [
         LivePhoto(
             key=first + i,
@@ -53,9 +89,21 @@ def photos_random(first: int, count: int, rng: np.random.Generator) -> list[Live
             sha256=sha[64 * i : 64 * i + 64],
             pdq=pdq[64 * i : 64 * i + 64],
             phash=phash[16 * i : 16 * i + 16],
+            pdq_quality=quality[i],
+            variants=variants[size * i : size * i + size],
         )
         for i in range(count)
     ]
+
+
+def variant_of(photo: LivePhoto, position: int) -> tuple[str, str, int]:
+    """(PDQ, pHash, PDQ quality) of the photo's variant at ``position`` (0: the
+    photo itself, n: the n-th packed derived variant)."""
+    if position == 0:
+        assert photo.pdq_quality is not None
+        return photo.pdq, photo.phash, photo.pdq_quality
+    row = photo.variants[(position - 1) * PACKED_SIZE : position * PACKED_SIZE]
+    return row[10:42].hex(), row[2:10].hex(), row[1]
 
 
 def opt_out(creator: int, version: int) -> LiveOptOut:
@@ -88,17 +136,20 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
                     "sha256": rng.randbytes(32).hex(),
                     "pdq": rng.randbytes(32).hex(),
                     "phash": rng.randbytes(8).hex(),
+                    "pdq_quality": rng.randint(50, 100),
                     "url": f"https://img{i % 50}.example.net/{i}.jpg",
                 }
             )
         else:
             photo = photos[rng.randrange(len(photos))]
+            pdq, phash, quality = variant_of(photo, rng.randrange(1 + len(DERIVED_VARIANTS)))
             records.append(
                 {
                     "id": str(i),
                     "sha256": photo.sha256 if i % 4 == 0 else rng.randbytes(32).hex(),
-                    "pdq": flip(photo.pdq, rng.randint(0, 20), rng),
-                    "phash": flip(photo.phash, rng.randint(0, 6), rng),
+                    "pdq": flip(pdq, rng.randint(0, 24), rng),
+                    "phash": flip(phash, rng.randint(0, 6), rng),
+                    "pdq_quality": quality,
                     "url": f"https://img{i % 50}.example.net/{i}.jpg",
                 }
             )
@@ -116,34 +167,51 @@ def main() -> None:
     photos = photos_random(0, args.photos, rng)
     warm = LiveIndex()  # imports and compiled kernels, outside the measurement
     warm.photos_add(photos_random(-1000, 1000, rng))
-    warm.view(1).within_many("pdq", [photos[0].pdq], 31)
+    warm.view(1).variant_candidates(
+        [QueryHashes(p.pdq, p.phash, p.pdq_quality) for p in photos[:10]], SEARCH_PLAN
+    )
     del warm
     gc.collect()
     before = rss_bytes()
     tracemalloc.start()
     index = LiveIndex()
     creators = args.photos // PER_CREATOR + 1
-    load_s, _ = cpu(
-        lambda: (
-            index.opt_outs_add(opt_out(c, 1) for c in range(creators)),
-            index.photos_add(photos),
-        )
-    )
+
+    def load() -> None:
+        index.opt_outs_add(opt_out(c, 1) for c in range(creators))
+        index.photos_add(photos)
+
+    load_s, _ = cpu(load)
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     grown = rss_bytes() - before
-    arrays = sum(i.memory_bytes() for i in (index.sha256, index.pdq, index.phash))
     n = args.photos
+    sizes = index.sizes()
     print(f"photos                 {n:,} ({creators:,} all_photos opt-outs)")
+    print(
+        f"indexed entries        sha256 {sizes['sha256']:,}, PDQ {sizes['pdq']:,} (original + "
+        f"mirror), pHash {len(index.phash):,} primary + {len(index.phash_derived):,} derived"
+    )
     print(f"initial load (CPU s)   {load_s:.1f} (traced)")
     print(f"live memory (traced)   {traced / 1e6:,.0f} MB = {traced / n:,.0f} B/photo")
-    print(f"  index arrays         {arrays / 1e6:,.0f} MB = {arrays / n:,.0f} B/photo")
+    arrays = 0
+    for name, part in (
+        ("sha256", index.sha256),
+        ("PDQ (primary)", index.pdq),
+        ("pHash (primary)", index.phash),
+        ("pHash (derived)", index.phash_derived),
+    ):
+        size = part.memory_bytes()
+        arrays += size
+        print(f"  index {name:<16} {size / 1e6:,.0f} MB = {size / n:,.0f} B/photo")
     table = index.photos.nbytes()
-    print(f"  photo table          {table / 1e6:,.0f} MB = {table / n:,.0f} B/photo")
-    arrays += table
+    print(f"  photo table            {table / 1e6:,.0f} MB = {table / n:,.0f} B/photo")
+    blobs = sys.getsizeof(index.blobs) + sum(sys.getsizeof(b) for b in index.blobs.values())
+    print(f"  variant blobs          {blobs / 1e6:,.0f} MB = {blobs / n:,.0f} B/photo (+ dict)")
+    arrays += table + blobs
     rest = traced - arrays
-    print(f"  the rest             {rest / 1e6:,.0f} MB = {rest / n:,.0f} B/photo")
+    print(f"  the rest               {rest / 1e6:,.0f} MB = {rest / n:,.0f} B/photo")
     print(f"RSS growth             {grown / 1e6:,.0f} MB = {grown / n:,.0f} B/photo")
 
     records = [
@@ -155,11 +223,34 @@ def main() -> None:
             records, view, use="ai_training", organization=None, thresholds=DEFAULT_THRESHOLDS
         )
     )
-    excluded = sum(d.decision == "exclude" for d in decisions)
+    excluded = [d.decision == "exclude" for d in decisions]
     print(
         f"decide {args.records:,} records   {decide_s:.2f} CPU s = {args.records / decide_s:,.0f} "
-        f"records/s ({excluded:,} excluded)"
+        f"records/s ({sum(excluded[0::2]):,} of {len(excluded[0::2]):,} near-duplicates and "
+        f"{sum(excluded[1::2]):,} of {len(excluded[1::2]):,} random records excluded)"
     )
+    queries = [QueryHashes(r.pdq, r.phash, r.pdq_quality) for r in records if isinstance(r, Record)]
+    search_s, candidates = cpu(lambda: view.variant_candidates(queries, SEARCH_PLAN))
+    found = sum(len(c) for c in candidates)
+    print(
+        f"  of which the searches {search_s:.2f} CPU s (variant_candidates alone: "
+        f"{found:,} candidate variants for {len(queries):,} records)"
+    )
+    for name, part, kind, radius in (
+        ("pHash, primary", index.phash, "phash", SEARCH_PLAN.primary_phash),
+        ("PDQ, primary", index.pdq, "pdq", SEARCH_PLAN.primary_pdq),
+        ("pHash, derived", index.phash_derived, "phash", SEARCH_PLAN.derived_phash),
+    ):
+        if radius is None:
+            continue
+        codes = hex_words([getattr(q, kind) for q in queries], part.words)
+        seconds, result = cpu(
+            lambda part=part, codes=codes, radius=radius: part.search(codes, radius)
+        )
+        print(
+            f"    {name:<15} radius {radius:>2} over {len(part):>10,} entries: "
+            f"{seconds:.2f} CPU s, {len(result.ids):,} hits"
+        )
 
     version = 2
     for count, repeat in ((1, 21), (100, 11), (10_000, 3)):

@@ -7,9 +7,11 @@ excluded record.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/optout_bench \\
         .venv/bin/python benchmarks/bench_engine_db.py --photos 300000
 
-Photos are inserted directly (100 per creator, one all_photos opt-out each);
-the engine then reads them like in production. Wall-clock seconds; the
-database runs on the same machine.
+Photos are inserted directly (100 per creator, one all_photos opt-out each),
+each with a PDQ quality and the 15 derived variants an upload registers
+(``Photo.variants``; random codes, not hashes of derived images); the engine
+then reads them like in production. Wall-clock seconds; the database runs on
+the same machine.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -41,6 +44,7 @@ from optout.models import Batch, BatchResult, Chunk, OptOut, Organization  # noq
 from registry.models import Channel, ConsentEvent, Creator, Photo  # noqa: E402
 from registry.services import photos_register_from_hashes  # noqa: E402
 from registry.uploads import HashLine  # noqa: E402
+from registry.variants import DERIVED_VARIANTS, Variant, variants_pack  # noqa: E402
 
 PER_CREATOR = 100
 
@@ -60,12 +64,27 @@ def version_next() -> int:
     return version
 
 
+def variants_random() -> tuple[Variant, ...]:
+    """The derived variants of a photo, random codes."""
+    return tuple(
+        Variant(
+            name=name,
+            pdq=secrets.token_hex(32),
+            pdq_quality=50 + secrets.randbelow(51),
+            phash=secrets.token_hex(8),
+        )
+        for name in DERIVED_VARIANTS
+    )
+
+
 def photo(creator: Creator, version: int) -> Photo:
     return Photo(
         creator=creator,
         sha256=secrets.token_hex(32),
         pdq=secrets.token_hex(32),
+        pdq_quality=50 + secrets.randbelow(51),
         phash=secrets.token_hex(8),
+        variants=variants_pack(list(variants_random())),
         registered_version=version,
     )
 
@@ -169,7 +188,8 @@ def storage(creator: Creator) -> None:
     print(f"registry_photo: {relation_bytes('registry_photo') / photos:,.0f} B/photo")
     lines: list[tuple[int | None, HashLine | str]] = [
         (None, HashLine(sha256=secrets.token_hex(32), pdq=secrets.token_hex(32),
-                        phash=secrets.token_hex(8), filename="IMG_0001.jpg"))
+                        phash=secrets.token_hex(8), pdq_quality=80, filename="IMG_0001.jpg",
+                        variants=variants_random()))
         for _ in range(20_000)
     ]  # fmt: skip
     before = ConsentEvent.objects.count()
@@ -178,9 +198,9 @@ def storage(creator: Creator) -> None:
     print(f"registry_consentevent: {relation_bytes('registry_consentevent') / events:,.0f} B/row "
           f"({events - before:,} photo registrations among {events:,} rows)")  # fmt: skip
     organization, _ = Organization.objects.get_or_create(name="bench")
-    records = [
+    records: list[dict[str, Any]] = [
         {"row": i + 1, "id": f"{i:08d}", "sha256": secrets.token_hex(32),
-         "pdq": secrets.token_hex(32), "phash": secrets.token_hex(8),
+         "pdq": secrets.token_hex(32), "phash": secrets.token_hex(8), "pdq_quality": 80,
          "url": f"https://images.example.com/{secrets.token_hex(6)}/{i}.jpg"}
         for i in range(10_000)
     ]  # fmt: skip
@@ -196,8 +216,11 @@ def storage(creator: Creator) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_column_size(records) FROM optout_chunk WHERE id = %s", [chunk.pk])
         print(f"optout_chunk.records: {cursor.fetchone()[0] / 10_000:,.0f} B/record (jsonb, TOAST)")
-    match = {"kind": "pdq", "distance": 12, "threshold": 31,
-             "opt_out": str(uuid.uuid4()), "uses": ["ai_training"]}  # fmt: skip
+    match = {"kind": "pdq", "distance": 12, "threshold": 40,
+             "opt_out": str(uuid.uuid4()), "uses": ["ai_training"],
+             "evidence": {"variant": "crop_centre_90", "basis": "pdq+phash",
+                          "pdq_distance": 12, "pdq_threshold": 40, "phash_distance": 4,
+                          "phash_threshold": 8, "quality": "ok"}}  # fmt: skip
     BatchResult.objects.bulk_create(
         [
             BatchResult(batch=batch, chunk=chunk, row=r["row"], record_id=r["id"],
@@ -207,7 +230,7 @@ def storage(creator: Creator) -> None:
     )  # fmt: skip
     results = BatchResult.objects.count()
     print(f"optout_batchresult: {relation_bytes('optout_batchresult') / results:,.0f} B/row "
-          "(one excluded record, one match)")  # fmt: skip
+          "(one excluded record, one match with its evidence)")  # fmt: skip
 
 
 if __name__ == "__main__":
