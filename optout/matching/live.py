@@ -26,7 +26,7 @@ import numpy as np
 
 from optout.matching.index import HammingIndex, SearchResult, Sha256Set, hex_words
 from optout.matching.photo_table import PhotoTable
-from optout.matching.rule import QueryHashes, SearchPlan, VariantHashes
+from optout.matching.rule import DEFAULT_RULE, QueryHashes, SearchPlan, VariantHashes
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.urls import claim_hits, host_suffixes
 from optout.matching.variants import (
@@ -98,9 +98,11 @@ class LiveIndex:
         # Primary variants (the photo and its mirror image) by PDQ and by pHash;
         # every other variant by pHash (optout/matching/variants.py). Index ids
         # pack the photo key and the variant's position in its blob.
-        self.pdq = HammingIndex(256)
-        self.phash = HammingIndex(64, radius=10)
-        self.phash_derived = HammingIndex(64)
+        # Each index's layout is planned for the radius the rule searches it at.
+        plan = DEFAULT_RULE.search_plan()
+        self.pdq = HammingIndex(256, radius=max(plan.primary_pdq or 0, plan.pdq_only or 0, 1))
+        self.phash = HammingIndex(64, radius=max(plan.primary_phash, 1))
+        self.phash_derived = HammingIndex(64, radius=max(plan.derived_phash or 0, 1))
         self.blobs: dict[int, bytes] = {}
 
     # --- applying changes ---------------------------------------------------------
