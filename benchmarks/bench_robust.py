@@ -8,12 +8,14 @@ half (never looked at while choosing). Each photo is registered through the
 registry's path (all default variants, registry/variants.py) and every edit of
 benchmarks/edits.py is hashed from the bytes a pipeline would meet.
 
-Columns: the registry's rule (optout/matching/rule.py ``DEFAULT_RULE``, records
-carrying PDQ, its quality and pHash, as the workers and ``optout hash`` produce
-them) on each half and on all photos; ``UNKNOWN_QUALITY_RULE`` for bare PDQ +
-pHash records without their quality; the default rule for records carrying
-only a PDQ; HMA's rule (the photo's own PDQ, distance <= 31); pHash <= 8 on the
-photo's own pHash.
+Columns: the rule the engine applies (optout/matching/rule.py ``rule_for``):
+``DEFAULT_RULE`` for records carrying PDQ, its quality and pHash (as the
+workers and ``optout hash`` produce them) on each half and on all photos;
+``UNKNOWN_QUALITY_RULE`` for bare PDQ + pHash records without their quality;
+``DEFAULT_RULE`` for records carrying only a PDQ and its quality; HMA's rule
+(the photo's own PDQ, distance <= 31); pHash <= 8 on the photo's own pHash.
+Every (photo, edit) pair of the three registry columns is replayed through
+``MatchRule.evaluate`` and the search plan (matchbench.check_exact).
 
     .venv/bin/python benchmarks/bench_robust.py              # about 20 s
     .venv/bin/python benchmarks/bench_robust.py --windows 9  # more photos
@@ -26,7 +28,14 @@ import time
 
 import edits
 import numpy as np
-from matchbench import HMA_RULE, PHASH8_RULE, default_workers, recall_levels, recall_set
+from matchbench import (
+    HMA_RULE,
+    PHASH8_RULE,
+    check_exact,
+    default_workers,
+    recall_levels,
+    recall_set,
+)
 
 from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE
 
@@ -45,16 +54,29 @@ def main() -> None:
     pdq_only = recall_levels(rs, DEFAULT_RULE, mode="pdq", query_quality=True)
     hma = recall_levels(rs, HMA_RULE, mode="pdq")
     phash8 = recall_levels(rs, PHASH8_RULE, mode="phash")
+    photo = np.arange(len(rs.split))
+    checked = 0
+    for levels, rule_used, mode, with_quality in (
+        (rule, DEFAULT_RULE, "both", True),
+        (bare, UNKNOWN_QUALITY_RULE, "both", False),
+        (pdq_only, DEFAULT_RULE, "pdq", True),
+    ):
+        for name, qs in rs.edits.items():
+            checked += check_exact(
+                rs.photos, photo, qs, photo, levels[name], rule_used, mode, with_quality
+            )
     cal = rs.split == "calibration"
     low = rs.photos.quality[:, 0] < DEFAULT_RULE.min_quality
     print(
         f"{len(rs.split)} photos ({cal.sum()} calibration, {(~cal).sum()} validation; "
         f"{low.sum()} with PDQ quality < {DEFAULT_RULE.min_quality}), "
-        f"{len(rs.photos.names)} variants each; hashing {hashed:.0f} s\n"
+        f"{len(rs.photos.names)} variants each; hashing {hashed:.0f} s; "
+        f"{checked} pairs replayed through rule.evaluate: identical\n"
+        f"search plan: {DEFAULT_RULE.search_plan()}\n"
     )
     print(
         "| edit | rule, calibration | rule, validation | rule, all | bare hashes, all "
-        "| PDQ-only records, all | HMA (PDQ <= 31) | pHash <= 8 |"
+        "| PDQ-only records with quality, all | HMA (PDQ <= 31) | pHash <= 8 |"
     )
     print("|---|---|---|---|---|---|---|---|")
 

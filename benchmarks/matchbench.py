@@ -12,6 +12,11 @@
   itself when its level is <= 0; the counts at levels 1, 2, 3… are the tail the
   precision benchmark extrapolates from, the counts at -1, -2… the stricter
   rules of the trade-off curve.
+- The kernels are a fast copy of ``MatchRule.evaluate``: ``check_exact``
+  replays pairs through the rule the engine applies (``rule_for``: the default
+  rule for records carrying their PDQ quality, ``UNKNOWN_QUALITY_RULE`` for
+  bare ones) and through ``MatchRule.search_plan()``, and fails the benchmark
+  on any disagreement.
 """
 
 from __future__ import annotations
@@ -37,9 +42,13 @@ import edits
 from optout.matching.rule import (
     PDQ_STEP,
     PHASH_STEP,
+    PRIMARY_KINDS,
     Box,
     KindRule,
     MatchRule,
+    QueryHashes,
+    VariantHashes,
+    rule_for,
 )
 from registry.hashing import decode, hash_bytes
 from registry.variants import DEFAULT_VARIANTS, variant_kind, variants_compute
@@ -475,3 +484,193 @@ def extrapolate(counts: CrossCounts, level: int = 0, minimum: int = 5) -> float:
         return float("nan")
     slope, intercept = np.polyfit(levels, np.log([counts.at_level(lv) for lv in levels]), 1)
     return float(np.exp(intercept + slope * level))
+
+
+def _hex(value: np.ndarray) -> str:
+    return "".join(f"{int(word):016x}" for word in np.atleast_1d(value))
+
+
+def check_exact(
+    reg: Registered,
+    photo: np.ndarray,
+    qs: Queries,
+    query_index: np.ndarray,
+    levels: np.ndarray,
+    rule: MatchRule,
+    mode: str = "both",
+    query_quality: bool = False,
+) -> int:
+    """Replay (registered photo ``photo[k]``, query ``query_index[k]``) pairs
+    through ``rule.evaluate`` on every variant and assert that a pair matches
+    exactly when its kernel level is <= 0; with ``query_quality`` or without,
+    ``rule`` must be what ``rule_for`` gives such a record unless it is a
+    reference rule (HMA, pHash <= 8). Every accepted variant must also lie within
+    ``rule.search_plan()`` (the engine only ever sees those candidates).
+    Returns the number of pairs checked."""
+    from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE
+
+    registry_rule = rule in (DEFAULT_RULE, UNKNOWN_QUALITY_RULE)
+    plan = rule.search_plan() if registry_rule else None
+    kinds = [variant_kind(name) for name in reg.names]
+    for i, j, level in zip(photo, query_index, levels, strict=True):
+        query = QueryHashes(
+            pdq=_hex(qs.pdq[j]) if mode in ("both", "pdq") else "",
+            phash=_hex(qs.phash[j]) if mode in ("both", "phash") else "",
+            pdq_quality=int(qs.quality[j]) if query_quality else None,
+        )
+        if registry_rule and rule_for(query) is not rule:
+            raise AssertionError("the benchmark measures a rule the engine does not apply")
+        matched = False
+        for v, name in enumerate(reg.names):
+            evidence = rule.evaluate(
+                query,
+                VariantHashes(
+                    name=name,
+                    kind=kinds[v],
+                    pdq=_hex(reg.pdq[i, v]),
+                    pdq_quality=int(reg.quality[i, v]),
+                    phash=_hex(reg.phash[i, v]),
+                ),
+            )
+            if evidence.matched and plan is not None:
+                _assert_planned(plan, kinds[v], evidence.pdq_distance, evidence.phash_distance)
+            matched = matched or evidence.matched
+        if matched != (level <= 0):
+            raise AssertionError(f"kernel level {level} disagrees with rule.evaluate: {i}, {j}")
+    return len(levels)
+
+
+def _assert_planned(plan, kind: str, pdq: int | None, phash: int | None) -> None:  # type: ignore[no-untyped-def]
+    if kind in PRIMARY_KINDS:
+        found = (
+            (pdq is not None and phash is not None and phash <= plan.primary_phash)
+            or (
+                pdq is not None
+                and phash is not None
+                and plan.primary_pdq is not None
+                and pdq <= plan.primary_pdq
+            )
+            or (
+                phash is None
+                and plan.pdq_only is not None
+                and pdq is not None
+                and pdq <= plan.pdq_only
+            )
+            or (
+                pdq is None
+                and plan.phash_only is not None
+                and phash is not None
+                and phash <= plan.phash_only
+            )
+        )
+    else:
+        found = (
+            pdq is not None
+            and phash is not None
+            and plan.derived_phash is not None
+            and phash <= plan.derived_phash
+        )
+    if not found:
+        raise AssertionError(f"a {kind} match at ({pdq}, {phash}) is outside the search plan")
+
+
+def check_cross(
+    reg: Registered,
+    qs: Queries,
+    rule: MatchRule,
+    mode: str = "both",
+    query_quality: bool = False,
+    sample: int = 3000,
+    seed: int = 5,
+) -> int:
+    """``check_exact`` on every cross pair at level <= 1 (the matches and the
+    nearest misses) plus ``sample`` random cross pairs."""
+    bp, bh = box_tables(rule, reg.names, mode)
+    rsrc, qsrc = _source_ids(reg, qs)
+    near_i, near_j, near_level = _near_pairs(
+        reg.pdq,
+        reg.phash,
+        reg.quality,
+        rsrc,
+        qs.pdq,
+        qs.phash,
+        qs.quality,
+        qsrc,
+        bp,
+        bh,
+        query_quality,
+        rule.min_quality,
+        PDQ_STEP,
+        PHASH_STEP,
+    )
+    rng = np.random.default_rng(seed)
+    ri = rng.integers(0, len(reg.sources), sample)
+    qi = rng.integers(0, len(qs.sources), sample)
+    keep = rsrc[ri] != qsrc[qi]
+    ri, qi = ri[keep], qi[keep]
+    sampled = np.array(
+        [
+            _pair_level(
+                reg.pdq,
+                reg.phash,
+                reg.quality,
+                i,
+                qs.pdq[j],
+                qs.phash[j],
+                qs.quality[j],
+                bp,
+                bh,
+                query_quality,
+                rule.min_quality,
+                np.int64(LEVEL_MAX + 1),
+                PDQ_STEP,
+                PHASH_STEP,
+            )[0]
+            for i, j in zip(ri, qi, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    return check_exact(
+        reg,
+        np.concatenate([near_i, ri]),
+        qs,
+        np.concatenate([near_j, qi]),
+        np.concatenate([near_level, sampled]),
+        rule,
+        mode,
+        query_quality,
+    )
+
+
+@numba.njit(cache=True)
+def _near_pairs(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep, hstep):  # type: ignore[no-untyped-def]
+    out_i, out_j, out_level = [], [], []
+    for i in range(rh.shape[0]):
+        for j in range(qh.shape[0]):
+            if rsrc[i] == qsrc[j]:
+                continue
+            best, _ = _pair_level(
+                rp,
+                rh,
+                rq,
+                i,
+                qp[j],
+                qh[j],
+                qq[j],
+                bp,
+                bh,
+                use_qq,
+                minq,
+                np.int64(2),
+                pstep,
+                hstep,
+            )
+            if best <= 1:
+                out_i.append(i)
+                out_j.append(j)
+                out_level.append(best)
+    return (
+        np.array(out_i, dtype=np.int64),
+        np.array(out_j, dtype=np.int64),
+        np.array(out_level, dtype=np.int64),
+    )

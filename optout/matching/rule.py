@@ -15,14 +15,15 @@ matching" and "Precision"):
   is what lets the registry hold a dozen variants per photo.
 - **Variant-aware thresholds.** The photo itself and its mirror image get the
   widest boxes (they must absorb resizing, recompression, text and brightness);
-  derived variants (crops, small rotations) need a closer match, and the turned
-  or flipped-over dihedral variants the closest.
+  derived variants (crops, small rotations) need a closer match.
 - **Quality gating.** A PDQ quality below ``min_quality`` (50; flat colour,
-  gradients, near-black frames) never decides on the generous boxes: such a
-  registered variant — or a record whose own quality is known to be low —
-  matches only the original or mirror image, and only nearly exactly.
+  gradients, near-black frames, sky) never decides on the generous boxes: such
+  a registered variant — or a record whose own quality is known to be low —
+  matches the original or mirror image only nearly exactly
+  (``low_quality``), a derived variant only on an equal pHash and a nearly
+  equal PDQ (``low_quality_derived``), and a single-hash record never.
 - **One hash kind only.** A record with only a PDQ or only a pHash is held to a
-  stricter single-hash threshold, and only against the variants listed for it.
+  stricter single-hash threshold, and only against the primary variants.
 - **SHA-256 equality always matches** (``sha256_evidence``).
 """
 
@@ -167,16 +168,22 @@ def sha256_evidence() -> Evidence:
 class MatchRule:
     kinds: Mapping[str, KindRule]
     # Applies instead of ``kinds`` when the registered variant's (or the
-    # record's known) PDQ quality is below ``min_quality``; only the kinds in
-    # ``low_quality_kinds`` can match then.
+    # record's known) PDQ quality is below ``min_quality``: ``low_quality`` to
+    # the kinds in ``low_quality_kinds`` (primary kinds only),
+    # ``low_quality_derived`` to the derived (non-primary) kinds of ``kinds``.
     low_quality: KindRule
     low_quality_kinds: frozenset[str] = field(default=frozenset({"original", "mirror"}))
     min_quality: int = 50
+    low_quality_derived: KindRule = field(default=KindRule(both=()))
 
     def kind_rule(self, kind: str, low_quality: bool) -> KindRule | None:
-        if low_quality:
-            return self.low_quality if kind in self.low_quality_kinds else None
-        return self.kinds.get(kind)
+        if not low_quality:
+            return self.kinds.get(kind)
+        if kind in self.low_quality_kinds:
+            return self.low_quality
+        if kind in self.kinds and kind not in PRIMARY_KINDS:
+            return self.low_quality_derived
+        return None
 
     def boxes(
         self, kind: str, *, has_pdq: bool, has_phash: bool, low_quality: bool
@@ -263,17 +270,19 @@ class MatchRule:
             low_quality=kind(self.low_quality),
             low_quality_kinds=self.low_quality_kinds,
             min_quality=self.min_quality,
+            low_quality_derived=kind(self.low_quality_derived),
         )
 
     def search_plan(self) -> SearchPlan:
         """The searches the engine runs for this rule (``SearchPlan``). Raises
         ValueError for a rule the indexes cannot serve: single-hash matches of
-        derived variants, or low-quality matching of derived variants."""
+        derived variants, or ``low_quality`` applied to derived variants."""
         if not self.low_quality_kinds <= PRIMARY_KINDS:
             raise ValueError("low-quality variants may match as primary variants only")
         primary = [rule for kind, rule in self.kinds.items() if kind in PRIMARY_KINDS]
         primary.append(self.low_quality)
         derived = [rule for kind, rule in self.kinds.items() if kind not in PRIMARY_KINDS]
+        derived.append(self.low_quality_derived)
         if any(rule.pdq_only is not None or rule.phash_only is not None for rule in derived):
             raise ValueError("derived variants are indexed by pHash only: no single-hash rule")
         primary_boxes = [box for rule in primary for box in rule.both]
@@ -294,29 +303,34 @@ class MatchRule:
 # The registry's rule, calibrated on package photographs (benchmarks/
 # bench_robust.py, bench_precision.py; docs/matching.md). pHash distances
 # between two imagehash pHashes are always even (each hash has 32 bits set).
+#
+# The photo and its mirror image: resizing moves PDQ by up to ~60 bits while
+# pHash stays within 4, a caption moves pHash by up to 18 while PDQ stays near
+# 32, brightness and recompression sit in between; three boxes follow that
+# staircase and stop where distinct photos start (PDQ ~54 with pHash 8, ~64
+# with 12, ~74 with 4). The box wider than PRIMARY_PHASH_RADIUS on pHash is 32
+# on PDQ, so the PDQ index at 32 finds it. A PDQ-only record matches the photo
+# at PDQ <= 31 (HMA's threshold), its mirror image at <= 24 (a mirrored repost
+# moves PDQ by at most ~14 from the mirror variant); a pHash-only record only
+# the photo itself, on an equal pHash.
+_PRIMARY_BOXES = (Box(pdq=32, phash=18), Box(pdq=48, phash=10), Box(pdq=60, phash=4))
+# Crops and +-2 degree rotations: the repost is the variant plus recompression,
+# within PDQ 44 at pHash <= 2, 32 at 4, 24 at 6 (pHash <= 6: the derived index
+# is searched at 6).
+_DERIVED_BOXES = (Box(pdq=44, phash=2), Box(pdq=32, phash=4), Box(pdq=24, phash=6))
 DEFAULT_RULE = MatchRule(
     kinds={
-        # The photo and its mirror image (a record with only a pHash matches
-        # them only on an equal pHash: pHash <= 4 alone falsely matches about
-        # one photo in a million). Resizing to 25 %, JPEG quality 30,
-        # brightness, grayscale and a caption across the picture move PDQ by
-        # up to ~60 bits but pHash by little; a caption can move pHash by up to
-        # 18 while PDQ stays under 48. Two boxes cover both shapes while
-        # leaving out the corner where distinct photos start (PDQ > 56, or
-        # PDQ > 48 with pHash > 10).
-        "original": KindRule(
-            both=(Box(pdq=32, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
-        ),
-        "mirror": KindRule(
-            both=(Box(pdq=32, phash=18), Box(pdq=56, phash=10)), pdq_only=31, phash_only=0
-        ),
-        # Crops and ±2° rotations: the repost is the variant plus recompression.
-        "crop": KindRule(both=(Box(pdq=40, phash=8),)),
-        "rotation": KindRule(both=(Box(pdq=40, phash=8),)),
-        # Turned or flipped over: rare edits, nearly exact matches only.
-        "dihedral": KindRule(both=(Box(pdq=32, phash=6),)),
+        "original": KindRule(both=_PRIMARY_BOXES, pdq_only=31, phash_only=0),
+        "mirror": KindRule(both=_PRIMARY_BOXES, pdq_only=24),
+        "crop": KindRule(both=_DERIVED_BOXES),
+        "rotation": KindRule(both=_DERIVED_BOXES),
+        # Turned or flipped over (not registered by default): nearly exact only.
+        "dihedral": KindRule(both=(Box(pdq=24, phash=4),)),
     },
+    # PDQ quality < 50 on either side: the photo or its mirror image nearly
+    # exactly; a crop or rotation only on an equal pHash and PDQ within 4.
     low_quality=KindRule(both=(Box(pdq=24, phash=4),)),
+    low_quality_derived=KindRule(both=(Box(pdq=4, phash=0),)),
 )
 
 # For a record whose PDQ quality is unknown (a bare hash): two steps stricter.

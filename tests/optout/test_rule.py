@@ -64,17 +64,21 @@ def test_flip_changes_exactly_the_requested_bits() -> None:
 @pytest.mark.parametrize(
     ("pdq_bits", "phash_bits", "matched"),
     [
-        (48, 18, True),  # corner of the first box
-        (49, 18, False),
-        (48, 19, False),
-        (56, 10, True),  # corner of the second box
-        (57, 10, False),
-        (56, 11, False),
+        (32, 18, True),  # corner of the caption box
+        (33, 18, False),
+        (32, 19, False),
+        (48, 10, True),  # corner of the middle box
+        (49, 10, False),
+        (48, 11, False),
+        (60, 4, True),  # corner of the resize box
+        (61, 4, False),
+        (60, 5, False),
         (0, 0, True),
-        (52, 14, False),  # between the boxes
+        (40, 12, False),  # between the boxes
+        (54, 8, False),
     ],
 )
-def test_photo_and_mirror_match_inside_either_box_only(
+def test_photo_and_mirror_match_inside_one_of_three_boxes_only(
     kind: str, pdq_bits: int, phash_bits: int, matched: bool
 ) -> None:
     evidence = DEFAULT_RULE.evaluate(query(pdq_bits, phash_bits), variant(kind))
@@ -83,10 +87,8 @@ def test_photo_and_mirror_match_inside_either_box_only(
     assert (evidence.pdq_distance, evidence.phash_distance) == (pdq_bits, phash_bits)
 
 
-@pytest.mark.parametrize(
-    ("kind", "pdq_limit", "phash_limit"),
-    [("crop", 40, 10), ("rotation", 40, 10), ("dihedral", 32, 6)],
-)
+@pytest.mark.parametrize("kind", ["crop", "rotation"])
+@pytest.mark.parametrize(("pdq_limit", "phash_limit"), [(44, 2), (32, 4), (24, 6)])
 def test_derived_variants_need_a_closer_match(kind: str, pdq_limit: int, phash_limit: int) -> None:
     rule = DEFAULT_RULE
 
@@ -94,41 +96,53 @@ def test_derived_variants_need_a_closer_match(kind: str, pdq_limit: int, phash_l
     assert not rule.evaluate(query(pdq_limit + 1, phash_limit), variant(kind)).matched
     assert not rule.evaluate(query(pdq_limit, phash_limit + 1), variant(kind)).matched
     # What the photo itself would accept, a derived variant does not.
-    assert rule.evaluate(query(48, 18), variant("original")).matched
-    assert not rule.evaluate(query(48, 18), variant(kind)).matched
+    assert rule.evaluate(query(48, 10), variant("original")).matched
+    assert not rule.evaluate(query(48, 10), variant(kind)).matched
+
+
+def test_turned_or_flipped_variants_match_nearly_exactly_only() -> None:
+    assert DEFAULT_RULE.evaluate(query(24, 4), variant("dihedral")).matched
+    assert not DEFAULT_RULE.evaluate(query(25, 4), variant("dihedral")).matched
+    assert not DEFAULT_RULE.evaluate(query(24, 5), variant("dihedral")).matched
 
 
 def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
     evidence = DEFAULT_RULE.evaluate(query(50, 8), variant("crop", name="crop_top_left_95"))
     assert not evidence.matched
 
-    evidence = DEFAULT_RULE.evaluate(query(54, 8), variant("mirror"))
+    evidence = DEFAULT_RULE.evaluate(query(58, 4), variant("mirror"))
 
     assert evidence.matched
     assert evidence.as_dict() == {
         "variant": "mirror",
         "basis": "pdq+phash",
-        "pdq_distance": 54,
-        "pdq_threshold": 56,
-        "phash_distance": 8,
-        "phash_threshold": 10,
+        "pdq_distance": 58,
+        "pdq_threshold": 60,
+        "phash_distance": 4,
+        "phash_threshold": 4,
         "quality": "ok",
     }
 
 
-def test_low_quality_registered_photo_matches_only_nearly_exactly_and_never_by_a_crop() -> None:
+def test_low_quality_registered_photo_matches_only_nearly_exactly() -> None:
     low = DEFAULT_RULE.min_quality - 1
 
     assert DEFAULT_RULE.evaluate(query(24, 4), variant("original", quality=low)).matched
     assert not DEFAULT_RULE.evaluate(query(25, 4), variant("original", quality=low)).matched
-    assert not DEFAULT_RULE.evaluate(query(24, 6), variant("original", quality=low)).matched
-    assert not DEFAULT_RULE.evaluate(query(0, 0), variant("crop", quality=low)).matched
-    assert not DEFAULT_RULE.evaluate(query(0, 0), variant("dihedral", quality=low)).matched
+    assert not DEFAULT_RULE.evaluate(query(24, 5), variant("original", quality=low)).matched
     evidence = DEFAULT_RULE.evaluate(query(10, 2), variant("mirror", quality=low))
     assert evidence.matched
     assert evidence.quality == "low_registered"
+    # A low-quality crop or rotation: an equal pHash and PDQ within 4 only.
+    for kind in ("crop", "rotation", "dihedral"):
+        evidence = DEFAULT_RULE.evaluate(query(4, 0), variant(kind, quality=low))
+        assert evidence.matched
+        assert evidence.quality == "low_registered"
+        assert not DEFAULT_RULE.evaluate(query(5, 0), variant(kind, quality=low)).matched
+        assert not DEFAULT_RULE.evaluate(query(0, 1), variant(kind, quality=low)).matched
     # Exactly at the gate the photo is trusted.
-    assert DEFAULT_RULE.evaluate(query(40, 10), variant("original", quality=50)).matched
+    assert DEFAULT_RULE.evaluate(query(48, 10), variant("original", quality=50)).matched
+    assert DEFAULT_RULE.evaluate(query(44, 2), variant("crop", quality=50)).matched
 
 
 def test_a_record_of_known_low_quality_is_gated_too() -> None:
@@ -147,14 +161,19 @@ def test_single_hash_records_are_held_to_stricter_thresholds() -> None:
     assert pdq_only.basis == "pdq"
     assert (pdq_only.phash_distance, pdq_only.phash_threshold) == (None, None)
     assert not DEFAULT_RULE.evaluate(query(32, None), variant("original")).matched
-    assert DEFAULT_RULE.evaluate(query(24, None), variant("crop")).matched
-    assert not DEFAULT_RULE.evaluate(query(25, None), variant("crop")).matched
+    assert DEFAULT_RULE.evaluate(query(24, None), variant("mirror")).matched
+    assert not DEFAULT_RULE.evaluate(query(25, None), variant("mirror")).matched
+    # Derived variants are indexed by pHash only: no single-hash match.
+    assert not DEFAULT_RULE.evaluate(query(0, None), variant("crop")).matched
+    # Nor a low-quality photo.
+    assert not DEFAULT_RULE.evaluate(query(0, None), variant("original", quality=10)).matched
 
-    phash_only = DEFAULT_RULE.evaluate(query(None, 0), variant("mirror"))
+    phash_only = DEFAULT_RULE.evaluate(query(None, 0), variant("original"))
     assert phash_only.matched
     assert phash_only.basis == "phash"
-    assert not DEFAULT_RULE.evaluate(query(None, 1), variant("mirror")).matched
-    # pHash alone is too imprecise to match a derived variant at all.
+    assert not DEFAULT_RULE.evaluate(query(None, 1), variant("original")).matched
+    # pHash alone is too imprecise to match the mirror image or a derived variant.
+    assert not DEFAULT_RULE.evaluate(query(None, 0), variant("mirror")).matched
     assert not DEFAULT_RULE.evaluate(query(None, 0), variant("crop")).matched
     assert not DEFAULT_RULE.evaluate(query(None, None), variant("original")).matched
 
@@ -172,10 +191,11 @@ def test_shifted_moves_every_threshold_by_whole_steps() -> None:
     looser = DEFAULT_RULE.shifted(2)
 
     assert DEFAULT_RULE.shifted(0) == DEFAULT_RULE
-    assert not stricter.evaluate(query(40, 10), variant("crop")).matched
-    assert stricter.evaluate(query(40 - PDQ_STEP, 10 - PHASH_STEP), variant("crop")).matched
-    assert looser.evaluate(query(40 + 2 * PDQ_STEP, 10 + 2 * PHASH_STEP), variant("crop")).matched
+    assert not stricter.evaluate(query(44, 2), variant("crop")).matched
+    assert stricter.evaluate(query(44 - PDQ_STEP, 2 - PHASH_STEP), variant("crop")).matched
+    assert looser.evaluate(query(44 + 2 * PDQ_STEP, 2 + 2 * PHASH_STEP), variant("crop")).matched
     assert stricter.kinds["original"].pdq_only == 31 - PDQ_STEP
+    assert looser.low_quality_derived.both == (Box(4 + 2 * PDQ_STEP, 2 * PHASH_STEP),)
     assert DEFAULT_RULE.shifted(-100).evaluate(query(0, 0), variant("original")).matched is False
 
 
@@ -249,6 +269,28 @@ def test_a_rule_the_indexes_cannot_serve_is_refused() -> None:
 
     with pytest.raises(ValueError, match="pHash only"):
         MatchRule(kinds=kinds, low_quality=DEFAULT_RULE.low_quality).search_plan()
+    with pytest.raises(ValueError, match="pHash only"):
+        MatchRule(
+            kinds=DEFAULT_RULE.kinds,
+            low_quality=DEFAULT_RULE.low_quality,
+            low_quality_derived=KindRule(both=(), pdq_only=8),
+        ).search_plan()
+    with pytest.raises(ValueError, match="primary"):
+        MatchRule(
+            kinds=DEFAULT_RULE.kinds,
+            low_quality=DEFAULT_RULE.low_quality,
+            low_quality_kinds=frozenset({"original", "crop"}),
+        ).search_plan()
+
+
+def test_the_search_plan_covers_low_quality_derived_boxes() -> None:
+    wide = MatchRule(
+        kinds={"crop": KindRule(both=(Box(pdq=40, phash=2),))},
+        low_quality=KindRule(both=(Box(pdq=24, phash=4),)),
+        low_quality_derived=KindRule(both=(Box(pdq=4, phash=6),)),
+    )
+
+    assert wide.search_plan().derived_phash == 6
 
 
 def test_bare_hashes_without_quality_get_the_stricter_rule() -> None:
@@ -258,5 +300,12 @@ def test_bare_hashes_without_quality_get_the_stricter_rule() -> None:
     assert rule_for(known) is DEFAULT_RULE
     assert rule_for(bare) is UNKNOWN_QUALITY_RULE
     assert DEFAULT_RULE.shifted(-2) == UNKNOWN_QUALITY_RULE
-    assert not UNKNOWN_QUALITY_RULE.evaluate(query(40, 10), variant("crop")).matched
-    assert UNKNOWN_QUALITY_RULE.evaluate(query(24, 6), variant("crop")).matched
+    # Two steps (16 PDQ bits, 4 pHash bits) tighter than every default box.
+    assert DEFAULT_RULE.evaluate(query(32, 4), variant("crop")).matched
+    assert not UNKNOWN_QUALITY_RULE.evaluate(query(32, 4), variant("crop")).matched
+    assert UNKNOWN_QUALITY_RULE.evaluate(query(16, 0), variant("crop")).matched
+    assert not UNKNOWN_QUALITY_RULE.evaluate(query(17, 0), variant("crop")).matched
+    assert UNKNOWN_QUALITY_RULE.evaluate(query(44, 0), variant("original")).matched
+    assert not UNKNOWN_QUALITY_RULE.evaluate(query(45, 0), variant("original")).matched
+    assert UNKNOWN_QUALITY_RULE.evaluate(query(15, None), variant("original")).matched
+    assert not UNKNOWN_QUALITY_RULE.evaluate(query(16, None), variant("original")).matched
