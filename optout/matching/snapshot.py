@@ -27,7 +27,7 @@ class Bounds:
 
     @classmethod
     def of(cls, rule: MatchRule) -> Bounds:
-        rules = [*rule.kinds.values(), rule.low_quality]
+        rules = [*rule.kinds.values(), rule.low_quality, rule.low_quality_derived]
         boxes = [box for kind_rule in rules for box in kind_rule.both]
         return cls(
             pdq=max(box.pdq for box in boxes),
