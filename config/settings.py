@@ -175,6 +175,9 @@ OPTOUT_CHUNK_LEASE_SECONDS = int(os.environ.get("OPTOUT_CHUNK_LEASE_SECONDS", 60
 OPTOUT_SHARDS = int(os.environ.get("OPTOUT_SHARDS", 1))
 # The shard a worker owns (it consumes `-Q match.shard<k>`); unset: no shard.
 OPTOUT_SHARD = int(os.environ["OPTOUT_SHARD"]) if os.environ.get("OPTOUT_SHARD") else None
+# Workers (solo and thread pools) load their matching engine before they take
+# work (optout.tasks.engine_preload).
+OPTOUT_ENGINE_PRELOAD = os.environ.get("OPTOUT_ENGINE_PRELOAD", "1").lower() not in ("0", "false")
 # A matching engine writes its loaded version at most this often (EngineState),
 # and at least every OPTOUT_ENGINE_HEARTBEAT_SECONDS while it is used.
 OPTOUT_ENGINE_REPORT_SECONDS = float(os.environ.get("OPTOUT_ENGINE_REPORT_SECONDS", 5))

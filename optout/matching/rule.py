@@ -286,8 +286,11 @@ class MatchRule:
         if any(rule.pdq_only is not None or rule.phash_only is not None for rule in derived):
             raise ValueError("derived variants are indexed by pHash only: no single-hash rule")
         primary_boxes = [box for rule in primary for box in rule.both]
-        primary_phash = min(PRIMARY_PHASH_RADIUS, max(box.phash for box in primary_boxes))
-        wide = [box.pdq for box in primary_boxes if box.phash > primary_phash]
+        # Boxes wider than PRIMARY_PHASH_RADIUS on pHash are found by the PDQ
+        # search; the pHash search then only needs the boxes beyond its radius.
+        wide = [box.pdq for box in primary_boxes if box.phash > PRIMARY_PHASH_RADIUS]
+        reach = max(wide) if wide else -1
+        primary_phash = max((box.phash for box in primary_boxes if box.pdq > reach), default=-1)
         derived_boxes = [box.phash for rule in derived for box in rule.both]
         pdq_only = [rule.pdq_only for rule in primary if rule.pdq_only is not None]
         phash_only = [rule.phash_only for rule in primary if rule.phash_only is not None]

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from optout.models import OptOut
+from optout.models import EngineState, OptOut
 from optout.services import opt_out_file
 from optout.tasks import opt_out_notice_send_task
+from registry.ledger import registry_version_current
 from registry.models import Channel
-from tests.factories import CreatorFactory, UserFactory
+from tests.factories import CreatorFactory, PhotoFactory, UserFactory
 from tests.workers import WAIT_SECONDS, broker_at, worker_start, worker_stop
 
 # The worker test's own Redis database (the other numbers serve other tests).
@@ -79,3 +80,39 @@ def test_a_real_worker_emails_the_confirmation_of_a_filed_opt_out(
     )
     assert outcomes == ["True", "False"], log
     assert OptOut.objects.get(pk=opt_out.pk).notice_sent_at == sent_at
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_loads_its_matching_engine_before_it_takes_work(
+    broker: str, tmp_path: Path
+) -> None:
+    # Given a photo under an opt-out
+    creator = CreatorFactory()
+    PhotoFactory(creator=creator)
+    opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel=Channel.WEB)
+    version = registry_version_current()
+    log_path = tmp_path / "worker.log"
+
+    # When a worker starts, and before it has been given any task
+    worker = worker_start(broker, tmp_path, log_path)
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline and worker.poll() is None:
+            if " ready." in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.25)
+        log = log_path.read_text(errors="replace")
+        states = list(EngineState.objects.filter(worker__endswith=f":{worker.pid}"))
+    finally:
+        worker_stop(worker)
+
+    # Then it announced itself ready only with its engine loaded and reported
+    assert " ready." in log, log
+    assert "loaded version" in log.split(" ready.")[0], log
+    assert {(s.kind, s.loaded_version, s.size) for s in states} == {
+        ("sha256", version, 1),
+        ("pdq", version, 1),
+        ("phash", version, 1),
+    }, log
