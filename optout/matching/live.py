@@ -337,14 +337,13 @@ class LiveView:
         for domain in host_suffixes(url):
             for claim in self.index.claims_of_domain.get(domain, ()):
                 yield claim, "domain"
-        yield from claim_hits(
-            url,
-            {
-                kind: values.items()
-                for kind, values in self.index.claim_values.items()
-                if kind != "domain"
-            },
-        )
+        others = {
+            kind: values.items()
+            for kind, values in self.index.claim_values.items()
+            if kind != "domain" and values
+        }
+        if others:
+            yield from claim_hits(url, others)
 
     def opt_outs_of_claim(self, claim: int) -> list[SnapshotOptOut]:
         held = self.index.claims.get(claim)

@@ -7,11 +7,21 @@ from urllib.parse import urlsplit
 
 
 def _host_and_path(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """Host (without "www.") and path of a URL normalised by
+    ``registry.claims.normalize_url`` (scheme://host[:port]/path[?query], host
+    lowercase); string slicing, several times faster than urlsplit, which is
+    kept for anything else (an IPv6 host, a URL not in that form)."""
+    _, separator, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if separator and slash and netloc and "[" not in netloc and "@" not in netloc:
+        host = netloc.partition(":")[0]
+        path = "/" + tail.partition("?")[0].partition("#")[0]
+    else:
+        parts = urlsplit(url)
+        host, path = parts.hostname or "", parts.path
     if host.startswith("www."):
         host = host[4:]
-    return host, parts.path
+    return host, path
 
 
 def host_suffixes(url: str) -> list[str]:

@@ -437,3 +437,25 @@ def test_host_suffix_lookup_finds_exactly_the_domains_the_comparison_rule_finds(
     by_suffix = {claim for claim, domain in pairs if domain in host_suffixes(url)}
 
     assert by_suffix == by_comparison
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.lists(_LABELS, min_size=1, max_size=3).map(lambda labels: ".".join([*labels, "org"])),
+    www=st.booleans(),
+    port=st.sampled_from(["", ":443", ":8080"]),
+    path=st.text(alphabet="abc/@%._-", max_size=12),
+    query=st.sampled_from(["", "?q=/a/b", "?x=1#frag"]),
+)
+def test_the_fast_url_split_equals_urlsplit_on_normalised_urls(host, www, port, path, query):
+    from urllib.parse import urlsplit
+
+    from optout.matching.urls import _host_and_path
+    from registry.claims import normalize_url
+
+    url = normalize_url(f"https://{'www.' if www else ''}{host}{port}/{path}{query}")
+    parts = urlsplit(url)
+    expected_host = parts.hostname or ""
+    expected_host = expected_host[4:] if expected_host.startswith("www.") else expected_host
+
+    assert _host_and_path(url) == (expected_host, parts.path)
