@@ -287,7 +287,8 @@ def test_engine_decides_like_brute_force_at_current_and_older_versions_without_r
     # ... with one load from the database, and catch-ups after it
     assert engine.full_loads == 1
     assert engine.catch_ups >= 10
-    assert checked >= 30 and older >= 15 and excluded >= 100
+    # (not vacuous: many records excluded, by every kind of match)
+    assert checked >= 30 and older >= 15 and excluded >= 60
 
 
 def test_a_version_older_than_the_engine_horizon_is_still_decided_exactly() -> None:
