@@ -287,7 +287,7 @@ def test_engine_decides_like_brute_force_at_current_and_older_versions_without_r
     # ... with one load from the database, and catch-ups after it
     assert engine.full_loads == 1
     assert engine.catch_ups >= 10
-    # (not vacuous: many records excluded, by every kind of match)
+    # (not vacuous: many records are excluded)
     assert checked >= 30 and older >= 15 and excluded >= 60
 
 
