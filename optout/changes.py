@@ -31,6 +31,7 @@ from optout.models import OptOut
 from optout.uses import USES
 from registry.ledger import registry_version_current
 from registry.models import Claim, ConsentEvent, Photo
+from registry.variants import variants_unpack
 
 Kind = ConsentEvent.Kind
 OPT_OUT_KINDS = (Kind.OPT_OUT_FILED, Kind.OPT_OUT_CHANGED, Kind.OPT_OUT_WITHDRAWN)
@@ -56,7 +57,7 @@ class Change:
     opt_out: str | None
     uses: list[str]
     scope: str
-    hashes: list[dict[str, str | None]]
+    hashes: list[dict[str, Any]]
     claims: list[dict[str, str]]
     at: datetime
     hashes_complete: bool = True
@@ -104,8 +105,23 @@ class _PhotoEvent:
     uses: list[str]
 
 
-def _hash(sha256: str, pdq: str, phash: str) -> dict[str, str | None]:
-    return {"sha256": sha256, "pdq": pdq or None, "phash": phash or None}
+# A photo's hashes as the change feed lists them: its own, with the PDQ
+# quality, and its derived variants (the registry matches records against
+# every one of them: docs/matching.md), so a pipeline re-checking earlier
+# batches can match as the registry does.
+_HASH_FIELDS = ("sha256", "pdq", "pdq_quality", "phash", "variants")
+
+
+def _hash(
+    sha256: str, pdq: str, pdq_quality: int | None, phash: str, variants: bytes
+) -> dict[str, Any]:
+    return {
+        "sha256": sha256,
+        "pdq": pdq or None,
+        "pdq_quality": pdq_quality,
+        "phash": phash or None,
+        "variants": [variant.as_dict() for variant in variants_unpack(bytes(variants))],
+    }
 
 
 def _active_at(opt_out: OptOut, version: int) -> bool:
@@ -145,7 +161,7 @@ def _photo_events(events: list[ConsentEvent], organization_id: int) -> dict[int,
     photos: dict[Any, Mapping[str, Any]] = {
         photo["public_id"]: photo
         for photo in Photo.objects.filter(public_id__in=subjects).values(
-            "public_id", "creator_id", "sha256", "pdq", "phash"
+            "public_id", "creator_id", *_HASH_FIELDS
         )
     }
     covering: dict[int, list[OptOut]] = defaultdict(list)
@@ -186,7 +202,7 @@ def _opt_out_change(found: _OptOutEvent, *, after: str, budget: int) -> Change:
         _covered_photos(opt_out, event.registry_version)
         .filter(sha256__gt=after)
         .order_by("sha256")
-        .values_list("sha256", "pdq", "phash")[: budget + 1]
+        .values_list(*_HASH_FIELDS)[: budget + 1]
     )
     claims = opt_out.claims.all() if opt_out.scope == OptOut.Scope.CLAIMS else []
     return Change(
@@ -212,7 +228,7 @@ def _photo_change(found: _PhotoEvent) -> Change:
         opt_out=None,
         uses=found.uses,
         scope=OptOut.Scope.ALL_PHOTOS,
-        hashes=[_hash(photo["sha256"], photo["pdq"], photo["phash"])],
+        hashes=[_hash(*(photo[name] for name in _HASH_FIELDS))],
         claims=[],
         at=found.event.created_at,
     )

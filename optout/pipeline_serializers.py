@@ -17,6 +17,7 @@ from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
 from optout.models import OptOut
 from optout.uses import USES
 from registry.models import Claim
+from registry.variants import DERIVED_VARIANTS
 
 _HASH_HELP = {
     "sha256": "SHA-256 of the image file, 64 hex digits.",
@@ -220,10 +221,29 @@ class ChangesQuerySerializer(serializers.Serializer):
     )
 
 
+class ChangeVariantSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(
+        choices=list(DERIVED_VARIANTS), help_text="Which derived image of the photo."
+    )
+    pdq = serializers.CharField(help_text=_HASH_HELP["pdq"])
+    pdq_quality = serializers.IntegerField(help_text="Its PDQ quality (0-100).")
+    phash = serializers.CharField(help_text=_HASH_HELP["phash"])
+
+
 class ChangeHashSerializer(serializers.Serializer):
     sha256 = serializers.CharField(help_text=_HASH_HELP["sha256"])
     pdq = serializers.CharField(allow_null=True, help_text=_HASH_HELP["pdq"])
+    pdq_quality = serializers.IntegerField(
+        allow_null=True, help_text="The PDQ quality (0-100); null when not known."
+    )
     phash = serializers.CharField(allow_null=True, help_text=_HASH_HELP["phash"])
+    variants = ChangeVariantSerializer(
+        many=True,
+        help_text=(
+            "The hashes of the photo's derived images (mirror image, crops, small rotations), "
+            "which records are matched against too (docs/matching.md); empty when none are known."
+        ),
+    )
 
 
 class ChangeClaimSerializer(serializers.Serializer):

@@ -29,6 +29,7 @@ from registry import services as registry_services
 from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, ConsentEvent, Creator, Photo
 from registry.uploads import HashLine
+from registry.variants import Variant
 from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -692,7 +693,15 @@ def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_
                 "opt_out": str(world.opt_alice.public_id),
                 "uses": ["ai_training"],
                 "scope": "all_photos",
-                "hashes": [{"sha256": SHA_A, "pdq": PDQ_A, "phash": PHASH_A}],
+                "hashes": [
+                    {
+                        "sha256": SHA_A,
+                        "pdq": PDQ_A,
+                        "pdq_quality": None,
+                        "phash": PHASH_A,
+                        "variants": [],
+                    }
+                ],
                 "hashes_complete": True,
                 "claims": [],
                 "at": at(event_of("opt_out_withdrawn", world.opt_alice.public_id)),
@@ -703,7 +712,7 @@ def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_
                 "opt_out": str(opt_carol.public_id),
                 "uses": ["ai_training"],
                 "scope": "photos",
-                "hashes": [{"sha256": SHA_C, "pdq": None, "phash": None}],
+                "hashes": [plain(SHA_C)],
                 "hashes_complete": True,
                 "claims": [],
                 "at": at(event_of("opt_out_filed", opt_carol.public_id)),
@@ -1076,7 +1085,7 @@ def query_of(url: str) -> tuple[str, dict[str, str]]:
 
 
 def plain(sha256: str) -> dict[str, Any]:
-    return {"sha256": sha256, "pdq": None, "phash": None}
+    return {"sha256": sha256, "pdq": None, "pdq_quality": None, "phash": None, "variants": []}
 
 
 def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
@@ -1084,7 +1093,12 @@ def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
     since = registry_version_current()
     register(alice, HashLine(sha256=SHA_B))
     opt_alice = file(alice, ["ai_training", "data_mining"])
-    [later] = register(alice, HashLine(sha256=SHA_A, pdq=PDQ_A, phash=PHASH_A))
+    mirror = Variant("mirror", "1e" * 32, 77, "5a" * 8)
+    crop = Variant("crop_centre_90", "2d" * 32, 64, "69" * 8)
+    [later] = register(
+        alice,
+        HashLine(sha256=SHA_A, pdq=PDQ_A, pdq_quality=88, phash=PHASH_A, variants=(mirror, crop)),
+    )
     domain = claim(bob, "domain", "bob.example")
     opt_bob = file(bob, ["data_mining"], "claims", claims=[domain.public_id])
     register(carol, HashLine(sha256=SHA_C))
@@ -1095,7 +1109,18 @@ def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
     response = api.get("/api/v1/changes", {"since": since})
 
     assert response.status_code == 200
-    full_a = {"sha256": SHA_A, "pdq": PDQ_A, "phash": PHASH_A}
+    # A photo is listed with its quality and its derived variants: pipelines
+    # re-checking earlier batches match against them as the registry does.
+    full_a = {
+        "sha256": SHA_A,
+        "pdq": PDQ_A,
+        "pdq_quality": 88,
+        "phash": PHASH_A,
+        "variants": [
+            {"name": "mirror", "pdq": "1e" * 32, "pdq_quality": 77, "phash": "5a" * 8},
+            {"name": "crop_centre_90", "pdq": "2d" * 32, "pdq_quality": 64, "phash": "69" * 8},
+        ],
+    }
     assert response.json() == {
         "registry_version": registry_version_current(),
         "next": None,
