@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -22,7 +23,11 @@ class ClaimInvalid(ValueError):
     """The value cannot be normalised; the message says why."""
 
 
+@lru_cache(maxsize=65_536)
 def _host(raw: str) -> str:
+    """A host name, lowercase and IDNA-encoded; raises ClaimInvalid. Cached:
+    the URLs of a manifest share few hosts, and IDNA encoding is most of the
+    cost of normalising a URL."""
     host = raw.strip().rstrip(".").lower()
     try:
         host = host.encode("idna").decode("ascii")

@@ -9,8 +9,8 @@ from typing import Any
 from registry.claims import ClaimInvalid, normalize_url
 
 MAX_ID_LENGTH = 512
-_HEX = frozenset("0123456789abcdef")
 _HASH_LENGTHS = {"sha256": 64, "pdq": 64, "phash": 16}
+_HASH_FORMS = {kind: re.compile(f"[0-9a-f]{{{length}}}") for kind, length in _HASH_LENGTHS.items()}
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
     values: dict[str, str] = {}
     for kind, length in _HASH_LENGTHS.items():
         value = _text(raw.get(kind)).lower()
-        if value and (len(value) != length or not set(value) <= _HEX):
+        if value and not _HASH_FORMS[kind].fullmatch(value):
             return Invalid(record_id, f"{kind} must be {length} hexadecimal digits", row)
         values[kind] = value
     quality = _quality(raw.get("pdq_quality"))
