@@ -16,6 +16,18 @@ from rest_framework.test import APIClient
 
 from optout.models import Organization, OrganizationAPIKey
 
+# The evidence of a match by equal SHA-256 (the same file), as every pipeline
+# response states it.
+SHA256_EVIDENCE = {
+    "variant": "original",
+    "basis": "sha256",
+    "pdq_distance": None,
+    "pdq_threshold": None,
+    "phash_distance": None,
+    "phash_threshold": None,
+    "quality": "ok",
+}
+
 
 def pipeline_client(
     organization: Organization, scopes: Iterable[str] = ("lookup", "batches")

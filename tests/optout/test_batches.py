@@ -38,6 +38,7 @@ from registry.models import Channel, Claim, Photo
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
 from tests.images import encode, generated_photo, jpeg_bytes
 from tests.optout.batch_helpers import (
+    SHA256_EVIDENCE,
     download,
     flip_bits,
     hamming,
@@ -153,17 +154,6 @@ def near_match(registry: Registry) -> dict[str, object]:
             "quality": "ok",
         },
     }
-
-
-SHA256_EVIDENCE = {
-    "variant": "original",
-    "basis": "sha256",
-    "pdq_distance": None,
-    "pdq_threshold": None,
-    "phash_distance": None,
-    "phash_threshold": None,
-    "quality": "ok",
-}
 
 
 def mixed_records(registry: Registry) -> list[bytes]:

@@ -29,6 +29,7 @@ from optout.matching.rule import (
 )
 from optout.matching.urls import claim_hits, host_suffixes
 from registry.variants import DEFAULT_VARIANTS, Variant, variant_kind, variants_pack
+from tests.optout.batch_helpers import SHA256_EVIDENCE
 
 
 def flip_bits(hex_value: str, count: int, seed: int = 0) -> str:
@@ -85,15 +86,7 @@ def test_sha256_equality_excludes_and_other_bytes_allow():
             "threshold": 0,
             "opt_out": "00000000-0000-0000-0000-000000000001",
             "uses": ["ai_training"],
-            "evidence": {
-                "variant": "original",
-                "basis": "sha256",
-                "pdq_distance": None,
-                "pdq_threshold": None,
-                "phash_distance": None,
-                "phash_threshold": None,
-                "quality": "ok",
-            },
+            "evidence": SHA256_EVIDENCE,
         }
     ]
     assert miss.decision == "allow" and miss.matches == ()

@@ -31,6 +31,7 @@ from registry.models import Channel, Claim, ConsentEvent, Creator, Photo
 from registry.uploads import HashLine
 from registry.variants import Variant
 from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
+from tests.optout.batch_helpers import SHA256_EVIDENCE
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -47,15 +48,6 @@ ORIGINAL: KindRule = DEFAULT_RULE.kinds["original"]
 BARE: KindRule = UNKNOWN_QUALITY_RULE.kinds["original"]
 GOOD_QUALITY = 100
 LOW_QUALITY = DEFAULT_RULE.min_quality - 1
-SHA256_EVIDENCE = {
-    "variant": "original",
-    "basis": "sha256",
-    "pdq_distance": None,
-    "pdq_threshold": None,
-    "phash_distance": None,
-    "phash_threshold": None,
-    "quality": "ok",
-}
 
 
 def flip(value: str, bits: int) -> str:
