@@ -252,13 +252,7 @@ def records_build(registry: RegistryPhotos, rng: random.Random) -> list[dict[str
         plant(pdq=None, phash=rng.choice(registry.covered).phash)
     # Near a derived variant (a crop) of a photo registered with variants.
     for _ in range(40):
-        photo = rng.choice(registry.with_variants)
-        crop = variants_unpack(bytes(photo.variants))[0]
-        plant(
-            pdq=flip_bits(crop.pdq, CROP_BOX.pdq, rng),
-            phash=flip_bits(crop.phash, CROP_BOX.phash, rng),
-            pdq_quality=90,
-        )
+        plant(**near_crop(rng.choice(registry.with_variants), rng))
     for _ in range(60):
         plant(pdq=flip_bits(rng.choice(registry.uncovered).pdq, 3, rng), pdq_quality=90)
         plant(phash=flip_bits(rng.choice(registry.uncovered).phash, 2, rng))
@@ -268,6 +262,17 @@ def records_build(registry: RegistryPhotos, rng: random.Random) -> list[dict[str
     for _ in range(20):
         plant(phash="not-hex")
     return records
+
+
+def near_crop(photo: Photo, rng: random.Random) -> dict[str, Any]:
+    """Record fields at the corner of the crop box from the photo's first
+    derived variant (a crop: ``random_variants``)."""
+    crop = variants_unpack(bytes(photo.variants))[0]
+    return {
+        "pdq": flip_bits(crop.pdq, CROP_BOX.pdq, rng),
+        "phash": flip_bits(crop.phash, CROP_BOX.phash, rng),
+        "pdq_quality": 90,
+    }
 
 
 def manifest_parquet(records: list[dict[str, Any]]) -> bytes:

@@ -24,17 +24,16 @@ from optout.models import Batch, BatchResult, Chunk, ChunkShardResult, EngineSta
 from optout.snapshots import snapshot_load
 from optout.tasks import batch_chunk_shard_decide_task
 from registry.models import Photo
-from registry.variants import variants_unpack
 from tests.factories import OrganizationFactory, PhotoFactory
 from tests.optout.batch_helpers import download, flip_bits, jsonl, jsonl_rows, pipeline_client
 from tests.optout.batch_helpers import submit as submit_manifest
 from tests.optout.test_batch_worker import (
     BLOCKED_DOMAIN,
     BOX,
-    CROP_BOX,
     PDQ_ONLY,
     Oracle,
     RegistryPhotos,
+    near_crop,
     registry_build,
 )
 from tests.workers import broker_at, worker_start, worker_stop
@@ -110,13 +109,7 @@ def records_build(
                 pdq_quality=90,
             )
     for _ in range(20):  # near a crop variant, on either shard
-        photo = rng.choice(registry.with_variants)
-        crop = variants_unpack(bytes(photo.variants))[0]
-        plant(
-            pdq=flip_bits(crop.pdq, CROP_BOX.pdq, rng),
-            phash=flip_bits(crop.phash, CROP_BOX.phash, rng),
-            pdq_quality=90,
-        )
+        plant(**near_crop(rng.choice(registry.with_variants), rng))
     for _ in range(10):
         plant(
             pdq=flip_bits(twins[0].pdq, 5, rng),
