@@ -19,13 +19,21 @@ from functools import cache
 import numpy as np
 
 from optout.matching.rule import PRIMARY_KINDS, VariantHashes
-from registry.variants import PACKED_SIZE, VARIANT_NAMES, variant_kind
+from registry.variants import (
+    ORIGINAL,
+    PACKED_SIZE,
+    VARIANT_NAMES,
+    Variant,
+    variant_kind,
+    variants_pack,
+    variants_unpack,
+)
 
 # Index id of a variant: photo key << POSITION_BITS | position (0 = original).
 POSITION_BITS = 6
 MAX_POSITIONS = 1 << POSITION_BITS
 # The blob's first byte says which of the original's hashes are known.
-_HAS_PDQ, _HAS_PHASH, _HAS_QUALITY = 1, 2, 4
+_HAS_PDQ, _HAS_PHASH = 1, 2
 # A registered hash without a known PDQ quality is not held back by the quality
 # gate (registrations made before qualities were recorded).
 UNKNOWN_QUALITY = 100
@@ -43,19 +51,18 @@ def variant_ids_of(keys: np.ndarray) -> np.ndarray:
 
 def photo_blob(pdq: str, phash: str, pdq_quality: int | None, derived: bytes) -> bytes:
     """The photo's variants in one byte string: a flags byte, the original
-    packed like ``registry.variants.variants_pack`` (missing hashes as zeros),
+    packed by ``registry.variants.variants_pack`` (missing hashes as zeros),
     then the derived variants as stored in ``Photo.variants``."""
     if len(derived) % PACKED_SIZE or len(derived) // PACKED_SIZE >= MAX_POSITIONS:
         raise ValueError("malformed packed variants")
-    flags = (
-        (_HAS_PDQ if pdq else 0)
-        | (_HAS_PHASH if phash else 0)
-        | (_HAS_QUALITY if pdq_quality is not None else 0)
+    flags = (_HAS_PDQ if pdq else 0) | (_HAS_PHASH if phash else 0)
+    original = Variant(
+        name=ORIGINAL,
+        pdq=pdq or "0" * 64,
+        pdq_quality=UNKNOWN_QUALITY if pdq_quality is None else pdq_quality,
+        phash=phash or "0" * 16,
     )
-    original = bytes((0, UNKNOWN_QUALITY if pdq_quality is None else pdq_quality))
-    original += bytes.fromhex(phash) if phash else bytes(8)
-    original += bytes.fromhex(pdq) if pdq else bytes(32)
-    return bytes((flags,)) + original + derived
+    return bytes((flags,)) + variants_pack([original]) + derived
 
 
 def blob_size(blob: bytes) -> int:
@@ -63,29 +70,32 @@ def blob_size(blob: bytes) -> int:
     return (len(blob) - 1) // PACKED_SIZE
 
 
-@cache
-def _name_kind(code: int) -> tuple[str, str]:
-    name = VARIANT_NAMES[code]
-    return name, variant_kind(name)
+_kind = cache(variant_kind)
 
 
 def blob_variant(blob: bytes, position: int) -> VariantHashes:
     """The variant at ``position`` (0: the original; a missing hash is "")."""
     offset = 1 + position * PACKED_SIZE
-    row = blob[offset : offset + PACKED_SIZE]
-    name, kind = _name_kind(row[0])
-    pdq, phash = row[10:42].hex(), row[2:10].hex()
+    [variant] = variants_unpack(blob[offset : offset + PACKED_SIZE])
+    pdq, phash = variant.pdq, variant.phash
     if position == 0:
         flags = blob[0]
         pdq = pdq if flags & _HAS_PDQ else ""
         phash = phash if flags & _HAS_PHASH else ""
-    return VariantHashes(name=name, kind=kind, pdq=pdq, pdq_quality=row[1], phash=phash)
+    return VariantHashes(
+        name=variant.name,
+        kind=_kind(variant.name),
+        pdq=pdq,
+        pdq_quality=variant.pdq_quality,
+        phash=phash,
+    )
 
 
 @cache
 def _primary_codes() -> np.ndarray:
     return np.asarray(
-        [code for code in VARIANT_NAMES if _name_kind(code)[1] in PRIMARY_KINDS], dtype=np.uint8
+        [code for code, name in VARIANT_NAMES.items() if _kind(name) in PRIMARY_KINDS],
+        dtype=np.uint8,
     )
 
 
