@@ -190,16 +190,18 @@ def main() -> None:
     sizes = index.sizes()
     print(f"photos                 {n:,} ({creators:,} all_photos opt-outs)")
     print(
-        f"indexed entries        sha256 {sizes['sha256']:,}, PDQ {sizes['pdq']:,} (original + "
-        f"mirror), pHash {len(index.phash):,} primary + {len(index.phash_derived):,} derived"
+        f"indexed entries        sha256 {sizes['sha256']:,}, PDQ {len(index.pdq):,} original + "
+        f"{len(index.pdq_single):,} mirror (PDQ-only records), pHash {len(index.phash):,} "
+        f"original + {len(index.phash_derived):,} derived"
     )
     print(f"initial load (CPU s)   {load_s:.1f} (traced)")
     print(f"live memory (traced)   {traced / 1e6:,.0f} MB = {traced / n:,.0f} B/photo")
     arrays = 0
     for name, part in (
         ("sha256", index.sha256),
-        ("PDQ (primary)", index.pdq),
-        ("pHash (primary)", index.phash),
+        ("PDQ (original)", index.pdq),
+        ("PDQ (mirror)", index.pdq_single),
+        ("pHash (original)", index.phash),
         ("pHash (derived)", index.phash_derived),
     ):
         size = part.memory_bytes()
@@ -237,8 +239,8 @@ def main() -> None:
         f"{found:,} candidate variants for {len(queries):,} records)"
     )
     for name, part, kind, radius in (
-        ("pHash, primary", index.phash, "phash", SEARCH_PLAN.primary_phash),
-        ("PDQ, primary", index.pdq, "pdq", SEARCH_PLAN.primary_pdq),
+        ("pHash, original", index.phash, "phash", SEARCH_PLAN.primary_phash),
+        ("PDQ, original", index.pdq, "pdq", SEARCH_PLAN.primary_pdq),
         ("pHash, derived", index.phash_derived, "phash", SEARCH_PLAN.derived_phash),
     ):
         if radius is None:

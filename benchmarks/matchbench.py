@@ -40,6 +40,7 @@ import corpus
 import edits
 
 from optout.matching.rule import (
+    PDQ_INDEXED_KINDS,
     PDQ_STEP,
     PHASH_STEP,
     PRIMARY_KINDS,
@@ -541,21 +542,19 @@ def check_exact(
 
 
 def _assert_planned(plan, kind: str, pdq: int | None, phash: int | None) -> None:  # type: ignore[no-untyped-def]
+    both = pdq is not None and phash is not None
+    pdq_alone = (
+        phash is None
+        and kind in PDQ_INDEXED_KINDS
+        and plan.pdq_only is not None
+        and pdq is not None
+        and pdq <= plan.pdq_only
+    )
     if kind in PRIMARY_KINDS:
         found = (
-            (pdq is not None and phash is not None and phash <= plan.primary_phash)
-            or (
-                pdq is not None
-                and phash is not None
-                and plan.primary_pdq is not None
-                and pdq <= plan.primary_pdq
-            )
-            or (
-                phash is None
-                and plan.pdq_only is not None
-                and pdq is not None
-                and pdq <= plan.pdq_only
-            )
+            (both and phash <= plan.primary_phash)
+            or (both and plan.primary_pdq is not None and pdq <= plan.primary_pdq)
+            or pdq_alone
             or (
                 pdq is None
                 and plan.phash_only is not None
@@ -565,11 +564,8 @@ def _assert_planned(plan, kind: str, pdq: int | None, phash: int | None) -> None
         )
     else:
         found = (
-            pdq is not None
-            and phash is not None
-            and plan.derived_phash is not None
-            and phash <= plan.derived_phash
-        )
+            both and plan.derived_phash is not None and phash <= plan.derived_phash
+        ) or pdq_alone
     if not found:
         raise AssertionError(f"a {kind} match at ({pdq}, {phash}) is outside the search plan")
 

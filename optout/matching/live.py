@@ -95,14 +95,16 @@ class LiveIndex:
         self.opt_outs_of_photo: dict[int, list[int]] = defaultdict(list)
         self.opt_outs_of_claim: dict[int, list[int]] = defaultdict(list)
         self.sha256 = Sha256Set()
-        # Primary variants (the photo and its mirror image) by PDQ and by pHash;
-        # every other variant by pHash (optout/matching/variants.py). Index ids
-        # pack the photo key and the variant's position in its blob.
-        # Each index's layout is planned for the radius the rule searches it at.
+        # The photo itself by PDQ and by pHash; every other variant by pHash,
+        # and the mirror image by PDQ too, for PDQ-only records
+        # (optout/matching/variants.py). Index ids pack the photo key and the
+        # variant's position in its blob. Each index's layout is planned for
+        # the radius the rule searches it at.
         plan = DEFAULT_RULE.search_plan()
         self.pdq = HammingIndex(256, radius=max(plan.primary_pdq or 0, plan.pdq_only or 0, 1))
         self.phash = HammingIndex(64, radius=max(plan.primary_phash, 1))
         self.phash_derived = HammingIndex(64, radius=max(plan.derived_phash or 0, 1))
+        self.pdq_single = HammingIndex(256, radius=max(plan.pdq_only or 0, 1))
         self.blobs: dict[int, bytes] = {}
 
     # --- applying changes ---------------------------------------------------------
@@ -155,6 +157,7 @@ class LiveIndex:
             (("primary", "pdq"), self.pdq),
             (("primary", "phash"), self.phash),
             (("derived", "phash"), self.phash_derived),
+            (("single", "pdq"), self.pdq_single),
         )
 
     def photos_remove(self, keys: Iterable[int]) -> int:
@@ -235,7 +238,7 @@ class LiveIndex:
         self.photos.compact()
 
     def _indexes(self) -> tuple[Sha256Set | HammingIndex, ...]:
-        return (self.sha256, self.pdq, self.phash, self.phash_derived)
+        return (self.sha256, self.pdq, self.phash, self.phash_derived, self.pdq_single)
 
     def dead_share(self) -> float:
         """Share of indexed entries that are tombstones."""
@@ -253,7 +256,7 @@ class LiveIndex:
         and its mirror image's)."""
         return {
             "sha256": len(self.sha256),
-            "pdq": len(self.pdq),
+            "pdq": len(self.pdq) + len(self.pdq_single),
             "phash": len(self.phash) + len(self.phash_derived),
         }
 
@@ -299,6 +302,7 @@ class LiveView:
             (self.index.pdq, "pdq", both, plan.primary_pdq),
             (self.index.phash_derived, "phash", both, plan.derived_phash),
             (self.index.pdq, "pdq", pdq_only, plan.pdq_only),
+            (self.index.pdq_single, "pdq", pdq_only, plan.pdq_only),
             (self.index.phash, "phash", phash_only, plan.phash_only),
         )
         for index, kind, rows, radius in searches:

@@ -13,9 +13,9 @@ matching" and "Precision"):
   photographs than on random codes (pHash <= 8 alone falsely matches about 4 in
   a million pairs of distinct photos); requiring the independent hash to agree
   is what lets the registry hold a dozen variants per photo.
-- **Variant-aware thresholds.** The photo itself and its mirror image get the
-  widest boxes (they must absorb resizing, recompression, text and brightness);
-  derived variants (crops, small rotations) need a closer match.
+- **Variant-aware thresholds.** The photo itself gets the widest boxes (it
+  must absorb resizing, recompression, text and brightness); derived variants
+  (the mirror image, crops, small rotations) need a closer match.
 - **Quality gating.** A PDQ quality below ``min_quality`` (50; flat colour,
   gradients, near-black frames, sky) never decides on the generous boxes: such
   a registered variant — or a record whose own quality is known to be low —
@@ -23,7 +23,8 @@ matching" and "Precision"):
   (``low_quality``), a derived variant only on an equal pHash and a nearly
   equal PDQ (``low_quality_derived``), and a single-hash record never.
 - **One hash kind only.** A record with only a PDQ or only a pHash is held to a
-  stricter single-hash threshold, and only against the primary variants.
+  stricter single-hash threshold, and only against the photo (PDQ or pHash) and
+  its mirror image (PDQ).
 - **SHA-256 equality always matches** (``sha256_evidence``).
 """
 
@@ -115,9 +116,12 @@ class Evidence:
         }
 
 
-# The photo itself and its mirror image ("primary" variants) are indexed by both
-# hashes; every other variant by its pHash only, its PDQ kept for confirmation.
-PRIMARY_KINDS = frozenset({"original", "mirror"})
+# The photo itself (the "primary" variant) is indexed by both hashes and gets
+# the widest boxes; every other variant (the mirror image, crops, rotations) is
+# indexed by its pHash, its PDQ kept for confirmation. Kinds in
+# PDQ_INDEXED_KINDS are also indexed by PDQ for records that carry a PDQ only.
+PRIMARY_KINDS = frozenset({"original"})
+PDQ_INDEXED_KINDS = frozenset({"original", "mirror"})
 # The widest pHash radius the primary index is searched at: pHash range search
 # slows down steeply past 10 bits (docs/performance.md), so a box wider on
 # pHash must be narrow enough on PDQ for the PDQ index to find it.
@@ -134,9 +138,9 @@ class SearchPlan:
     ``derived_phash`` (None: derived variants never match). Every accepted
     primary pair is within one of the two primary radii, every accepted derived
     pair within ``derived_phash``; the union of the hits is then judged by the
-    rule. A PDQ-only record: the primary PDQ index at ``pdq_only``; a
-    pHash-only record: the primary pHash index at ``phash_only`` (None: such a
-    record has no perceptual match).
+    rule. A PDQ-only record: the PDQ indexes (``PDQ_INDEXED_KINDS``) at
+    ``pdq_only``; a pHash-only record: the primary pHash index at
+    ``phash_only`` (None: such a record has no perceptual match).
     """
 
     primary_phash: int
@@ -169,8 +173,8 @@ class MatchRule:
     kinds: Mapping[str, KindRule]
     # Applies instead of ``kinds`` when the registered variant's (or the
     # record's known) PDQ quality is below ``min_quality``: ``low_quality`` to
-    # the kinds in ``low_quality_kinds`` (primary kinds only),
-    # ``low_quality_derived`` to the derived (non-primary) kinds of ``kinds``.
+    # the kinds in ``low_quality_kinds`` (the photo and its mirror image),
+    # ``low_quality_derived`` to the other kinds of ``kinds``.
     low_quality: KindRule
     low_quality_kinds: frozenset[str] = field(default=frozenset({"original", "mirror"}))
     min_quality: int = 50
@@ -275,16 +279,24 @@ class MatchRule:
 
     def search_plan(self) -> SearchPlan:
         """The searches the engine runs for this rule (``SearchPlan``). Raises
-        ValueError for a rule the indexes cannot serve: single-hash matches of
-        derived variants, or ``low_quality`` applied to derived variants."""
-        if not self.low_quality_kinds <= PRIMARY_KINDS:
-            raise ValueError("low-quality variants may match as primary variants only")
+        ValueError for a rule the indexes cannot serve: a PDQ-only match of a
+        kind outside ``PDQ_INDEXED_KINDS``, or a pHash-only match of a derived
+        kind."""
+        lq_primary = bool(self.low_quality_kinds & PRIMARY_KINDS)
+        lq_derived = bool(self.low_quality_kinds - PRIMARY_KINDS)
         primary = [rule for kind, rule in self.kinds.items() if kind in PRIMARY_KINDS]
-        primary.append(self.low_quality)
+        primary += [self.low_quality] if lq_primary else []
         derived = [rule for kind, rule in self.kinds.items() if kind not in PRIMARY_KINDS]
-        derived.append(self.low_quality_derived)
-        if any(rule.pdq_only is not None or rule.phash_only is not None for rule in derived):
-            raise ValueError("derived variants are indexed by pHash only: no single-hash rule")
+        derived += [self.low_quality_derived] + ([self.low_quality] if lq_derived else [])
+        pdq_indexed = [rule for kind, rule in self.kinds.items() if kind in PDQ_INDEXED_KINDS]
+        pdq_indexed += [self.low_quality] if self.low_quality_kinds & PDQ_INDEXED_KINDS else []
+        unindexed = [rule for kind, rule in self.kinds.items() if kind not in PDQ_INDEXED_KINDS]
+        unindexed += [self.low_quality_derived]
+        unindexed += [self.low_quality] if self.low_quality_kinds - PDQ_INDEXED_KINDS else []
+        if any(rule.pdq_only is not None for rule in unindexed):
+            raise ValueError("a PDQ-only match needs a kind indexed by PDQ")
+        if any(rule.phash_only is not None for rule in derived):
+            raise ValueError("derived variants are indexed by pHash only with PDQ confirmation")
         primary_boxes = [box for rule in primary for box in rule.both]
         # Boxes wider than PRIMARY_PHASH_RADIUS on pHash are found by the PDQ
         # search; the pHash search then only needs the boxes beyond its radius.
@@ -292,7 +304,7 @@ class MatchRule:
         reach = max(wide) if wide else -1
         primary_phash = max((box.phash for box in primary_boxes if box.pdq > reach), default=-1)
         derived_boxes = [box.phash for rule in derived for box in rule.both]
-        pdq_only = [rule.pdq_only for rule in primary if rule.pdq_only is not None]
+        pdq_only = [rule.pdq_only for rule in pdq_indexed if rule.pdq_only is not None]
         phash_only = [rule.phash_only for rule in primary if rule.phash_only is not None]
         return SearchPlan(
             primary_phash=primary_phash,
@@ -307,9 +319,9 @@ class MatchRule:
 # bench_robust.py, bench_precision.py; docs/matching.md). pHash distances
 # between two imagehash pHashes are always even (each hash has 32 bits set).
 #
-# The photo and its mirror image: resizing moves PDQ by up to ~60 bits while
-# pHash stays within 4, a caption moves pHash by up to 18 while PDQ stays near
-# 32, brightness and recompression sit in between; three boxes follow that
+# The photo itself: resizing moves PDQ by up to ~60 bits while pHash stays
+# within 4, a caption moves pHash by up to 18 while PDQ stays near 32,
+# brightness and recompression sit in between; three boxes follow that
 # staircase and stop where distinct photos start (PDQ ~54 with pHash 8, ~64
 # with 12, ~74 with 4). The box wider than PRIMARY_PHASH_RADIUS on pHash is 32
 # on PDQ, so the PDQ index at 32 finds it. A PDQ-only record matches the photo
@@ -317,14 +329,16 @@ class MatchRule:
 # moves PDQ by at most ~14 from the mirror variant); a pHash-only record only
 # the photo itself, on an equal pHash.
 _PRIMARY_BOXES = (Box(pdq=32, phash=18), Box(pdq=48, phash=10), Box(pdq=60, phash=4))
-# Crops and +-2 degree rotations: the repost is the variant plus recompression,
-# within PDQ 44 at pHash <= 2, 32 at 4, 24 at 6 (pHash <= 6: the derived index
-# is searched at 6).
+# The mirror image, crops and +-2 degree rotations: the repost is the variant
+# plus recompression, within PDQ 44 at pHash <= 2, 32 at 4, 24 at 6 (pHash <= 6:
+# the derived index is searched at 6). The mirror image used to get the
+# photo's boxes: the same recall on mirrored reposts, about a quarter more
+# false matches and twice the entries in both primary indexes.
 _DERIVED_BOXES = (Box(pdq=44, phash=2), Box(pdq=32, phash=4), Box(pdq=24, phash=6))
 DEFAULT_RULE = MatchRule(
     kinds={
         "original": KindRule(both=_PRIMARY_BOXES, pdq_only=31, phash_only=0),
-        "mirror": KindRule(both=_PRIMARY_BOXES, pdq_only=24),
+        "mirror": KindRule(both=_DERIVED_BOXES, pdq_only=24),
         "crop": KindRule(both=_DERIVED_BOXES),
         "rotation": KindRule(both=_DERIVED_BOXES),
         # Turned or flipped over (not registered by default): nearly exact only.

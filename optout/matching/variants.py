@@ -18,7 +18,7 @@ from functools import cache
 
 import numpy as np
 
-from optout.matching.rule import PRIMARY_KINDS, VariantHashes
+from optout.matching.rule import PDQ_INDEXED_KINDS, PRIMARY_KINDS, VariantHashes
 from registry.variants import (
     ORIGINAL,
     PACKED_SIZE,
@@ -92,10 +92,10 @@ def blob_variant(blob: bytes, position: int) -> VariantHashes:
 
 
 @cache
-def _primary_codes() -> np.ndarray:
+def _codes_of(kinds: frozenset[str]) -> np.ndarray:
+    """The variant codes whose kind is one of ``kinds``."""
     return np.asarray(
-        [code for code, name in VARIANT_NAMES.items() if _kind(name) in PRIMARY_KINDS],
-        dtype=np.uint8,
+        [code for code, name in VARIANT_NAMES.items() if _kind(name) in kinds], dtype=np.uint8
     )
 
 
@@ -119,14 +119,16 @@ def _words(columns: np.ndarray) -> np.ndarray:
 
 def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], IndexEntries]:
     """The index entries of many photos, by (group, hash kind): ("primary",
-    "pdq"), ("primary", "phash") for the original and the mirror image,
-    ("derived", "phash") for every other variant. Vectorised over photos whose
-    blobs have the same length."""
+    "pdq") and ("primary", "phash") for the photo itself (``PRIMARY_KINDS``),
+    ("derived", "phash") for every other variant, ("single", "pdq") for the
+    other variants a PDQ-only record may match (``PDQ_INDEXED_KINDS``: the
+    mirror image). Vectorised over photos whose blobs have the same length."""
     out = {group: IndexEntries([], []) for group in _GROUPS}
     by_length: dict[int, list[int]] = {}
     for row, blob in enumerate(blobs):
         by_length.setdefault(len(blob), []).append(row)
-    primary_codes = _primary_codes()
+    primary_codes = _codes_of(PRIMARY_KINDS)
+    single_codes = _codes_of(PDQ_INDEXED_KINDS - PRIMARY_KINDS)
     for length, rows in by_length.items():
         table = np.frombuffer(b"".join(blobs[row] for row in rows), dtype=np.uint8)
         table = table.reshape(len(rows), length)
@@ -148,11 +150,13 @@ def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], I
                 if take.any():
                     out[(group, "phash")].codes.append(phash[take])
                     out[(group, "phash")].ids.append(ids[take])
-            take = primary & has_pdq
-            if take.any():
-                out[("primary", "pdq")].codes.append(pdq[take])
-                out[("primary", "pdq")].ids.append(ids[take])
+            single = np.isin(packed[:, 0], single_codes)
+            for group, mask in (("primary", primary), ("single", single)):
+                take = mask & has_pdq
+                if take.any():
+                    out[(group, "pdq")].codes.append(pdq[take])
+                    out[(group, "pdq")].ids.append(ids[take])
     return out
 
 
-_GROUPS = (("primary", "pdq"), ("primary", "phash"), ("derived", "phash"))
+_GROUPS = (("primary", "pdq"), ("primary", "phash"), ("derived", "phash"), ("single", "pdq"))

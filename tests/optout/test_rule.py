@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from optout.matching.rule import (
     DEFAULT_RULE,
     KINDS,
+    PDQ_INDEXED_KINDS,
     PDQ_STEP,
     PHASH_STEP,
     PRIMARY_KINDS,
@@ -60,7 +61,6 @@ def test_flip_changes_exactly_the_requested_bits() -> None:
     assert hamming_hex(PHASH, flip(PHASH, 9)) == 9
 
 
-@pytest.mark.parametrize("kind", ["original", "mirror"])
 @pytest.mark.parametrize(
     ("pdq_bits", "phash_bits", "matched"),
     [
@@ -78,16 +78,16 @@ def test_flip_changes_exactly_the_requested_bits() -> None:
         (54, 8, False),
     ],
 )
-def test_photo_and_mirror_match_inside_one_of_three_boxes_only(
-    kind: str, pdq_bits: int, phash_bits: int, matched: bool
+def test_the_photo_matches_inside_one_of_three_boxes_only(
+    pdq_bits: int, phash_bits: int, matched: bool
 ) -> None:
-    evidence = DEFAULT_RULE.evaluate(query(pdq_bits, phash_bits), variant(kind))
+    evidence = DEFAULT_RULE.evaluate(query(pdq_bits, phash_bits), variant("original"))
 
     assert evidence.matched is matched
     assert (evidence.pdq_distance, evidence.phash_distance) == (pdq_bits, phash_bits)
 
 
-@pytest.mark.parametrize("kind", ["crop", "rotation"])
+@pytest.mark.parametrize("kind", ["mirror", "crop", "rotation"])
 @pytest.mark.parametrize(("pdq_limit", "phash_limit"), [(44, 2), (32, 4), (24, 6)])
 def test_derived_variants_need_a_closer_match(kind: str, pdq_limit: int, phash_limit: int) -> None:
     rule = DEFAULT_RULE
@@ -96,8 +96,9 @@ def test_derived_variants_need_a_closer_match(kind: str, pdq_limit: int, phash_l
     assert not rule.evaluate(query(pdq_limit + 1, phash_limit), variant(kind)).matched
     assert not rule.evaluate(query(pdq_limit, phash_limit + 1), variant(kind)).matched
     # What the photo itself would accept, a derived variant does not.
-    assert rule.evaluate(query(48, 10), variant("original")).matched
-    assert not rule.evaluate(query(48, 10), variant(kind)).matched
+    for pdq_bits, phash_bits in ((32, 18), (48, 10), (60, 4)):
+        assert rule.evaluate(query(pdq_bits, phash_bits), variant("original")).matched
+        assert not rule.evaluate(query(pdq_bits, phash_bits), variant(kind)).matched
 
 
 def test_turned_or_flipped_variants_match_nearly_exactly_only() -> None:
@@ -110,11 +111,11 @@ def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
     evidence = DEFAULT_RULE.evaluate(query(50, 8), variant("crop", name="crop_top_left_95"))
     assert not evidence.matched
 
-    evidence = DEFAULT_RULE.evaluate(query(58, 4), variant("mirror"))
+    evidence = DEFAULT_RULE.evaluate(query(58, 4), variant("original"))
 
     assert evidence.matched
     assert evidence.as_dict() == {
-        "variant": "mirror",
+        "variant": "original",
         "basis": "pdq+phash",
         "pdq_distance": 58,
         "pdq_threshold": 60,
@@ -249,7 +250,8 @@ def test_the_search_plan_finds_every_variant_the_rule_accepts(
     elif mode == "both":
         assert plan.derived_phash is not None and phash_bits <= plan.derived_phash
     elif mode == "pdq":
-        assert primary and plan.pdq_only is not None and pdq_bits <= plan.pdq_only
+        assert kind in PDQ_INDEXED_KINDS
+        assert plan.pdq_only is not None and pdq_bits <= plan.pdq_only
     else:
         assert primary and plan.phash_only is not None and phash_bits <= plan.phash_only
 
@@ -266,21 +268,19 @@ def test_the_search_plan_of_the_default_rule_keeps_the_searches_cheap() -> None:
 def test_a_rule_the_indexes_cannot_serve_is_refused() -> None:
     kinds = dict(DEFAULT_RULE.kinds)
     kinds["crop"] = KindRule(both=(Box(pdq=40, phash=8),), pdq_only=24)
+    mirror_by_phash = dict(DEFAULT_RULE.kinds)
+    mirror_by_phash["mirror"] = KindRule(both=(Box(pdq=24, phash=4),), phash_only=2)
 
-    with pytest.raises(ValueError, match="pHash only"):
+    with pytest.raises(ValueError, match="indexed by PDQ"):
         MatchRule(kinds=kinds, low_quality=DEFAULT_RULE.low_quality).search_plan()
-    with pytest.raises(ValueError, match="pHash only"):
+    with pytest.raises(ValueError, match="indexed by PDQ"):
         MatchRule(
             kinds=DEFAULT_RULE.kinds,
             low_quality=DEFAULT_RULE.low_quality,
             low_quality_derived=KindRule(both=(), pdq_only=8),
         ).search_plan()
-    with pytest.raises(ValueError, match="primary"):
-        MatchRule(
-            kinds=DEFAULT_RULE.kinds,
-            low_quality=DEFAULT_RULE.low_quality,
-            low_quality_kinds=frozenset({"original", "crop"}),
-        ).search_plan()
+    with pytest.raises(ValueError, match="pHash only"):
+        MatchRule(kinds=mirror_by_phash, low_quality=DEFAULT_RULE.low_quality).search_plan()
 
 
 def test_the_search_plan_covers_low_quality_derived_boxes() -> None:
