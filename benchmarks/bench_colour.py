@@ -228,29 +228,6 @@ def _variant_levels(rp, rh, rq, pi, qp, qh, qq, pj, bp, bh, use_qq, minq, pstep,
     return out
 
 
-@numba.njit(cache=True)
-def _near_pairs_k(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep, hstep, kmax):  # type: ignore[no-untyped-def]
-    """Every cross-source pair at level <= kmax (matchbench._near_pairs with kmax)."""
-    out_i, out_j, out_level = [], [], []
-    for i in range(rh.shape[0]):
-        for j in range(qh.shape[0]):
-            if rsrc[i] == qsrc[j]:
-                continue
-            best, _ = mb._pair_level(
-                rp, rh, rq, i, qp[j], qh[j], qq[j], bp, bh, use_qq, minq,
-                np.int64(kmax + 1), pstep, hstep,
-            )  # fmt: skip
-            if best <= kmax:
-                out_i.append(i)
-                out_j.append(j)
-                out_level.append(best)
-    return (
-        np.array(out_i, dtype=np.int64),
-        np.array(out_j, dtype=np.int64),
-        np.array(out_level, dtype=np.int64),
-    )
-
-
 def variant_levels(reg, qs, pi, pj, rule=DEFAULT_RULE):  # type: ignore[no-untyped-def]
     bp, bh = mb.box_tables(rule, reg.names, "both")
     return _variant_levels(
@@ -381,7 +358,7 @@ def main() -> None:
     bp, bh = mb.box_tables(DEFAULT_RULE, reg.names, "both")
 
     def enumerate_pairs():  # type: ignore[no-untyped-def]
-        return _near_pairs_k(
+        return mb._near_pairs(
             reg.pdq, reg.phash, reg.quality, rsrc, qs.pdq, qs.phash, qs.quality, qsrc,
             bp, bh, True, DEFAULT_RULE.min_quality, PDQ_STEP, PHASH_STEP, args.kmax,
         )  # fmt: skip
@@ -549,20 +526,24 @@ def main() -> None:
             return f"nan ({w:.3g})", f"nan ({w / pairs * 1e6:.2g})"
         return f"{e:.3g}", f"{e / pairs * 1e6:.2g}"
 
-    e0, r0 = est_cell(base, pairs_total)
-    out(
-        "| (no colour check) | - | - | "
-        + " | ".join(str(base[k]) for k in range(1, args.kmax + 1))
-        + f" | {e0} | {r0} |"
-    )
-    for sname, res in summary:
-        for label, (t, alive_k, _, _, binding) in res.items():
-            e, r = est_cell(alive_k, pairs_total)
-            out(
-                f"| {sname} | {label} % | {t:.4f} ({binding}) | "
-                + " | ".join(str(alive_k[k]) for k in range(1, args.kmax + 1))
-                + f" | {e} | {r} |"
-            )
+    def survivor_rows(base_counts, pairs, colour_only):  # type: ignore[no-untyped-def]
+        """The table's rows: no check, then each signature's survivors (all
+        records, or records with colour only)."""
+
+        def row(name, target, threshold, counts):  # type: ignore[no-untyped-def]
+            e, r = est_cell(counts, pairs)
+            cells = " | ".join(str(counts[k]) for k in range(1, args.kmax + 1))
+            out(f"| {name} | {target} | {threshold} | {cells} | {e} | {r} |")
+
+        row("(no colour check)", "-", "-", base_counts)
+        for sname, res in summary:
+            for label, (t, alive_k, alive_c, _, binding) in res.items():
+                if colour_only:
+                    row(sname, f"{label} %", f"{t:.4f}", alive_c)
+                else:
+                    row(sname, f"{label} %", f"{t:.4f} ({binding})", alive_k)
+
+    survivor_rows(base, pairs_total, colour_only=False)
     if args.verify:
         out(f"\n(baseline check: matchbench.estimate on cross_counts gives {mb_est:.2g} at 1e6)")
 
@@ -575,20 +556,7 @@ def main() -> None:
     base_c = {k: int(np.sum((plevel <= k) & ~fq_skip)) for k in range(0, args.kmax + 1)}
     out(head + " | est. k=0 | false excl. / colour record at 1e6 |")
     out("|---|---|---|" + "---|" * args.kmax + "---|---|")
-    e0, r0 = est_cell(base_c, colour_pairs)
-    out(
-        "| (no colour check) | - | - | "
-        + " | ".join(str(base_c[k]) for k in range(1, args.kmax + 1))
-        + f" | {e0} | {r0} |"
-    )
-    for sname, res in summary:
-        for label, (t, _, alive_c, _, _) in res.items():
-            e, r = est_cell(alive_c, colour_pairs)
-            out(
-                f"| {sname} | {label} % | {t:.4f} | "
-                + " | ".join(str(alive_c[k]) for k in range(1, args.kmax + 1))
-                + f" | {e} | {r} |"
-            )
+    survivor_rows(base_c, colour_pairs, colour_only=True)
     grey_only = {k: base[k] - base_c[k] for k in base}
     out(
         "\nPairs whose record is grey (check skipped, unchanged by any colour check), k = 1.."

@@ -598,6 +598,7 @@ def check_cross(
         rule.min_quality,
         PDQ_STEP,
         PHASH_STEP,
+        1,
     )
     rng = np.random.default_rng(seed)
     ri = rng.integers(0, len(reg.sources), sample)
@@ -639,7 +640,8 @@ def check_cross(
 
 
 @numba.njit(cache=True)
-def _near_pairs(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep, hstep):  # type: ignore[no-untyped-def]
+def _near_pairs(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep, hstep, kmax):  # type: ignore[no-untyped-def]
+    """Every cross-source pair at level <= kmax, with its level."""
     out_i, out_j, out_level = [], [], []
     for i in range(rh.shape[0]):
         for j in range(qh.shape[0]):
@@ -657,11 +659,11 @@ def _near_pairs(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep,
                 bh,
                 use_qq,
                 minq,
-                np.int64(2),
+                np.int64(kmax + 1),
                 pstep,
                 hstep,
             )
-            if best <= 1:
+            if best <= kmax:
                 out_i.append(i)
                 out_j.append(j)
                 out_level.append(best)
