@@ -4,7 +4,7 @@ decided by two real Celery worker processes against a registry in PostgreSQL.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/optout_bench \\
         .venv/bin/python benchmarks/bench_batch.py --photos 1000000 --records 1000000
 
-The database (default optout_bench, migrated here) is filled once with
+The database (default optout_bench, created if missing and migrated here) is filled once with
 ``--photos`` photos (100 per creator, one all_photos opt-out each) and a few
 thousand domain claims under claims opt-outs, all in SQL (INSERT ... SELECT).
 Every photo is registered like an upload is: its own hashes, a PDQ quality and
@@ -474,6 +474,23 @@ def plants_report(batch: int, plants: dict[str, list[str]]) -> None:
     print("  planted matches excluded: " + ", ".join(found))
 
 
+def ensure_database(url: str) -> None:
+    """Create the scratch database named in ``url`` when the server lacks it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        print(f"created database {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=1_000_000)
@@ -487,6 +504,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     redis_url = env_set(args.redis_db)
+    ensure_database(os.environ["DATABASE_URL"])
 
     import django
 

@@ -208,14 +208,16 @@ def storage(creator: Creator) -> None:
         organization=organization, use="ai_training", format="jsonl", manifest_sha256="0" * 64,
         manifest_bytes=1, idempotency_key=secrets.token_hex(8), request_digest="0" * 64,
     )  # fmt: skip
-    chunk = Chunk.objects.create(batch=batch, index=0, records=records, record_count=10_000)
+    chunk = Chunk.objects.create(
+        batch=batch, index=0, payload=Chunk.payload_of(records), record_count=10_000
+    )
     read = [timed(lambda: Chunk.objects.get(pk=chunk.pk).records) for _ in range(5)]
     print(f"reading a 10 000-record chunk: median {statistics.median(read) * 1e3:.0f} ms")
     parse = timed(lambda: [record_parse(r, r["row"]) for r in records])
     print(f"validating its records (record_parse): {parse * 1e3:.0f} ms")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_column_size(records) FROM optout_chunk WHERE id = %s", [chunk.pk])
-        print(f"optout_chunk.records: {cursor.fetchone()[0] / 10_000:,.0f} B/record (jsonb, TOAST)")
+        cursor.execute("SELECT pg_column_size(payload) FROM optout_chunk WHERE id = %s", [chunk.pk])
+        print(f"optout_chunk.payload: {cursor.fetchone()[0] / 10_000:,.0f} B/record (JSON, TOAST)")
     match = {"kind": "pdq", "distance": 12, "threshold": 40,
              "opt_out": str(uuid.uuid4()), "uses": ["ai_training"],
              "evidence": {"variant": "crop_centre_90", "basis": "pdq+phash",

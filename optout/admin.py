@@ -320,7 +320,7 @@ class ChunkAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Chunk]:
-        return super().get_queryset(request).defer("records")
+        return super().get_queryset(request).defer("payload")
 
 
 @admin.register(BatchResult)

@@ -165,6 +165,10 @@ def _prepend(first: str, rest: IO[str]) -> Iterator[str]:
 
 
 def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
+    """Rows of a Parquet file, a record batch at a time and column by column: a
+    text value holding NUL, or bytes that are not UTF-8, makes its row invalid
+    (checked on whole columns, as nothing else about a Parquet value needs a
+    look before the worker validates the record)."""
     import pyarrow.parquet as pq  # heavy import, only where Parquet is read
 
     try:
@@ -192,9 +196,61 @@ def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
             raise ManifestInvalid(
                 "malformed", f"cannot read Parquet after row {row}: {error}"
             ) from None
-        for raw in batch.to_pylist():
+        names = batch.schema.names
+        values: list[list[Any]] = []
+        flaws: dict[str, dict[int, str]] = {}  # column -> row index in batch -> reason
+        for name, column in zip(names, batch.columns, strict=True):
+            column_values, column_flaws = _parquet_column(column)
+            values.append(column_values)
+            if column_flaws:
+                flaws[name] = column_flaws
+        for index, row_values in enumerate(zip(*values, strict=True)):
             row += 1
-            yield row, _pick(raw)
+            full = dict(zip(names, row_values, strict=True))
+            raw = {k: v for k, v in full.items() if v is not None and v != "" and k != "key"}
+            if "id" not in raw and full.get("key") not in (None, ""):
+                raw["id"] = full["key"]  # as _pick: img2dataset names the id "key"
+            if flaws:
+                used = set(raw) - {"id"}
+                used.add("key" if full.get("id") in (None, "") else "id")
+                reasons = (flaws[name].get(index) for name in used if name in flaws)
+                reason = next((r for r in reasons if r), None)
+                if reason:
+                    yield row, reason
+                    continue
+            yield row, raw
+
+
+_NUL_REASON = "a value holds a NUL character or invalid Unicode"
+
+
+def _parquet_column(column: Any) -> tuple[list[Any], dict[int, str]]:
+    """A column's Python values and the rows whose value cannot be kept."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return column.to_pylist(), {}
+    flaws: dict[int, str] = {}
+    try:
+        column.validate(full=True)  # UTF-8 included
+    except pa.ArrowInvalid:
+        texts = [
+            None if value is None else value.decode("utf-8", "surrogateescape")
+            for value in column.cast(pa.binary()).to_pylist()
+        ]
+        flaws = {
+            i: "row is not valid UTF-8"
+            for i, text in enumerate(texts)
+            if text is not None and _UNDECODABLE.search(text)
+        }
+    else:
+        texts = column.to_pylist()
+    if pc.any(pc.match_substring(column.cast(pa.binary()), b"\x00")).as_py():
+        for i, text in enumerate(texts):
+            if text is not None and "\x00" in text:
+                flaws.setdefault(i, _NUL_REASON)
+    return texts, flaws
 
 
 def _sample_key(member_name: str) -> tuple[str, str]:

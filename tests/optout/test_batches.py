@@ -943,6 +943,7 @@ def test_a_webdataset_shard_is_spooled_hashed_deleted_and_decided(
     spooled = spool.read_bytes()
     hashed = batch_shard_hash_task(batch.pk)
     hashed_again = batch_shard_hash_task(batch.pk)
+    stored = [r for chunk in batch.chunks.all() for r in chunk.records]
     run_chunks(batch)
 
     assert response.status_code == 202
@@ -970,9 +971,10 @@ def test_a_webdataset_shard_is_spooled_hashed_deleted_and_decided(
     assert results["shard/003"][:2] == (4, "invalid")
     assert results["shard/003"][2] == "image truncated: image file is truncated"
     assert results["shard/004"] == (5, "invalid", "record has none of sha256, pdq, phash, url", [])
-    stored = [r for chunk in batch.chunks.all() for r in chunk.records]
-    assert all("image" not in record for record in stored)
+    assert len(stored) == 5 and all("image" not in record for record in stored)
     assert stored[2]["url"] == "https://elsewhere.org/2.png"
+    # Once decided, the registry keeps the results, not the pipeline's records.
+    assert [bytes(chunk.payload) for chunk in batch.chunks.all()] == [b""]
 
 
 def test_a_shard_whose_spool_file_is_lost_fails_with_a_reason(client: APIClient) -> None:
@@ -1152,7 +1154,9 @@ def test_a_failing_chunk_releases_its_lease_and_a_poison_chunk_fails_the_batch(
     poisoned = batches.batch_chunk_decide(chunk_id=chunk.pk)
 
     assert (released.status, released.lease_expires_at, released.attempts) == ("pending", None, 1)
+    assert released.records == [{"row": 1, "id": "a", "sha256": "ab" * 32}]
     assert poisoned is False
+    assert Chunk.objects.get(pk=chunk.pk).records == []  # nothing will decide it now
     batch.refresh_from_db()
     assert batch.status == "failed"
     assert batch.failure_reason == "chunk 0 could not be decided in 8 attempts"

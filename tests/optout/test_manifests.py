@@ -4,7 +4,10 @@ the manifest's own, and only an unreadable whole raises ManifestInvalid."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from optout.manifests import (
@@ -73,6 +76,40 @@ def test_parquet_reads_id_or_key_and_ignores_other_columns() -> None:
     data = parquet({"key": ["k1", "k2"], "id": ["i1", None], "md5": ["x", "y"], "width": [1, 2]})
 
     assert list(read_parquet(io.BytesIO(data))) == [(1, {"id": "i1"}), (2, {"id": "k2"})]
+
+
+def _parquet_with_raw_text(column: str, values: list[bytes], **others: list[Any]) -> bytes:
+    """A Parquet file whose string column holds these exact bytes (pyarrow
+    would refuse to build such a column from Python strings)."""
+    raw = pa.array(values, type=pa.binary())
+    text = pa.Array.from_buffers(pa.string(), len(values), raw.buffers())
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({column: text, **others}), buffer)
+    return buffer.getvalue()
+
+
+def test_parquet_rows_with_nul_or_bytes_that_are_not_utf8_are_invalid_alone() -> None:
+    nul = parquet({"id": ["a", "b\x00", "c"], "url": ["https://a.org/", None, "x\x00y"]})
+    undecodable = _parquet_with_raw_text(
+        "url", [b"https://a.org/1", b"https://a.org/\xff", b"\x00"], id=["a", "b", "c"]
+    )
+    # An img2dataset key is only the id when there is no id: its flaws count then.
+    keyed = parquet({"id": ["a", None], "key": ["k\x00", "k\x00"]})
+
+    assert list(read_parquet(io.BytesIO(nul))) == [
+        (1, {"id": "a", "url": "https://a.org/"}),
+        (2, "a value holds a NUL character or invalid Unicode"),
+        (3, "a value holds a NUL character or invalid Unicode"),
+    ]
+    assert list(read_parquet(io.BytesIO(undecodable))) == [
+        (1, {"id": "a", "url": "https://a.org/1"}),
+        (2, "row is not valid UTF-8"),
+        (3, "a value holds a NUL character or invalid Unicode"),
+    ]
+    assert list(read_parquet(io.BytesIO(keyed))) == [
+        (1, {"id": "a"}),
+        (2, "a value holds a NUL character or invalid Unicode"),
+    ]
 
 
 def test_damaged_parquet_is_refused_as_a_whole() -> None:
