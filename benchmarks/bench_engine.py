@@ -12,6 +12,11 @@ hashes are **random codes** (independent random PDQ and pHash per variant, not
 hashes of derived images): the index's cost depends on how many entries it
 holds and how they spread, not on how the codes were made. Qualities: 95 % of
 the photos and variants 50-100, 5 % below 50 (held back by the quality gate).
+Every photo and variant carries a **random colour signature** (registry.colour:
+colourfulness 0.020-0.255, random cell a*b*), held raw in the variant blobs (33
+bytes a variant), so memory counts them and every accepted candidate goes
+through the colour check (``--no-colour``: photos, variants and records
+without colour signatures, as registrations made before them).
 100 photos per creator, every creator under one all_photos opt-out (refusing
 ai_training).
 
@@ -19,7 +24,9 @@ Records: half near-duplicates of a random variant (the original included) of a
 random registered photo — 0 to 24 bits of its PDQ and 0 to 6 bits of its pHash
 flipped, the variant's PDQ quality stated — a quarter of all records also with
 the photo's exact sha256; half random. Every record has sha256, PDQ, pHash, a
-PDQ quality (the registry's default rule applies, DEFAULT_RULE) and a URL.
+PDQ quality (the registry's default rule applies, DEFAULT_RULE), a colour
+signature (a near-duplicate the variant's own, a random record a random one)
+and a URL.
 Times are CPU seconds of this process.
 """
 
@@ -42,10 +49,14 @@ from optout.matching.index import hex_words
 from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.rule import QueryHashes
 from optout.matching.snapshot import SnapshotOptOut
+from registry.colour import COLOUR_HEX_LENGTH
 from registry.variants import DERIVED_VARIANTS, PACKED_SIZE, VARIANT_CODES
 
 PER_CREATOR = 100
 LOW_QUALITY_SHARE = 0.05
+COLOUR_SIZE = COLOUR_HEX_LENGTH // 2
+# --no-colour: no colour signatures anywhere (set in main).
+COLOURS = True
 
 
 def rss_bytes() -> int:
@@ -74,6 +85,14 @@ def variants_random(count: int, rng: np.random.Generator) -> bytes:
     return packed.tobytes()
 
 
+def colours_random(count: int, rng: np.random.Generator) -> bytes:
+    """``count`` raw colour signatures: colourful (20-255 thousandths, never
+    grey), random a*b* cells."""
+    colours = rng.integers(0, 256, (count, COLOUR_SIZE), dtype=np.uint8)
+    colours[:, 0] = rng.integers(20, 256, count)
+    return colours.tobytes()
+
+
 def photos_random(first: int, count: int, rng: np.random.Generator) -> list[LivePhoto]:
     sha = rng.bytes(32 * count).hex()
     pdq = rng.bytes(32 * count).hex()
@@ -81,6 +100,9 @@ def photos_random(first: int, count: int, rng: np.random.Generator) -> list[Live
     quality = qualities(count, rng).tolist()
     variants = variants_random(count, rng)
     size = len(DERIVED_VARIANTS) * PACKED_SIZE
+    colours = colours_random(count, rng).hex()
+    variant_colours = colours_random(count * len(DERIVED_VARIANTS), rng)
+    colour_size = len(DERIVED_VARIANTS) * COLOUR_SIZE
     return [
         LivePhoto(
             key=first + i,
@@ -91,19 +113,24 @@ def photos_random(first: int, count: int, rng: np.random.Generator) -> list[Live
             phash=phash[16 * i : 16 * i + 16],
             pdq_quality=quality[i],
             variants=variants[size * i : size * i + size],
+            colour=colours[COLOUR_HEX_LENGTH * i : COLOUR_HEX_LENGTH * (i + 1)] if COLOURS else "",
+            variant_colours=(
+                variant_colours[colour_size * i : colour_size * (i + 1)] if COLOURS else b""
+            ),
         )
         for i in range(count)
     ]
 
 
-def variant_of(photo: LivePhoto, position: int) -> tuple[str, str, int]:
-    """(PDQ, pHash, PDQ quality) of the photo's variant at ``position`` (0: the
-    photo itself, n: the n-th packed derived variant)."""
+def variant_of(photo: LivePhoto, position: int) -> tuple[str, str, int, str]:
+    """(PDQ, pHash, PDQ quality, colour) of the photo's variant at ``position``
+    (0: the photo itself, n: the n-th packed derived variant)."""
     if position == 0:
         assert photo.pdq_quality is not None
-        return photo.pdq, photo.phash, photo.pdq_quality
+        return photo.pdq, photo.phash, photo.pdq_quality, photo.colour
     row = photo.variants[(position - 1) * PACKED_SIZE : position * PACKED_SIZE]
-    return row[10:42].hex(), row[2:10].hex(), row[1]
+    colour = photo.variant_colours[(position - 1) * COLOUR_SIZE : position * COLOUR_SIZE]
+    return row[10:42].hex(), row[2:10].hex(), row[1], colour.hex()
 
 
 def opt_out(creator: int, version: int) -> LiveOptOut:
@@ -130,6 +157,8 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
     records = []
     for i in range(count):
         if i % 2:
+            # Drawn with or without --no-colour: the same records either way.
+            colour = f"{rng.randint(20, 255):02x}" + rng.randbytes(COLOUR_SIZE - 1).hex()
             records.append(
                 {
                     "id": str(i),
@@ -137,12 +166,15 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
                     "pdq": rng.randbytes(32).hex(),
                     "phash": rng.randbytes(8).hex(),
                     "pdq_quality": rng.randint(50, 100),
+                    "colour": colour if COLOURS else "",
                     "url": f"https://img{i % 50}.example.net/{i}.jpg",
                 }
             )
         else:
             photo = photos[rng.randrange(len(photos))]
-            pdq, phash, quality = variant_of(photo, rng.randrange(1 + len(DERIVED_VARIANTS)))
+            pdq, phash, quality, colour = variant_of(
+                photo, rng.randrange(1 + len(DERIVED_VARIANTS))
+            )
             records.append(
                 {
                     "id": str(i),
@@ -150,6 +182,7 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
                     "pdq": flip(pdq, rng.randint(0, 24), rng),
                     "phash": flip(phash, rng.randint(0, 6), rng),
                     "pdq_quality": quality,
+                    "colour": colour if COLOURS else "",
                     "url": f"https://img{i % 50}.example.net/{i}.jpg",
                 }
             )
@@ -160,7 +193,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=1_000_000)
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument(
+        "--no-colour", action="store_true", help="no colour signatures on photos or records"
+    )
     args = parser.parse_args()
+    global COLOURS
+    COLOURS = not args.no_colour
     rng = np.random.default_rng(1)
     prng = random.Random(1)
 
@@ -231,7 +269,11 @@ def main() -> None:
         f"records/s ({sum(excluded[0::2]):,} of {len(excluded[0::2]):,} near-duplicates and "
         f"{sum(excluded[1::2]):,} of {len(excluded[1::2]):,} random records excluded)"
     )
-    queries = [QueryHashes(r.pdq, r.phash, r.pdq_quality) for r in records if isinstance(r, Record)]
+    queries = [
+        QueryHashes(r.pdq, r.phash, r.pdq_quality, r.colour)
+        for r in records
+        if isinstance(r, Record)
+    ]
     search_s, candidates = cpu(lambda: view.variant_candidates(queries, SEARCH_PLAN))
     found = sum(len(c) for c in candidates)
     print(

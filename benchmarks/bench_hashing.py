@@ -194,8 +194,10 @@ class Stages:
 
 def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
     """CPU ms per image of each step of both paths (averaged over ``files``)."""
-    full = Stages("decode", "pdq", "phash", "sha256")
-    fast = Stages("decode (draft)", "to array", "pdq", "phash", "phash fallback", "sha256")
+    full = Stages("decode", "pdq", "phash", "colour", "sha256")
+    fast = Stages(
+        "decode (draft)", "to array", "pdq", "phash", "phash fallback", "colour", "sha256"
+    )
     for data in files:
         with full("decode"):
             rgb = hashing.decode(data)
@@ -203,6 +205,8 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
             hashing.pdq_of(rgb)
         with full("phash"):
             hashing.phash_of(rgb)
+        with full("colour"):
+            hashing.colour_of(rgb)
         with full("sha256"):
             hashing.sha256_hex(data)
         with fast("decode (draft)"):
@@ -219,6 +223,8 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
         if reduced.scale > 1 and margin < hashing.PHASH_FAST_MIN_MARGIN:
             with fast("phash fallback"):
                 hashing.phash_of(hashing.decode(data))
+        with fast("colour"):
+            hashing.colour_of(reduced.rgb)
         with fast("sha256"):
             hashing.sha256_hex(data)
     scale = 1000 / len(files)

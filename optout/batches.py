@@ -483,6 +483,8 @@ def _shard_record(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
         raw.update(
             sha256=hashes.sha256, pdq=hashes.pdq, phash=hashes.phash, pdq_quality=hashes.pdq_quality
         )
+        if hashes.colour:  # "" until registry.hashing computes it
+            raw["colour"] = hashes.colour
     return _stored(row, raw)
 
 

@@ -31,7 +31,7 @@ from optout.models import OptOut
 from optout.uses import USES
 from registry.ledger import registry_version_current
 from registry.models import Claim, ConsentEvent, Photo
-from registry.variants import variants_unpack
+from registry.variants import colours_unpack, variants_unpack
 
 Kind = ConsentEvent.Kind
 OPT_OUT_KINDS = (Kind.OPT_OUT_FILED, Kind.OPT_OUT_CHANGED, Kind.OPT_OUT_WITHDRAWN)
@@ -109,18 +109,26 @@ class _PhotoEvent:
 # quality, and its derived variants (the registry matches records against
 # every one of them: docs/matching.md), so a pipeline re-checking earlier
 # batches can match as the registry does.
-_HASH_FIELDS = ("sha256", "pdq", "pdq_quality", "phash", "variants")
+_HASH_FIELDS = ("sha256", "pdq", "pdq_quality", "phash", "colour", "variants", "variant_colours")
 
 
 def _hash(
-    sha256: str, pdq: str, pdq_quality: int | None, phash: str, variants: bytes
+    sha256: str,
+    pdq: str,
+    pdq_quality: int | None,
+    phash: str,
+    colour: str,
+    variants: bytes,
+    variant_colours: bytes,
 ) -> dict[str, Any]:
+    unpacked = colours_unpack(bytes(variant_colours), variants_unpack(bytes(variants)))
     return {
         "sha256": sha256,
         "pdq": pdq or None,
         "pdq_quality": pdq_quality,
         "phash": phash or None,
-        "variants": [variant.as_dict() for variant in variants_unpack(bytes(variants))],
+        "colour": colour or None,
+        "variants": [{**v.as_dict(), "colour": v.colour or None} for v in unpacked],
     }
 
 

@@ -38,10 +38,15 @@ EXIT_INTERRUPTED = 130
 HASH_EPILOG = """\
 Output: one JSON object per photo, in path order:
   {"path": "<path relative to DIR>", "sha256": ..., "pdq": ..., "pdq_quality": ...,
-   "phash": ..., "width": ..., "height": ...,
-   "variants": [{"name": "mirror", "pdq": ..., "pdq_quality": ..., "phash": ...}, ...]}
+   "phash": ..., "width": ..., "height": ..., "colour": ...,
+   "variants": [{"name": "mirror", "pdq": ..., "pdq_quality": ..., "phash": ...,
+                 "colour": ...}, ...]}
 Upload this file to the registry to register the photos by hash; only the
 file name (not the folder) of each path is kept there.
+
+"colour" is the image's colour layout, 66 hex digits: the average hue and
+saturation (CIE a*, b*; no brightness) of each cell of a 4 x 4 grid, and how
+colourful the image is. It confirms a match of the perceptual hashes.
 
 "variants" are the hashes of images derived from each photo (its mirror image,
 centre and corner crops, 2-degree rotations): with them, a mirrored or

@@ -68,6 +68,8 @@ _PHOTO_FIELDS = (
     "phash",
     "pdq_quality",
     "variants",
+    "colour",
+    "variant_colours",
 )
 _READ_BATCH = 10_000
 
@@ -180,11 +182,21 @@ def _opt_outs_read(condition: Q, target: int) -> list[LiveOptOut]:
 
 
 def _photos_read(queryset: QuerySet[Photo]) -> list[LivePhoto]:
+    rows = queryset.order_by().values_list(*_PHOTO_FIELDS).iterator(chunk_size=_READ_BATCH)
     return [
-        LivePhoto(key, creator, version, sha256, pdq, phash, quality, bytes(variants))
-        for key, creator, version, sha256, pdq, phash, quality, variants in queryset.order_by()
-        .values_list(*_PHOTO_FIELDS)
-        .iterator(chunk_size=_READ_BATCH)
+        LivePhoto(
+            key,
+            creator,
+            version,
+            sha256,
+            pdq,
+            phash,
+            quality,
+            bytes(packed),
+            colour,
+            bytes(colours),
+        )
+        for key, creator, version, sha256, pdq, phash, quality, packed, colour, colours in rows
     ]
 
 

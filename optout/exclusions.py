@@ -112,6 +112,8 @@ def parquet_schema(decision: str) -> Any:
             ("phash_distance", pa.int64()),
             ("phash_threshold", pa.int64()),
             ("quality", pa.string()),
+            ("colour_distance", pa.float64()),  # null when the colours were not compared
+            ("colour_threshold", pa.float64()),
         ]
     )
     match = pa.struct(

@@ -16,6 +16,7 @@ from config.api import ItemsCheckedOneByOne, PayloadTooLarge
 from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
 from optout.models import OptOut
 from optout.uses import USES
+from registry.colour import COLOUR_HEX_LENGTH
 from registry.models import Claim
 from registry.variants import DERIVED_VARIANTS
 
@@ -44,6 +45,18 @@ class LookupRecordSerializer(serializers.Serializer):
             "The PDQ quality (0-100) computed with the PDQ, as `optout hash` and pdqhash "
             "report it. Records that state it are held to the registry's rule; bare "
             "hashes to a stricter one (docs/matching.md)."
+        ),
+    )
+    colour = serializers.CharField(
+        required=False,
+        min_length=COLOUR_HEX_LENGTH,
+        max_length=COLOUR_HEX_LENGTH,
+        help_text=(
+            f"The image's colour signature, {COLOUR_HEX_LENGTH} hex digits, as `optout hash` "
+            "writes it (`registry.colour.colour_signature`); needs a `pdq` or a `phash`. A "
+            "perceptual match of a registered variant that has one too stands only if the "
+            "colours agree (a grayscale record carries no colour evidence and skips the check; "
+            "docs/matching.md)."
         ),
     )
     url = serializers.CharField(
@@ -121,7 +134,8 @@ class LookupRequestSerializer(serializers.Serializer):
     records = LookupRecordsField(
         help_text=(
             f"Up to {settings.OPTOUT_MAX_LOOKUP_RECORDS} records, each with an `id` and any "
-            "of `sha256`, `pdq`, `phash`, `url` (and optionally `pdq_quality`). More is a 413."
+            "of `sha256`, `pdq`, `phash`, `url` (and optionally `pdq_quality`, `colour`). "
+            "More is a 413."
         )
     )
     thresholds = LookupThresholdsSerializer(
@@ -164,6 +178,18 @@ class MatchEvidenceSerializer(serializers.Serializer):
             "`low_registered` / `low_query`: the photo's or the record's PDQ quality is low, "
             "so only a near-exact match of the photo itself counted."
         ),
+    )
+    colour_distance = serializers.FloatField(
+        allow_null=True,
+        help_text=(
+            "The largest a*b* distance between corresponding cells of the record's and the "
+            "variant's colour signatures; null when the colours were not compared (either has "
+            "none, or the record is grayscale)."
+        ),
+    )
+    colour_threshold = serializers.FloatField(
+        allow_null=True,
+        help_text="The colour distance the rule allowed; null when the colours were not compared.",
     )
 
 
@@ -228,6 +254,9 @@ class ChangeVariantSerializer(serializers.Serializer):
     pdq = serializers.CharField(help_text=_HASH_HELP["pdq"])
     pdq_quality = serializers.IntegerField(help_text="Its PDQ quality (0-100).")
     phash = serializers.CharField(help_text=_HASH_HELP["phash"])
+    colour = serializers.CharField(
+        allow_null=True, help_text="Its colour signature (66 hex digits); null when not known."
+    )
 
 
 class ChangeHashSerializer(serializers.Serializer):
@@ -237,6 +266,11 @@ class ChangeHashSerializer(serializers.Serializer):
         allow_null=True, help_text="The PDQ quality (0-100); null when not known."
     )
     phash = serializers.CharField(allow_null=True, help_text=_HASH_HELP["phash"])
+    colour = serializers.CharField(
+        allow_null=True,
+        help_text="The photo's colour signature (66 hex digits, docs/matching.md); "
+        "null when not known.",
+    )
     variants = ChangeVariantSerializer(
         many=True,
         help_text=(

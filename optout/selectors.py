@@ -104,6 +104,8 @@ def creator_export(creator: Creator) -> dict[str, Any]:
             "pdq": photo["pdq"],
             "pdq_quality": photo["pdq_quality"],
             "phash": photo["phash"],
+            # registry.colour signature; "" when unknown.
+            "colour": photo["colour"],
             # Derived variants stored with the photo (registry.variants).
             "variant_count": photo["variant_bytes"] // PACKED_VARIANT_SIZE,
             "width": photo["width"],
@@ -122,6 +124,7 @@ def creator_export(creator: Creator) -> dict[str, Any]:
             "pdq",
             "pdq_quality",
             "phash",
+            "colour",
             "width",
             "height",
             "original_filename",

@@ -82,13 +82,35 @@ def snapshot_load(*, version: int | None = None) -> Snapshot:
             pdq_quality=pdq_quality,
             phash=phash,
             variants=bytes(variants),
+            colour=colour,
+            variant_colours=bytes(variant_colours),
         )
-        for key, creator_id, sha256, pdq, pdq_quality, phash, variants in Photo.objects.filter(
+        for (
+            key,
+            creator_id,
+            sha256,
+            pdq,
+            pdq_quality,
+            phash,
+            variants,
+            colour,
+            variant_colours,
+        ) in Photo.objects.filter(
             Q(creator_id__in=all_photo_creators) | Q(id__in=chosen_photos),
             registered_version__lte=version,
         )
         .order_by("id")
-        .values_list("id", "creator_id", "sha256", "pdq", "pdq_quality", "phash", "variants")
+        .values_list(
+            "id",
+            "creator_id",
+            "sha256",
+            "pdq",
+            "pdq_quality",
+            "phash",
+            "variants",
+            "colour",
+            "variant_colours",
+        )
         .iterator(chunk_size=10_000)
     ]
     claims = [

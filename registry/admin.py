@@ -101,6 +101,7 @@ class PhotoAdmin(EvidenceAdmin):
         "pdq",
         "pdq_quality",
         "phash",
+        "colour",
         "variant_count",
         "width",
         "height",

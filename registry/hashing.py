@@ -9,6 +9,9 @@ Three hash kinds (PRODUCT.md):
   for the hash to be trusted);
 - ``phash``: ``str(imagehash.phash(img))``, 64 bits as 16 hex digits.
 
+and the photo's colour signature (``registry.colour``, 66 hex digits), which
+confirms a perceptual match: computed by ``colour_of`` on a 64 x 64 copy.
+
 Perceptual hashes are computed on the image as it is displayed, i.e. after the
 EXIF orientation is applied.
 
@@ -35,6 +38,7 @@ import pdqhash
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from registry import fast_hashing
+from registry.colour import colour_signature
 
 # Formats a photo may arrive in. Everything else is refused before decoding:
 # each extra decoder is extra attack surface (TIFF, PSD, EPS…).
@@ -59,6 +63,14 @@ FAST_MIN_SIDE = 384
 # benchmarks/bench_hashing.py: every 4-bit miss had a margin below 26; this
 # falls back on about 5 % of photos.
 PHASH_FAST_MIN_MARGIN = 60.0
+
+# colour_of computes the colour signature on a copy box-filtered to this many
+# pixels a side: each of the signature's 16 x 16 fine cells is then 4 x 4 of its
+# pixels, the same area means up to 8-bit rounding. Measured on scikit-image's
+# photographs at 333 x 517 to 4000 x 3000: at most 1 a*b* unit per cell and
+# 0.001 colourfulness from the signature of every pixel; 0.4 ms on a 512 x 384
+# image against 0.9 ms for all of its pixels (13 ms against 45 ms at 12 MP).
+COLOUR_SIDE = 64
 
 # EXIF orientations that swap width and height (rotations by 90°, transpositions).
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
@@ -122,6 +134,8 @@ class PhotoHashes:
     phash: str
     width: int
     height: int
+    # registry.colour.colour_signature (66 hex digits); "" when not computed.
+    colour: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,7 +305,20 @@ def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES, fast: bool = False) -
         phash=phash_of(rgb),
         width=rgb.width,
         height=rgb.height,
+        colour=colour_of(rgb),
     )
+
+
+def colour_of(rgb: Image.Image) -> str:
+    """``registry.colour.colour_signature`` of an upright RGB image, computed on
+    a copy box-filtered down to at most ``COLOUR_SIDE`` pixels a side. The
+    signature only needs area means, and its cells are fractions of each side,
+    so the aspect ratio may change; a side is only ever shrunk (a box filter
+    that enlarges samples instead of averaging)."""
+    size = (min(rgb.width, COLOUR_SIDE), min(rgb.height, COLOUR_SIDE))
+    if size != rgb.size:
+        rgb = rgb.resize(size, Image.Resampling.BOX)
+    return colour_signature(rgb)
 
 
 @dataclass(frozen=True)
@@ -351,6 +378,8 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         phash=phash,
         width=reduced.width,
         height=reduced.height,
+        # From the reduced decode: its area means are the full image's.
+        colour=colour_of(reduced.rgb),
     )
 
 

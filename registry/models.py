@@ -88,6 +88,12 @@ class Photo(models.Model):
     # each; never pixels. Empty: no variants known (hashes registered without
     # them, or rows from before variants).
     variants = models.BinaryField(default=b"", blank=True, editable=False)
+    # registry.colour.colour_signature of the photo (66 hex digits) and of its
+    # derived variants (33 bytes each, in the order of ``variants``: packed by
+    # registry.variants.colours_pack). Empty: not known (hashes registered
+    # without them, or rows from before colour signatures).
+    colour = models.CharField(max_length=66, blank=True, default="")
+    variant_colours = models.BinaryField(default=b"", blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -110,6 +116,17 @@ class Photo(models.Model):
             models.CheckConstraint(
                 condition=Exact(Mod(Length("variants"), PACKED_VARIANT_SIZE), 0),
                 name="photo_variants_packed",
+            ),
+            models.CheckConstraint(
+                condition=Q(colour="") | Q(colour__regex=r"^[0-9a-f]{66}$"),
+                name="photo_colour_is_hex66",
+            ),
+            models.CheckConstraint(
+                condition=Q(variant_colours=b"")
+                | Q(
+                    Exact(Length("variant_colours"), Length("variants") / PACKED_VARIANT_SIZE * 33)
+                ),
+                name="photo_variant_colours_packed",
             ),
         ]
         indexes = [

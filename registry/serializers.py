@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from config.api import ItemsCheckedOneByOne, PayloadTooLarge
 from registry import uploads, variants
+from registry.colour import COLOUR_HEX_LENGTH
 from registry.models import Claim, ConsentEvent, Photo
 
 
@@ -28,6 +29,18 @@ def _hash_items_check_count(count: int) -> None:
 # --- photos: requests -------------------------------------------------------
 
 
+def _colour_field(whose: str) -> serializers.RegexField:
+    return serializers.RegexField(
+        rf"^[0-9a-fA-F]{{{COLOUR_HEX_LENGTH}}}$",
+        required=False,
+        help_text=(
+            f"{whose} colour signature, {COLOUR_HEX_LENGTH} hex digits, as `optout hash` "
+            "writes it (`registry.colour.colour_signature`): it confirms a perceptual match "
+            "(docs/matching.md). Leave out if unknown."
+        ),
+    )
+
+
 class PhotoVariantHashesSerializer(serializers.Serializer):
     """The hashes of one derived image of a photo (as `optout hash` writes them)."""
 
@@ -38,6 +51,7 @@ class PhotoVariantHashesSerializer(serializers.Serializer):
     pdq = serializers.RegexField(r"^[0-9a-fA-F]{64}$", help_text="64 hex digits.")
     pdq_quality = serializers.IntegerField(min_value=0, max_value=100)
     phash = serializers.RegexField(r"^[0-9a-fA-F]{16}$", help_text="16 hex digits.")
+    colour = _colour_field("The derived image's")
 
 
 class PhotoHashItemSerializer(serializers.Serializer):
@@ -55,6 +69,7 @@ class PhotoHashItemSerializer(serializers.Serializer):
     pdq_quality = serializers.IntegerField(required=False, min_value=0, max_value=100)
     width = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
     height = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
+    colour = _colour_field("The photo's")
     variants = PhotoVariantHashesSerializer(
         many=True,
         required=False,
@@ -177,6 +192,7 @@ class PhotoSerializer(serializers.ModelSerializer):
             "pdq",
             "pdq_quality",
             "phash",
+            "colour",
             "width",
             "height",
             "filename",

@@ -19,7 +19,7 @@ from registry import claims as claim_rules
 from registry.ledger import LedgerEntry, entries_append, entry_append
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.uploads import HashedItem, HashLine
-from registry.variants import variants_pack
+from registry.variants import colours_pack, variants_pack
 
 ACTOR_CREATOR = "creator"
 # Rows per INSERT when registering many photos at once.
@@ -154,6 +154,8 @@ def _register_lines(
             original_filename=line.filename,
             channel=channel,
             variants=variants_pack(list(line.variants)),
+            colour=line.colour,
+            variant_colours=colours_pack(list(line.variants)),
         )
         existing[line.sha256] = photo.public_id
         new_photos.append(photo)
@@ -196,6 +198,7 @@ def photos_register_hashed(
                 height=item.hashes.height,
                 filename=item.filename.rsplit("/", 1)[-1][:255],
                 variants=item.variants,
+                colour=item.hashes.colour,
             ),
         )
         for index, item in enumerate(item_list)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry import hashing, variants
+from registry.colour import COLOUR_HEX_LENGTH
 from registry.variants import Variant
 
 # A ZIP may hold at most this many photos; a folder export of a phone's camera
@@ -166,6 +167,8 @@ class HashLine:
     filename: str = ""
     # Derived variants (registry.variants.DERIVED_VARIANTS); empty: none known.
     variants: tuple[Variant, ...] = ()
+    # The photo's colour signature (registry.colour, 66 hex digits); "": unknown.
+    colour: str = ""
 
 
 class HashLineInvalid(ValueError):
@@ -189,6 +192,7 @@ def hash_line_validate(item: Any) -> HashLine:
         "sha256": hashing.SHA256_HEX_LENGTH,
         "pdq": hashing.PDQ_HEX_LENGTH,
         "phash": hashing.PHASH_HEX_LENGTH,
+        "colour": COLOUR_HEX_LENGTH,
     }
     values: dict[str, str] = {}
     for key, length in fields.items():
@@ -217,6 +221,7 @@ def hash_line_validate(item: Any) -> HashLine:
         height=_optional_int(item, "height", 1_000_000),
         filename=_base_name(filename),
         variants=tuple(derived),
+        colour=values["colour"],
     )
 
 

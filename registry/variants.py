@@ -19,21 +19,29 @@ milliseconds, and PDQ of a 512 px copy stays within about 20 bits of the
 full-size hash (pHash within 2). The ``original`` variant is the photo's own
 hashes, computed on the image as given, so it is exactly what
 ``registry.hashing.hash_bytes`` returns.
+
+Each variant also carries the colour signature (``registry.colour``) of its
+derived image, computed like the photo's (``registry.hashing.colour_of``). A
+photo stores its variants' colours apart from their hashes
+(``Photo.variant_colours``, ``colours_pack``), because variants registered
+before colour signatures, or as hashes without them, have none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from PIL import Image
 
+from registry.colour import COLOUR_HEX_LENGTH
 from registry.hashing import (
     MAX_BYTES,
     PDQ_HEX_LENGTH,
     PHASH_HEX_LENGTH,
     PhotoHashes,
+    colour_of,
     decode,
     hash_bytes,
     is_hex,
@@ -56,6 +64,9 @@ class Variant:
     pdq: str
     pdq_quality: int
     phash: str
+    # registry.colour.colour_signature of the derived image; "" when unknown
+    # (variants stored before colour signatures).
+    colour: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,6 +175,8 @@ VARIANT_CODES: dict[str, int] = {name: code for code, name in enumerate((ORIGINA
 VARIANT_NAMES: dict[int, str] = {code: name for name, code in VARIANT_CODES.items()}
 # One packed variant: code (1 byte), PDQ quality (1), pHash (8), PDQ (32).
 PACKED_SIZE = 42
+# One packed colour signature (``colours_pack``): its 33 bytes as they are.
+COLOUR_PACKED_SIZE = COLOUR_HEX_LENGTH // 2
 
 
 def variants_pack(items: list[Variant]) -> bytes:
@@ -197,6 +210,44 @@ def variants_unpack(data: bytes) -> list[Variant]:
             )
         )
     return items
+
+
+def colours_pack(items: list[Variant]) -> bytes:
+    """The variants' colour signatures as bytes for storage
+    (``Photo.variant_colours``): 33 bytes each, in the order of ``items``
+    (the order ``variants_pack`` stores them in). Empty when any variant has
+    no colour: the colours of a photo's variants are stored all or none."""
+    if any(not item.colour for item in items):
+        return b""
+    out = bytearray()
+    for item in items:
+        if not is_hex(item.colour, COLOUR_HEX_LENGTH):
+            raise ValueError(
+                f"variant {item.name!r}: colour must be {COLOUR_HEX_LENGTH} "
+                "lowercase hexadecimal digits"
+            )
+        out += bytes.fromhex(item.colour)
+    return bytes(out)
+
+
+def colours_unpack(data: bytes, items: list[Variant]) -> list[Variant]:
+    """``items`` (``variants_unpack`` of the same photo) with the colours of
+    ``colours_pack`` attached, position by position. Empty ``data`` leaves
+    every colour "" (unknown)."""
+    if not data:
+        return list(items)
+    if len(data) != COLOUR_PACKED_SIZE * len(items):
+        raise ValueError(
+            f"packed colours are {len(data)} bytes; {len(items)} variants need "
+            f"{COLOUR_PACKED_SIZE * len(items)} ({COLOUR_PACKED_SIZE} each)"
+        )
+    return [
+        replace(
+            item,
+            colour=data[COLOUR_PACKED_SIZE * i : COLOUR_PACKED_SIZE * (i + 1)].hex(),
+        )
+        for i, item in enumerate(items)
+    ]
 
 
 def variant_kind(name: str) -> str:
@@ -235,7 +286,9 @@ def variant_image(rgb: Image.Image, name: str) -> Image.Image:
 
 def _hashes(name: str, image: Image.Image) -> Variant:
     pdq, quality = pdq_of(image)
-    return Variant(name=name, pdq=pdq, pdq_quality=quality, phash=phash_of(image))
+    return Variant(
+        name=name, pdq=pdq, pdq_quality=quality, phash=phash_of(image), colour=colour_of(image)
+    )
 
 
 def variants_compute(rgb: Image.Image, names: tuple[str, ...] = DEFAULT_VARIANTS) -> list[Variant]:
@@ -278,6 +331,7 @@ def hash_bytes_with_variants(
         phash=original.phash,
         width=rgb.width,
         height=rgb.height,
+        colour=original.colour,
     )
     return hashes, derived
 
@@ -285,9 +339,11 @@ def hash_bytes_with_variants(
 def variants_parse(value: object) -> list[Variant]:
     """Validate a JSON list of derived variants (``optout hash`` output, an API
     item's ``variants``): objects with ``name`` (one of ``DERIVED_VARIANTS``,
-    each at most once), ``pdq`` (64 hex digits), ``pdq_quality`` (0-100) and
-    ``phash`` (16 hex digits). ``None`` is no variants. Returned in the order
-    of ``DERIVED_VARIANTS``; raises ValueError naming the first problem."""
+    each at most once), ``pdq`` (64 hex digits), ``pdq_quality`` (0-100),
+    ``phash`` (16 hex digits) and optionally ``colour`` (66 hex digits, the
+    ``registry.colour`` signature; missing, null or "" is unknown). ``None`` is
+    no variants. Returned in the order of ``DERIVED_VARIANTS``; raises
+    ValueError naming the first problem."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -318,5 +374,20 @@ def variants_parse(value: object) -> list[Variant]:
         quality = item.get("pdq_quality")
         if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality <= 100:
             raise ValueError(f"{where} ({name}): pdq_quality must be a whole number from 0 to 100")
-        parsed[name] = Variant(name=name, pdq=pdq.lower(), pdq_quality=quality, phash=phash.lower())
+        colour = item.get("colour")
+        if colour is None:
+            colour = ""
+        if not isinstance(colour, str) or (
+            colour and not is_hex(colour.lower(), COLOUR_HEX_LENGTH)
+        ):
+            raise ValueError(
+                f"{where} ({name}): colour must be {COLOUR_HEX_LENGTH} hexadecimal digits"
+            )
+        parsed[name] = Variant(
+            name=name,
+            pdq=pdq.lower(),
+            pdq_quality=quality,
+            phash=phash.lower(),
+            colour=colour.lower(),
+        )
     return [parsed[name] for name in DERIVED_VARIANTS if name in parsed]

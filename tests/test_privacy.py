@@ -29,9 +29,17 @@ from tests.images import encode, jpeg_bytes
 
 OUR_APPS = ("registry", "optout")
 BYTE_FIELDS = (models.FileField, models.BinaryField)  # ImageField is a FileField
-# Binary fields that hold packed hashes, never pixels (registry.variants.variants_pack,
-# 42 bytes per variant; the dump test below checks what uploads store there).
-HASH_BYTE_FIELDS = {"registry.Photo.variants"}
+# Binary fields that hold packed hashes or records, never pixels: the derived
+# variants' hashes (registry.variants.variants_pack, 42 bytes per variant) and
+# colour signatures (colours_pack, 33 bytes per variant) — the dump test below
+# checks what uploads store there —, and a batch chunk's records as JSON
+# (hashes, ids, URLs; a webdataset image is hashed and never stored:
+# tests/optout/test_batches.py checks the chunk of a shard).
+HASH_BYTE_FIELDS = {
+    "registry.Photo.variants",
+    "registry.Photo.variant_colours",
+    "optout.Chunk.payload",
+}
 
 
 def test_no_model_of_ours_has_a_file_image_or_binary_field() -> None:
@@ -197,10 +205,13 @@ def test_a_dump_of_the_database_after_uploads_holds_no_jpeg_or_png(client: Clien
     ).stdout
     photo_rows = [line for line in dump.splitlines() if creator_sha_in(line, creator)]
     assert photo_rows, "the dump must contain the registered photos' rows"
-    # The one binary column holds packed variant hashes: 42 bytes per variant.
-    for packed in Photo.objects.filter(creator=creator).values_list("variants", flat=True):
-        stored = variants.variants_unpack(bytes(packed))
+    # The binary columns hold packed variant hashes (42 bytes per variant) and
+    # their colour signatures (33 bytes per variant), nothing else.
+    rows = Photo.objects.filter(creator=creator).values_list("variants", "variant_colours")
+    for packed, colours in rows:
+        stored = variants.colours_unpack(bytes(colours), variants.variants_unpack(bytes(packed)))
         assert [v.name for v in stored] == list(variants.DERIVED_VARIANTS)
+        assert len(colours) == 33 * len(stored) and all(v.colour for v in stored)
     for signature in JPEG_SIGNATURES + PNG_SIGNATURES:
         assert signature not in dump, signature
 

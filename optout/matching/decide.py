@@ -34,7 +34,8 @@ SEARCH_PLAN = DEFAULT_RULE.search_plan()
 
 def rule_fingerprint() -> str:
     """Names the decision rule and the registered variant set (receipts): any
-    change to a threshold, a gate or the variants changes it."""
+    change to a threshold (the colour threshold included), a gate or the
+    variants changes it."""
     from registry.variants import DEFAULT_VARIANTS
 
     text = repr((DEFAULT_RULE, UNKNOWN_QUALITY_RULE, DEFAULT_VARIANTS))
@@ -200,7 +201,8 @@ def _photo_hits(
     positions = [i for i, record in enumerate(records) if record.pdq or record.phash]
     if positions:
         queries = [
-            QueryHashes(records[i].pdq, records[i].phash, records[i].pdq_quality) for i in positions
+            QueryHashes(records[i].pdq, records[i].phash, records[i].pdq_quality, records[i].colour)
+            for i in positions
         ]
         candidates = registry.variant_candidates(queries, SEARCH_PLAN)
         for i, query, pairs in zip(positions, queries, candidates, strict=True):

@@ -53,6 +53,11 @@ class LivePhoto:
     pdq_quality: int | None = None
     # The derived variants, packed as in Photo.variants (registry.variants).
     variants: bytes = b""
+    # Colour signatures (registry.colour): the photo's (66 hex digits) and its
+    # derived variants' (33 bytes each, as in Photo.variant_colours); empty
+    # when not known.
+    colour: str = ""
+    variant_colours: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,10 @@ class LiveIndex:
         if not new:
             return 0
         self.sha256.add([p.sha256 for p in new], [p.key for p in new])
-        blobs = [photo_blob(p.pdq, p.phash, p.pdq_quality, p.variants) for p in new]
+        blobs = [
+            photo_blob(p.pdq, p.phash, p.pdq_quality, p.variants, p.colour, p.variant_colours)
+            for p in new
+        ]
         keys = [p.key for p in new]
         self.blobs.update(zip(keys, blobs, strict=True))
         entries = blob_entries(keys, blobs)

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.claims import ClaimInvalid, normalize_url
+from registry.colour import COLOUR_HEX_LENGTH
 
 MAX_ID_LENGTH = 512
 _HASH_LENGTHS = {"sha256": 64, "pdq": 64, "phash": 16}
 _HASH_FORMS = {kind: re.compile(f"[0-9a-f]{{{length}}}") for kind, length in _HASH_LENGTHS.items()}
+_COLOUR_FORM = re.compile(f"[0-9a-f]{{{COLOUR_HEX_LENGTH}}}")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Record:
     # PDQ quality (0-100) when the record states it: the registry's default
     # rule then applies instead of the stricter one for bare hashes.
     pdq_quality: int | None = None
+    # The image's colour signature (registry.colour, 66 hex digits) when the
+    # record carries one: it confirms (or refutes) a perceptual match.
+    colour: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ def _text(value: Any) -> str:
 
 def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
     """Validate one record (a mapping with id and any of sha256/pdq/phash/url,
-    optionally pdq_quality)."""
+    optionally pdq_quality and colour)."""
     if not isinstance(raw, dict):
         return Invalid(None, "record must be an object", row)
     raw_id = raw.get("id")
@@ -63,6 +68,11 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
         return Invalid(record_id, quality, row)
     if quality is not None and not values["pdq"]:
         return Invalid(record_id, "pdq_quality needs a pdq", row)
+    colour = _text(raw.get("colour")).lower()
+    if colour and not _COLOUR_FORM.fullmatch(colour):
+        return Invalid(record_id, f"colour must be {COLOUR_HEX_LENGTH} hexadecimal digits", row)
+    if colour and not (values["pdq"] or values["phash"]):
+        return Invalid(record_id, "colour needs a pdq or a phash", row)
     url = _text(raw.get("url"))
     if url:
         try:
@@ -71,7 +81,7 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
             return Invalid(record_id, f"url: {error}", row)
     if not (url or any(values.values())):
         return Invalid(record_id, "record has none of sha256, pdq, phash, url", row)
-    return Record(id=record_id, url=url, row=row, pdq_quality=quality, **values)
+    return Record(id=record_id, url=url, row=row, pdq_quality=quality, colour=colour, **values)
 
 
 def _quality(value: Any) -> int | str | None:

@@ -25,6 +25,11 @@ matching" and "Precision"):
 - **One hash kind only.** A record with only a PDQ or only a pHash is held to a
   stricter single-hash threshold, and only against the photo (PDQ or pHash) and
   its mirror image (PDQ).
+- **Colour confirms.** When a box matches and both the record and the
+  variant carry a colour signature (``registry.colour``), the match stands
+  only if the colours agree: the largest cell a*b* distance at most
+  ``colour_threshold``. A grey record carries no colour evidence (the check is
+  skipped); a grey variant against a colourful record is no match.
 - **SHA-256 equality always matches** (``sha256_evidence``).
 """
 
@@ -33,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from registry.colour import COLOUR_THRESHOLD, colour_compare
 
 PDQ_BITS = 256
 PHASH_BITS = 64
@@ -78,16 +85,20 @@ class VariantHashes:
     pdq: str
     pdq_quality: int
     phash: str
+    # registry.colour signature (66 hex digits); "" when not known.
+    colour: str = ""
 
 
 @dataclass(frozen=True)
 class QueryHashes:
     """A record's perceptual hashes; ``pdq_quality`` when the caller knows it
-    (a worker that hashed the image itself, or a record that carries it)."""
+    (a worker that hashed the image itself, or a record that carries it);
+    ``colour`` its registry.colour signature when it carries one ("": none)."""
 
     pdq: str = ""
     phash: str = ""
     pdq_quality: int | None = None
+    colour: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,12 @@ class Evidence:
     pdq_threshold: int | None = None
     phash_threshold: int | None = None
     quality: str = "ok"  # "ok" | "low_registered" | "low_query"
+    # The colour check (registry.colour.colour_compare): the distance (math.inf
+    # for a grey variant against a colourful record) and the threshold it was
+    # held to; both None when not checked (no box matched, a colour missing on
+    # either side, or a grey record).
+    colour_distance: float | None = None
+    colour_threshold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +130,8 @@ class Evidence:
             "phash_distance": self.phash_distance,
             "phash_threshold": self.phash_threshold,
             "quality": self.quality,
+            "colour_distance": self.colour_distance,
+            "colour_threshold": self.colour_threshold,
         }
 
 
@@ -179,6 +198,9 @@ class MatchRule:
     low_quality_kinds: frozenset[str] = field(default=frozenset({"original", "mirror"}))
     min_quality: int = 50
     low_quality_derived: KindRule = field(default=KindRule(both=()))
+    # Largest colour distance (registry.colour.colour_compare) of a match, when
+    # the record and the variant both carry a colour signature.
+    colour_threshold: float = COLOUR_THRESHOLD
 
     def kind_rule(self, kind: str, low_quality: bool) -> KindRule | None:
         if not low_quality:
@@ -226,16 +248,24 @@ class MatchRule:
                 PDQ_BITS if pdq_distance is None else pdq_distance,
                 PHASH_BITS if phash_distance is None else phash_distance,
             ):
+                colour = None
+                if query.colour and variant.colour:
+                    colour = colour_compare(query.colour, variant.colour)
+                colour_threshold = None if colour is None else self.colour_threshold
+                # Colours that disagree stop every box (they all share the check).
+                agree = colour is None or colour <= self.colour_threshold
                 return Evidence(
-                    matched=True,
+                    matched=agree,
                     variant=variant.name,
                     kind=variant.kind,
-                    basis=basis,
+                    basis=basis if agree else "",
                     pdq_distance=pdq_distance,
                     phash_distance=phash_distance,
-                    pdq_threshold=box.pdq if has_pdq else None,
-                    phash_threshold=box.phash if has_phash else None,
+                    pdq_threshold=box.pdq if has_pdq and agree else None,
+                    phash_threshold=box.phash if has_phash and agree else None,
                     quality=quality,
+                    colour_distance=colour,
+                    colour_threshold=colour_threshold,
                 )
         return Evidence(
             matched=False,
@@ -252,7 +282,7 @@ class MatchRule:
         ``PDQ_STEP`` PDQ bits and ``PHASH_STEP`` pHash bits: negative is
         stricter (a pipeline's own policy), positive looser (the precision
         benchmark's tail measurements). Thresholds never go below -1 (nothing
-        matches)."""
+        matches); the colour threshold is kept."""
 
         def box(b: Box) -> Box:
             return Box(
@@ -275,6 +305,7 @@ class MatchRule:
             low_quality_kinds=self.low_quality_kinds,
             min_quality=self.min_quality,
             low_quality_derived=kind(self.low_quality_derived),
+            colour_threshold=self.colour_threshold,
         )
 
     def search_plan(self) -> SearchPlan:

@@ -47,6 +47,11 @@ class SnapshotPhoto:
     phash: str = ""
     # The derived variants, packed as in Photo.variants (registry.variants).
     variants: bytes = b""
+    # Colour signatures (registry.colour): the photo's (66 hex digits) and its
+    # derived variants' (33 bytes each, as in Photo.variant_colours); empty
+    # when not known.
+    colour: str = ""
+    variant_colours: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,14 @@ class Snapshot:
         self.variants: list[VariantHashes] = []
         for index, photo in enumerate(self.photos):
             self.sha256[photo.sha256].append(index)
-            blob = photo_blob(photo.pdq, photo.phash, photo.pdq_quality, photo.variants)
+            blob = photo_blob(
+                photo.pdq,
+                photo.phash,
+                photo.pdq_quality,
+                photo.variants,
+                photo.colour,
+                photo.variant_colours,
+            )
             for position in range(blob_size(blob)):
                 rows.append(index)
                 self.variants.append(blob_variant(blob, position))

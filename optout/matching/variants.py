@@ -6,7 +6,9 @@ mirror image, crops, small rotations), stored packed in ``Photo.variants``.
 The engine keeps one compact byte string per photo (``photo_blob``) and gives
 each variant an index id that packs the photo key and the variant's position
 (``variant_id``), so a hit in any hash index leads straight back to the photo
-and to the variant's other hash for confirmation (``blob_variant``).
+and to the variant's other hash for confirmation (``blob_variant``). When the
+photo's colour signatures are known (``Photo.colour``, ``Photo.variant_colours``)
+the blob ends with them, raw (33 bytes a variant), for the rule's colour check.
 
 Pure: no Django.
 """
@@ -19,6 +21,7 @@ from functools import cache
 import numpy as np
 
 from optout.matching.rule import PDQ_INDEXED_KINDS, PRIMARY_KINDS, VariantHashes
+from registry.colour import COLOUR_HEX_LENGTH
 from registry.variants import (
     ORIGINAL,
     PACKED_SIZE,
@@ -32,8 +35,12 @@ from registry.variants import (
 # Index id of a variant: photo key << POSITION_BITS | position (0 = original).
 POSITION_BITS = 6
 MAX_POSITIONS = 1 << POSITION_BITS
-# The blob's first byte says which of the original's hashes are known.
-_HAS_PDQ, _HAS_PHASH = 1, 2
+# The blob's first byte says which of the original's hashes are known, and
+# whose colour signatures (the original's, the derived variants') the blob holds.
+_HAS_PDQ, _HAS_PHASH, _HAS_COLOUR, _HAS_DERIVED_COLOURS = 1, 2, 4, 8
+_COLOURED = _HAS_COLOUR | _HAS_DERIVED_COLOURS
+# One colour signature, raw (registry.colour: 66 hex digits).
+COLOUR_SIZE = COLOUR_HEX_LENGTH // 2
 # A registered hash without a known PDQ quality is not held back by the quality
 # gate (registrations made before qualities were recorded).
 UNKNOWN_QUALITY = 100
@@ -49,25 +56,58 @@ def variant_ids_of(keys: np.ndarray) -> np.ndarray:
     return ((keys << POSITION_BITS) | np.arange(MAX_POSITIONS, dtype=np.int64)).reshape(-1)
 
 
-def photo_blob(pdq: str, phash: str, pdq_quality: int | None, derived: bytes) -> bytes:
+def photo_blob(
+    pdq: str,
+    phash: str,
+    pdq_quality: int | None,
+    derived: bytes,
+    colour: str = "",
+    derived_colours: bytes = b"",
+) -> bytes:
     """The photo's variants in one byte string: a flags byte, the original
     packed by ``registry.variants.variants_pack`` (missing hashes as zeros),
-    then the derived variants as stored in ``Photo.variants``."""
+    then the derived variants as stored in ``Photo.variants``; then, when any
+    colour signature is known, one raw signature per variant in the same order
+    (``colour`` of the original, ``derived_colours`` as stored in
+    ``Photo.variant_colours``; an unknown one as zeros)."""
     if len(derived) % PACKED_SIZE or len(derived) // PACKED_SIZE >= MAX_POSITIONS:
         raise ValueError("malformed packed variants")
-    flags = (_HAS_PDQ if pdq else 0) | (_HAS_PHASH if phash else 0)
+    count = len(derived) // PACKED_SIZE
+    if derived_colours and len(derived_colours) != count * COLOUR_SIZE:
+        raise ValueError("malformed packed variant colours")
+    if colour and len(colour) != COLOUR_HEX_LENGTH:
+        raise ValueError("malformed colour signature")
+    flags = (
+        (_HAS_PDQ if pdq else 0)
+        | (_HAS_PHASH if phash else 0)
+        | (_HAS_COLOUR if colour else 0)
+        | (_HAS_DERIVED_COLOURS if derived_colours else 0)
+    )
     original = Variant(
         name=ORIGINAL,
         pdq=pdq or "0" * 64,
         pdq_quality=UNKNOWN_QUALITY if pdq_quality is None else pdq_quality,
         phash=phash or "0" * 16,
     )
-    return bytes((flags,)) + variants_pack([original]) + derived
+    blob = bytes((flags,)) + variants_pack([original]) + derived
+    if flags & _COLOURED:
+        blob += bytes.fromhex(colour) if colour else bytes(COLOUR_SIZE)
+        blob += derived_colours or bytes(count * COLOUR_SIZE)
+    return blob
 
 
 def blob_size(blob: bytes) -> int:
     """How many variants (the original included) a blob holds."""
-    return (len(blob) - 1) // PACKED_SIZE
+    return (len(blob) - 1) // (PACKED_SIZE + (COLOUR_SIZE if blob[0] & _COLOURED else 0))
+
+
+def _blob_colour(blob: bytes, position: int) -> str:
+    """The colour signature of the variant at ``position`` ("" when unknown)."""
+    flags = blob[0]
+    if not flags & (_HAS_COLOUR if position == 0 else _HAS_DERIVED_COLOURS):
+        return ""
+    offset = 1 + blob_size(blob) * PACKED_SIZE + position * COLOUR_SIZE
+    return blob[offset : offset + COLOUR_SIZE].hex()
 
 
 _kind = cache(variant_kind)
@@ -88,6 +128,7 @@ def blob_variant(blob: bytes, position: int) -> VariantHashes:
         pdq=pdq,
         pdq_quality=variant.pdq_quality,
         phash=phash,
+        colour=_blob_colour(blob, position),
     )
 
 
@@ -124,17 +165,18 @@ def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], I
     other variants a PDQ-only record may match (``PDQ_INDEXED_KINDS``: the
     mirror image). Vectorised over photos whose blobs have the same length."""
     out = {group: IndexEntries([], []) for group in _GROUPS}
-    by_length: dict[int, list[int]] = {}
+    # Blobs of one length and with or without colours hold as many variants.
+    by_length: dict[tuple[int, bool], list[int]] = {}
     for row, blob in enumerate(blobs):
-        by_length.setdefault(len(blob), []).append(row)
+        by_length.setdefault((len(blob), bool(blob[0] & _COLOURED)), []).append(row)
     primary_codes = _codes_of(PRIMARY_KINDS)
     single_codes = _codes_of(PDQ_INDEXED_KINDS - PRIMARY_KINDS)
-    for length, rows in by_length.items():
+    for (length, _), rows in by_length.items():
         table = np.frombuffer(b"".join(blobs[row] for row in rows), dtype=np.uint8)
         table = table.reshape(len(rows), length)
         photo_keys = np.asarray([keys[row] for row in rows], dtype=np.int64)
         flags = table[:, 0]
-        for position in range((length - 1) // PACKED_SIZE):
+        for position in range(blob_size(blobs[rows[0]])):
             packed = table[:, 1 + position * PACKED_SIZE : 1 + (position + 1) * PACKED_SIZE]
             ids = (photo_keys << POSITION_BITS) | position
             primary = np.isin(packed[:, 0], primary_codes)

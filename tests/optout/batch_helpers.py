@@ -26,6 +26,8 @@ SHA256_EVIDENCE = {
     "phash_distance": None,
     "phash_threshold": None,
     "quality": "ok",
+    "colour_distance": None,
+    "colour_threshold": None,
 }
 
 

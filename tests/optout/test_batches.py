@@ -34,9 +34,10 @@ from optout.models import Batch, BatchResult, Chunk, OptOut, Organization, Pipel
 from optout.services import opt_out_file
 from optout.tasks import batch_chunk_decide_task, batch_chunks_sweep_task, batch_shard_hash_task
 from registry import hashing
+from registry.colour import COLOUR_THRESHOLD, colour_signature
 from registry.models import Channel, Claim, Photo
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
-from tests.images import encode, generated_photo, jpeg_bytes
+from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
 from tests.optout.batch_helpers import (
     SHA256_EVIDENCE,
     download,
@@ -152,6 +153,8 @@ def near_match(registry: Registry) -> dict[str, object]:
             "phash_distance": NEAR.phash,
             "phash_threshold": box.phash,
             "quality": "ok",
+            "colour_distance": None,
+            "colour_threshold": None,
         },
     }
 
@@ -800,6 +803,82 @@ def test_a_manifest_pdq_quality_column_is_read_in_every_format(client: APIClient
     assert decided == dict.fromkeys(manifests, expected)
 
 
+def test_a_manifest_colour_column_is_read_in_every_format_and_shown_in_the_exclusions(
+    client: APIClient,
+) -> None:
+    """The registered photo carries the coffee cup's colours: a record with the
+    same hashes and the cup's colours is excluded (its evidence naming the colour
+    distance in every download format), with the cat's allowed, with none
+    excluded; a malformed colour makes its row invalid."""
+    coffee = colour_signature(skimage_photo("coffee"))
+    cat = colour_signature(skimage_photo("chelsea"))
+    registry = registry_with_opt_outs()
+    Photo.objects.filter(pk=registry.photo.pk).update(colour=coffee)
+    photo = registry.photo
+    ids = ["same", "other", "none", "bad"]
+    colours: list[str | None] = [coffee, cat, None, coffee[:-2]]
+    manifests = {
+        "jsonl": jsonl(
+            {
+                "id": i,
+                "pdq": photo.pdq,
+                "phash": photo.phash,
+                "pdq_quality": 100,
+                **({} if c is None else {"colour": c}),
+            }
+            for i, c in zip(ids, colours, strict=True)
+        ),
+        "csv": b"id,pdq,phash,pdq_quality,colour\n"
+        + "".join(
+            f"{i},{photo.pdq},{photo.phash},100,{c or ''}\n"
+            for i, c in zip(ids, colours, strict=True)
+        ).encode(),
+        "parquet": parquet(
+            {
+                "id": ids,
+                "pdq": [photo.pdq] * 4,
+                "phash": [photo.phash] * 4,
+                "pdq_quality": [100] * 4,
+                "colour": colours,
+            }
+        ),
+    }
+
+    for index, (fmt, manifest) in enumerate(manifests.items()):
+        batch = batch_of(submit(client, manifest, name=f"m.{fmt}", key=str(index)))
+        run_chunks(batch)
+
+        decided = BatchResult.objects.filter(batch=batch).values_list(
+            "record_id", "decision", "reason"
+        )
+        assert sorted(decided) == sorted(
+            [
+                ("same", "exclude", ""),
+                ("none", "exclude", ""),
+                ("bad", "invalid", "colour must be 66 hexadecimal digits"),
+            ]
+        ), fmt
+        base = f"/api/v1/batches/{batch.public_id}/exclusions"
+        _, body_j = download(client, f"{base}?format=jsonl")
+        _, body_c = download(client, f"{base}?format=csv")
+        _, body_p = download(client, f"{base}?format=parquet")
+        rows = jsonl_rows(body_j)
+        evidence = {row["id"]: row["matches"][0]["evidence"] for row in rows}
+        assert (evidence["same"]["colour_distance"], evidence["same"]["colour_threshold"]) == (
+            0.0,
+            COLOUR_THRESHOLD,
+        )
+        assert (evidence["none"]["colour_distance"], evidence["none"]["colour_threshold"]) == (
+            None,
+            None,
+        )
+        from_csv = [
+            json.loads(row["matches"]) for row in csv.DictReader(io.StringIO(body_c.decode()))
+        ]
+        assert from_csv == [row["matches"] for row in rows]
+        assert pq.read_table(io.BytesIO(body_p)).to_pylist() == rows
+
+
 def with_null_evidence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {**row, "matches": [{"evidence": None, **match} for match in row["matches"]]}
@@ -975,6 +1054,40 @@ def test_a_webdataset_shard_is_spooled_hashed_deleted_and_decided(
     assert stored[2]["url"] == "https://elsewhere.org/2.png"
     # Once decided, the registry keeps the results, not the pipeline's records.
     assert [bytes(chunk.payload) for chunk in batch.chunks.all()] == [b""]
+
+
+def test_a_shard_image_is_decided_with_the_colour_its_hashing_gives_it(
+    client: APIClient, settings: Settings
+) -> None:
+    """The worker puts the colour signature registry.hashing computes into the
+    record (none while hashing computes none): the photo registered with the
+    same hashes but the cat's colours then no longer matches the coffee cup."""
+    data = encode(skimage_photo("coffee"), "JPEG", quality=90)
+    hashes = hashing.hash_bytes(data, max_bytes=settings.OPTOUT_MAX_PHOTO_BYTES, fast=True)
+    creator = CreatorFactory()
+    PhotoFactory(
+        creator=creator,
+        pdq=hashes.pdq,
+        phash=hashes.phash,
+        colour=colour_signature(skimage_photo("chelsea")),
+    )
+    opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel=Channel.WEB)
+    batch = batch_of(submit(client, tar([("s/000.jpg", data)]), name="s.tar"))
+
+    assert batch_shard_hash_task(batch.pk) is True
+    [stored] = [r for chunk in batch.chunks.all() for r in chunk.records]
+    run_chunks(batch)
+
+    batch.refresh_from_db()
+    results = list(BatchResult.objects.filter(batch=batch))  # exclusions only
+    assert (batch.status, batch.record_count, batch.invalid_count) == ("done", 1, 0)
+    if hashes.colour:
+        assert stored["colour"] == hashes.colour
+        assert (batch.excluded_count, results) == (0, [])
+    else:
+        assert "colour" not in stored
+        assert batch.excluded_count == 1
+        assert results[0].matches[0]["evidence"]["colour_distance"] is None
 
 
 def test_a_shard_whose_spool_file_is_lost_fails_with_a_reason(client: APIClient) -> None:

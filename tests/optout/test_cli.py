@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from registry import hashing, uploads, variants
+from registry.colour import COLOUR_HEX_LENGTH, colour_distance
 from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
 
 OPTOUT = Path(sys.executable).parent / "optout"
@@ -88,10 +89,18 @@ def test_hash_writes_one_line_per_photo_in_path_order_and_reports_the_bad_file(
         "phash",
         "width",
         "height",
+        "colour",
         "variants",
     ]
     assert [item["name"] for item in lines[0]["variants"]] == list(variants.DERIVED_VARIANTS)
-    assert list(lines[0]["variants"][0]) == ["name", "pdq", "pdq_quality", "phash"]
+    assert list(lines[0]["variants"][0]) == ["name", "pdq", "pdq_quality", "phash", "colour"]
+    # The colour signature of the photo and of each derived image.
+    assert all(hashing.is_hex(line["colour"], COLOUR_HEX_LENGTH) for line in lines)
+    assert all(
+        hashing.is_hex(item["colour"], COLOUR_HEX_LENGTH)
+        for line in lines
+        for item in line["variants"]
+    )
     assert "failed: 2024/broken.jpg: JPEG header is damaged (corrupt)" in result.stderr.splitlines()
     assert "notes.txt" not in result.stderr
     assert ".thumbnails" not in result.stderr + result.stdout
@@ -186,6 +195,7 @@ def test_hash_output_is_accepted_by_the_registry_upload_parser(
                 height=hashes.height,
                 filename=path.rsplit("/", 1)[-1],
                 variants=tuple(derived_variants((mixed_folder / path).read_bytes())),
+                colour=hashes.colour,
             ),
         )
         for number, path in enumerate(GOOD_PATHS, start=1)
@@ -306,5 +316,7 @@ def test_hash_fast_decodes_large_jpegs_at_reduced_scale_within_bounds(tmp_path: 
     assert (fast.sha256, fast.width, fast.height) == (exact.sha256, 1024, 768)
     assert hashing.hamming(fast.pdq, exact.pdq) <= 12
     assert hashing.hamming(fast.phash, exact.phash) <= 2
+    # The colour from the reduced decode: the same cells, up to rounding.
+    assert colour_distance(fast.colour, exact.colour) <= 2
     assert result.stderr == "hashed 2, failed 0\n"
     assert result.returncode == 0

@@ -23,18 +23,28 @@ from optout.services import creator_delete, opt_out_file, opt_out_withdraw
 from optout.snapshots import snapshot_load
 from optout.tasks import batch_chunk_decide_task
 from optout.uses import USES
+from registry.colour import colour_signature
 from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, Creator, Photo
 from registry.services import claim_add, photos_register_from_hashes
 from registry.uploads import HashLine
-from registry.variants import Variant
+from registry.variants import Variant, variants_unpack
 from tests.factories import CreatorFactory, OrganizationFactory
+from tests.images import skimage_photo
 from tests.optout.batch_helpers import flip_bits, jsonl, pipeline_client, submit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 PDQ_DISTANCES = (0, 7, 15, 16, 30, 31, 32, 40, 41, 45, 56, 57)
 PHASH_DISTANCES = (0, 1, 3, 6, 8, 9, 10, 11, 14, 18, 19)
+# Colour signatures of real photographs: the coffee cup, the cat (agreeing with
+# neither), the cup in grayscale and a black-and-white photograph.
+COLOURS = [
+    colour_signature(skimage_photo("coffee")),
+    colour_signature(skimage_photo("chelsea")),
+    colour_signature(skimage_photo("coffee").convert("L")),
+    colour_signature(skimage_photo("camera")),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +72,9 @@ class World:
         self.creators: list[Creator] = [CreatorFactory() for _ in range(5)]
         self.hashes: list[tuple[str, str, str]] = []  # every (sha256, pdq, phash) registered
         self.variants: list[tuple[str, str]] = []  # every derived variant's (pdq, phash)
+        self.colours: dict[tuple[str, str], str] = {}  # (pdq, phash) -> its colour signature
+        # Colours drawn apart, so the rest of the world is what it was without them.
+        self.colour_rng = random.Random(len(COLOURS))
         self.urls: list[str] = ["https://unclaimed.example.org/a.jpg"]
         self.batches: list[Batch] = []
 
@@ -103,7 +116,22 @@ class World:
             lines.append((None, line))
             self.hashes.append((sha256, pdq, phash))
             self.variants.extend((v.pdq, v.phash) for v in variants)
-        photos_register_from_hashes(creator=self.creator(), items=lines, channel=Channel.API)
+        creator = self.creator()
+        photos_register_from_hashes(creator=creator, items=lines, channel=Channel.API)
+        # Most photos get colour signatures (as registration stores them), for
+        # the photo, its variants, both or neither.
+        shas = [line.sha256 for _, line in lines]
+        for photo in Photo.objects.filter(creator=creator, sha256__in=shas, colour=""):
+            derived = variants_unpack(bytes(photo.variants))
+            photo.colour = self.colour_rng.choice(COLOURS) if self.colour_rng.random() < 0.7 else ""
+            self.colours[(photo.pdq, photo.phash)] = photo.colour
+            if self.colour_rng.random() < 0.7:
+                colours = [self.colour_rng.choice(COLOURS) for _ in derived]
+                photo.variant_colours = b"".join(bytes.fromhex(c) for c in colours)
+                self.colours.update(
+                    ((v.pdq, v.phash), c) for v, c in zip(derived, colours, strict=True)
+                )
+            photo.save(update_fields=["colour", "variant_colours"])
 
     def claim(self) -> None:
         index = len(self.urls)
@@ -224,6 +252,10 @@ class World:
                     "pdq": flip_bits(pdq, self.rng.choice(PDQ_DISTANCES), self.rng),
                     "phash": flip_bits(phash, self.rng.choice(PHASH_DISTANCES), self.rng),
                     "pdq_quality": quality,
+                    # The target's own colours half the time, others (or none) else.
+                    "colour": self.colours.get((pdq, phash), "")
+                    if self.colour_rng.random() < 0.5
+                    else self.colour_rng.choice([*COLOURS, ""]),
                 }
             )
         records += [{"id": f"u{i}", "url": url} for i, url in enumerate(self.urls)]
@@ -255,7 +287,7 @@ def test_engine_decides_like_brute_force_at_current_and_older_versions_without_r
         world.register()
     world.batch_start()
     engine = MatchingEngine()
-    checked = excluded = older = 0
+    checked = excluded = older = coloured = 0
 
     for _ in range(15):
         # When the registry changes and the engine catches up
@@ -283,12 +315,18 @@ def test_engine_decides_like_brute_force_at_current_and_older_versions_without_r
             checked += 1
             older += version < current
             excluded += sum(d.decision == "exclude" for d in expected)
+            coloured += sum(
+                (m.evidence or {}).get("colour_distance") is not None
+                for d in expected
+                for m in d.matches
+            )
 
     # ... with one load from the database, and catch-ups after it
     assert engine.full_loads == 1
     assert engine.catch_ups >= 10
     # (not vacuous: many records are excluded)
     assert checked >= 30 and older >= 15 and excluded >= 60
+    assert coloured >= 1  # matches confirmed by their colours among them
 
 
 def test_a_version_older_than_the_engine_horizon_is_still_decided_exactly() -> None:

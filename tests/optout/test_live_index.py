@@ -4,7 +4,10 @@ retirements and compaction."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +15,10 @@ from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, SnapshotOptOut
 from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.photo_table import PhotoTable
 from optout.matching.snapshot import SnapshotPhoto
+from optout.matching.variants import blob_entries, blob_size, blob_variant, photo_blob
+from registry.colour import colour_signature
 from registry.variants import DEFAULT_VARIANTS, Variant, variants_pack, variants_unpack
+from tests.images import skimage_photo
 
 KEYS = st.integers(0, 60)
 OPERATIONS = st.lists(
@@ -60,10 +66,21 @@ def test_photo_table_merges_many_small_additions_into_its_columns() -> None:
 
 
 DERIVED = [name for name in DEFAULT_VARIANTS if name != "original"]
+# Colour signatures of real photographs (colour ones, a grayscale copy, a
+# black-and-white photograph).
+COLOURS = [
+    colour_signature(skimage_photo(name))
+    for name in ("coffee", "chelsea", "astronaut", "rocket", "camera")
+] + [colour_signature(skimage_photo("coffee").convert("L"))]
+
+
+def _colour(rng: np.random.Generator) -> str:
+    return COLOURS[int(rng.integers(0, len(COLOURS)))]
 
 
 def _photo(key: int, creator: int, version: int, rng: np.random.Generator) -> LivePhoto:
-    """A photo with 0-4 derived variants (random hashes and qualities)."""
+    """A photo with 0-4 derived variants (random hashes and qualities); its
+    colour and its variants' colours each known or not."""
     variants = [
         Variant(
             str(rng.choice(DERIVED)),
@@ -73,6 +90,7 @@ def _photo(key: int, creator: int, version: int, rng: np.random.Generator) -> Li
         )
         for _ in range(int(rng.integers(0, 5)))
     ]
+    colours = b"".join(bytes.fromhex(_colour(rng)) for _ in variants)
     return LivePhoto(
         key,
         creator,
@@ -82,6 +100,22 @@ def _photo(key: int, creator: int, version: int, rng: np.random.Generator) -> Li
         rng.bytes(8).hex(),
         int(rng.integers(0, 101)),
         variants_pack(variants),
+        _colour(rng) if rng.random() < 0.7 else "",
+        colours if rng.random() < 0.7 else b"",
+    )
+
+
+def _snapshot_photo(photo: LivePhoto) -> SnapshotPhoto:
+    return SnapshotPhoto(
+        photo.key,
+        photo.creator,
+        photo.sha256,
+        photo.pdq,
+        photo.pdq_quality,
+        photo.phash,
+        photo.variants,
+        photo.colour,
+        photo.variant_colours,
     )
 
 
@@ -109,6 +143,7 @@ def _record_near(photo: LivePhoto, rng: np.random.Generator) -> Record:
         pdq=pdq if mode < 0.8 else "",
         phash=phash if mode > 0.5 or mode < 0.2 else "",
         pdq_quality=int(rng.integers(0, 101)) if mode < 0.8 and rng.random() < 0.7 else None,
+        colour=_colour(rng) if rng.random() < 0.7 else "",
     )
 
 
@@ -162,13 +197,7 @@ def test_views_answer_like_the_snapshot_of_their_version(seed: int, script: list
             ]  # fmt: skip
             snapshot = Snapshot(
                 version=at,
-                photos=[
-                    SnapshotPhoto(
-                        p.key, p.creator, p.sha256, p.pdq, p.pdq_quality, p.phash, p.variants
-                    )
-                    for p in photos
-                    if p.registered_version <= at
-                ],
+                photos=[_snapshot_photo(p) for p in photos if p.registered_version <= at],
                 claims=[],
                 opt_outs=active,
             )
@@ -193,10 +222,7 @@ def test_records_near_variants_are_decided_like_the_snapshot_both_ways() -> None
     index.photos_add(photos)
     snapshot = Snapshot(
         version=1,
-        photos=[
-            SnapshotPhoto(p.key, p.creator, p.sha256, p.pdq, p.pdq_quality, p.phash, p.variants)
-            for p in photos
-        ],
+        photos=[_snapshot_photo(p) for p in photos],
         claims=[],
         opt_outs=[opt_out],
     )
@@ -210,3 +236,38 @@ def test_records_near_variants_are_decided_like_the_snapshot_both_ways() -> None
     variants = {m["evidence"]["variant"] for d in live for m in d["matches"]}
     assert outcomes == {"exclude", "allow"}
     assert "original" in variants and len(variants - {"original"}) >= 3
+    # The colour check both confirmed and refuted matches.
+    checked = [m["evidence"]["colour_distance"] for d in live for m in d["matches"]]
+    assert any(distance is not None for distance in checked)
+    assert any(distance is None for distance in checked)
+
+
+def test_a_blob_holds_the_colours_raw_and_gives_them_back_by_position() -> None:
+    rng = np.random.default_rng(3)
+    variants = [Variant(name, rng.bytes(32).hex(), 70, rng.bytes(8).hex()) for name in DERIVED]
+    packed = variants_pack(variants)
+    colours = [COLOURS[i % len(COLOURS)] for i in range(len(variants))]
+    derived = b"".join(bytes.fromhex(c) for c in colours)
+    pdq, phash = rng.bytes(32).hex(), rng.bytes(8).hex()
+
+    plain = photo_blob(pdq, phash, 90, packed)
+    both = photo_blob(pdq, phash, 90, packed, COLOURS[0], derived)
+    photo_only = photo_blob(pdq, phash, 90, packed, COLOURS[1])
+    derived_only = photo_blob(pdq, phash, 90, packed, "", derived)
+
+    assert len(both) == len(plain) + 33 * (1 + len(variants))  # raw, not hex
+    for blob in (plain, both, photo_only, derived_only):
+        assert blob_size(blob) == 1 + len(variants)
+    assert [blob_variant(plain, i).colour for i in range(len(variants) + 1)] == [""] * 16
+    assert [blob_variant(both, i).colour for i in range(16)] == [COLOURS[0], *colours]
+    assert [blob_variant(photo_only, i).colour for i in range(16)] == [COLOURS[1]] + [""] * 15
+    assert [blob_variant(derived_only, i).colour for i in range(16)] == ["", *colours]
+    assert blob_variant(both, 3) == replace(blob_variant(plain, 3), colour=colours[2])
+    # The index entries do not depend on the colours.
+    coloured = blob_entries([5], [both])
+    for group, entries in blob_entries([5], [plain]).items():
+        words = 4 if group[1] == "pdq" else 1
+        for a, b in zip(entries.arrays(words), coloured[group].arrays(words), strict=True):
+            assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="colours"):
+        photo_blob(pdq, phash, 90, packed, "", derived[:-33])

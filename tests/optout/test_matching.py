@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,9 @@ from optout.matching.rule import (
     rule_for,
 )
 from optout.matching.urls import claim_hits, host_suffixes
+from registry.colour import COLOUR_THRESHOLD, colour_signature
 from registry.variants import DEFAULT_VARIANTS, Variant, variant_kind, variants_pack
+from tests.images import skimage_photo
 from tests.optout.batch_helpers import SHA256_EVIDENCE
 
 
@@ -452,3 +455,95 @@ def test_the_fast_url_split_equals_urlsplit_on_normalised_urls(host, www, port, 
     expected_host = expected_host[4:] if expected_host.startswith("www.") else expected_host
 
     assert _host_and_path(url) == (expected_host, parts.path)
+
+
+# --- colour signatures --------------------------------------------------------------
+
+COFFEE = colour_signature(skimage_photo("coffee"))
+CAT = colour_signature(skimage_photo("chelsea"))
+COFFEE_GREY = colour_signature(skimage_photo("coffee").convert("L"))
+CAMERA = colour_signature(skimage_photo("camera"))
+
+
+def test_a_record_carries_its_colour_lowercased_or_is_invalid_saying_why():
+    pdq = "ab" * 32
+    parsed = record_parse({"id": "a", "pdq": pdq, "colour": f"  {COFFEE.upper()} "}, row=1)
+
+    assert isinstance(parsed, Record) and parsed.colour == COFFEE
+    assert record_parse({"id": "b", "phash": "0" * 16, "colour": COFFEE}).colour == COFFEE
+    assert record_parse({"id": "c", "pdq": pdq, "colour": ""}).colour == ""
+    assert record_parse({"id": "d", "pdq": pdq, "colour": None}).colour == ""
+    invalid = [
+        record_parse({"id": "e", "pdq": pdq, "colour": COFFEE[:-2]}, row=2),
+        record_parse({"id": "f", "pdq": pdq, "colour": "g" + COFFEE[1:]}, row=3),
+        record_parse({"id": "g", "pdq": pdq, "colour": 12}, row=4),
+        record_parse({"id": "h", "sha256": "0" * 64, "colour": COFFEE}, row=5),
+        record_parse({"id": "i", "url": "https://example.org/a.jpg", "colour": COFFEE}, row=6),
+    ]
+    assert [(p.row, p.reason) for p in invalid if isinstance(p, Invalid)] == [
+        (2, "colour must be 66 hexadecimal digits"),
+        (3, "colour must be 66 hexadecimal digits"),
+        (4, "colour must be 66 hexadecimal digits"),
+        (5, "colour needs a pdq or a phash"),
+        (6, "colour needs a pdq or a phash"),
+    ]
+
+
+def test_a_record_whose_colours_disagree_with_the_photo_is_allowed():
+    """Equal PDQ and pHash, the coffee cup registered: the cat's colours allow the
+    record, the cup's own (or no colour, or a grayscale copy's) exclude it."""
+    crop = Variant("crop_centre_90", secrets.token_hex(32), 80, secrets.token_hex(8))
+    given_photo = replace(
+        photo(1, variants=variants_pack([crop])),
+        colour=COFFEE,
+        variant_colours=bytes.fromhex(COFFEE),
+    )
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+
+    for target in (given_photo, crop):
+
+        def record(colour: str, target=target) -> Record:
+            return Record(id="r", pdq=target.pdq, phash=target.phash, pdq_quality=90, colour=colour)
+
+        assert decide_single(snapshot, record(CAT)).decision == "allow"
+        assert decide_single(snapshot, record("")).decision == "exclude"
+        grey = decide_single(snapshot, record(COFFEE_GREY))
+        assert grey.decision == "exclude"
+        assert grey.matches[0].evidence["colour_distance"] is None
+        same = decide_single(snapshot, record(COFFEE))
+        assert same.decision == "exclude"
+        evidence = same.matches[0].evidence
+        assert evidence["variant"] == ("original" if target is given_photo else "crop_centre_90")
+        assert (evidence["colour_distance"], evidence["colour_threshold"]) == (
+            0.0,
+            COLOUR_THRESHOLD,
+        )
+
+
+def test_a_photo_registered_without_colours_matches_on_its_hashes_alone():
+    given_photo = photo(1)
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+    record = Record(
+        id="r", pdq=given_photo.pdq, phash=given_photo.phash, pdq_quality=90, colour=CAT
+    )
+
+    result = decide_single(snapshot, record)
+
+    assert result.decision == "exclude"
+    assert result.matches[0].evidence["colour_distance"] is None
+
+
+def test_a_black_and_white_photo_never_matches_a_colour_record():
+    given_photo = replace(photo(1), colour=CAMERA)
+    snapshot = Snapshot(version=1, photos=[given_photo], claims=[], opt_outs=[opt_out(1)])
+
+    def record(colour: str) -> Record:
+        return Record(
+            id="r", pdq=given_photo.pdq, phash=given_photo.phash, pdq_quality=90, colour=colour
+        )
+
+    assert decide_single(snapshot, record(COFFEE)).decision == "allow"
+    assert decide_single(snapshot, record(COFFEE_GREY)).decision == "exclude"
+    # SHA-256 equality is not a perceptual match: no colour check.
+    exact = Record(id="r", sha256=given_photo.sha256, pdq=given_photo.pdq, colour=COFFEE)
+    assert [m.kind for m in decide_single(snapshot, exact).matches] == ["sha256"]

@@ -35,7 +35,9 @@ def test_chunk_records_move_to_the_payload_and_back() -> None:
         old = _migrate(BEFORE)
         batch = _batch(old, "Lab M", "m1")
         Chunk = old.get_model("optout", "Chunk")
-        pending = Chunk.objects.create(batch=batch, index=0, records=pending_records, record_count=2)
+        pending = Chunk.objects.create(
+            batch=batch, index=0, records=pending_records, record_count=2
+        )
         done = Chunk.objects.create(
             batch=batch, index=1, records=[{"row": 3, "id": "c"}], record_count=1, status="done"
         )

@@ -26,11 +26,13 @@ from optout.matching import DEFAULT_THRESHOLDS
 from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box, KindRule
 from optout.models import OptOut, Organization, OrganizationAPIKey, PipelineRequest
 from registry import services as registry_services
+from registry.colour import COLOUR_HEX_LENGTH, COLOUR_THRESHOLD, colour_signature
 from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, ConsentEvent, Creator, Photo
 from registry.uploads import HashLine
 from registry.variants import Variant
 from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
+from tests.images import skimage_photo
 from tests.optout.batch_helpers import SHA256_EVIDENCE
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -133,6 +135,8 @@ def evidence(
     phash: int | None = None,
     phash_threshold: int | None = None,
     quality: str = "ok",
+    colour: float | None = None,
+    colour_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The evidence of a match of the registered photo itself (``original``)."""
     return {
@@ -143,6 +147,8 @@ def evidence(
         "phash_distance": phash,
         "phash_threshold": phash_threshold,
         "quality": quality,
+        "colour_distance": colour,
+        "colour_threshold": colour_threshold,
     }
 
 
@@ -359,6 +365,119 @@ def test_a_pdq_quality_out_of_range_or_not_an_integer_is_invalid_with_the_reason
     ]
     audit = PipelineRequest.objects.get()
     assert (audit.record_count, audit.excluded_count) == (len(records), 3)
+
+
+# --- colour signatures ----------------------------------------------------------------
+
+# Colour signatures of real photographs (registry.colour): the coffee cup, the
+# cat, the cup in grayscale, the cameraman (black and white).
+COFFEE = colour_signature(skimage_photo("coffee"))
+CAT = colour_signature(skimage_photo("chelsea"))
+COFFEE_GREY = colour_signature(skimage_photo("coffee").convert("L"))
+CAMERA = colour_signature(skimage_photo("camera"))
+MIRROR = Variant("mirror", "1e" * 32, 77, "5a" * 8)
+
+
+def coloured_photo(colour: str, mirror_colour: str) -> tuple[Photo, OptOut]:
+    """A photo and its mirror image registered by hashes, their colour
+    signatures set in the database (as registration stores them), under an
+    all_photos opt-out refusing ai_training."""
+    dora = CreatorFactory(user=UserFactory(email="dora@example.org"))
+    [photo] = register(
+        dora,
+        HashLine(
+            sha256="d" * 64,
+            pdq=PDQ_A,
+            phash=PHASH_A,
+            pdq_quality=GOOD_QUALITY,
+            filename="dora.jpg",
+            variants=(MIRROR,),
+        ),
+    )
+    Photo.objects.filter(pk=photo.pk).update(
+        colour=colour, variant_colours=bytes.fromhex(mirror_colour)
+    )
+    return photo, file(dora, ["ai_training"])
+
+
+def test_a_record_whose_colours_disagree_with_the_photo_is_allowed() -> None:
+    """The same PDQ and pHash as the registered coffee cup (or its mirror image):
+    with the cup's colours or none (or a grayscale copy's) the record is
+    excluded, with the cat's colours allowed; the evidence says which colours
+    were compared and how far apart."""
+    _, opt_out = coloured_photo(COFFEE, COFFEE)
+    api = pipeline(raw_key(OrganizationFactory()))
+
+    def record(name: str, target: str, colour: str | None) -> dict[str, Any]:
+        pdq, phash = (PDQ_A, PHASH_A) if target == "original" else (MIRROR.pdq, MIRROR.phash)
+        data = {"id": name, "pdq": pdq, "phash": phash, "pdq_quality": GOOD_QUALITY}
+        return data if colour is None else {**data, "colour": colour}
+
+    records = [
+        record(f"{target}-{name}", target, colour)
+        for target in ("original", "mirror")
+        for name, colour in (
+            ("same", COFFEE.upper()),
+            ("none", None),
+            ("grey", COFFEE_GREY),
+            ("other", CAT),
+        )
+    ]
+    response = lookup(api, records)
+
+    assert response.status_code == 200
+    results = {r["id"]: r for r in response.json()["results"]}
+    for target in ("original", "mirror"):
+        assert results[f"{target}-other"] == {
+            "id": f"{target}-other",
+            "decision": "allow",
+            "matches": [],
+        }
+        same = results[f"{target}-same"]["matches"]
+        assert [(m["kind"], m["opt_out"]) for m in same] == [("pdq", str(opt_out.public_id))]
+        assert same[0]["evidence"]["variant"] == target
+        assert same[0]["evidence"]["colour_distance"] == 0.0
+        assert same[0]["evidence"]["colour_threshold"] == COLOUR_THRESHOLD
+        for unchecked in ("none", "grey"):
+            [found] = results[f"{target}-{unchecked}"]["matches"]
+            assert found["evidence"]["variant"] == target
+            assert found["evidence"]["colour_distance"] is None
+            assert found["evidence"]["colour_threshold"] is None
+
+
+def test_a_black_and_white_photo_is_not_matched_by_a_colour_record() -> None:
+    coloured_photo(CAMERA, CAMERA)
+    api = pipeline(raw_key(OrganizationFactory()))
+    base = {"pdq": PDQ_A, "phash": PHASH_A, "pdq_quality": GOOD_QUALITY}
+
+    results = lookup(
+        api, [{"id": "colour", **base, "colour": COFFEE}, {"id": "grey", **base, "colour": CAMERA}]
+    ).json()["results"]
+
+    assert [r["decision"] for r in results] == ["allow", "exclude"]
+
+
+def test_a_malformed_colour_is_invalid_with_the_reason(world: World) -> None:
+    base = {"pdq": PDQ_A, "phash": PHASH_A}
+    records = [
+        {"id": "short", **base, "colour": COFFEE[:-1]},
+        {"id": "not-hex", **base, "colour": "z" * COLOUR_HEX_LENGTH},
+        {"id": "number", **base, "colour": 7},
+        {"id": "alone", "sha256": SHA_A, "colour": COFFEE},
+        {"id": "ok", **base, "colour": COFFEE},
+    ]
+
+    response = lookup(world.api, records)
+
+    assert response.status_code == 200
+    colour_reason = f"colour must be {COLOUR_HEX_LENGTH} hexadecimal digits"
+    assert [(r["decision"], r.get("reason"), r.get("row")) for r in response.json()["results"]] == [
+        ("invalid", colour_reason, 0),
+        ("invalid", colour_reason, 1),
+        ("invalid", colour_reason, 2),
+        ("invalid", "colour needs a pdq or a phash", 3),
+        ("exclude", None, None),
+    ]
 
 
 def test_a_stated_pdq_quality_holds_a_record_to_the_registry_rule_and_a_bare_hash_to_the_stricter(
@@ -609,6 +728,14 @@ def test_the_lookup_schema_documents_what_the_view_accepts(world: World) -> None
     quality = schemas["LookupRecordRequest"]["properties"]["pdq_quality"]
     assert (quality["type"], quality["minimum"], quality["maximum"]) == ("integer", 0, 100)
     assert "pdq_quality" not in schemas["LookupRecordRequest"]["required"]
+    colour = schemas["LookupRecordRequest"]["properties"]["colour"]
+    assert (colour["type"], colour["minLength"], colour["maxLength"]) == (
+        "string",
+        COLOUR_HEX_LENGTH,
+        COLOUR_HEX_LENGTH,
+    )
+    assert "colour" not in schemas["LookupRecordRequest"]["required"]
+    assert "signature" in colour["description"]
 
 
 def test_the_lookup_schema_documents_the_evidence_of_a_match(world: World) -> None:
@@ -642,6 +769,8 @@ def test_the_lookup_schema_documents_the_evidence_of_a_match(world: World) -> No
     assert set(evidence_schema["required"]) == set(properties)
     for name in ("pdq_distance", "pdq_threshold", "phash_distance", "phash_threshold"):
         assert (properties[name]["type"], properties[name]["nullable"]) == ("integer", True)
+    for name in ("colour_distance", "colour_threshold"):
+        assert (properties[name]["type"], properties[name]["nullable"]) == ("number", True)
     enums = {
         name: schemas[properties[name]["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"]
         for name in ("basis", "quality")
@@ -691,6 +820,7 @@ def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_
                         "pdq": PDQ_A,
                         "pdq_quality": None,
                         "phash": PHASH_A,
+                        "colour": None,
                         "variants": [],
                     }
                 ],
@@ -1077,7 +1207,14 @@ def query_of(url: str) -> tuple[str, dict[str, str]]:
 
 
 def plain(sha256: str) -> dict[str, Any]:
-    return {"sha256": sha256, "pdq": None, "pdq_quality": None, "phash": None, "variants": []}
+    return {
+        "sha256": sha256,
+        "pdq": None,
+        "pdq_quality": None,
+        "phash": None,
+        "colour": None,
+        "variants": [],
+    }
 
 
 def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
@@ -1085,11 +1222,18 @@ def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
     since = registry_version_current()
     register(alice, HashLine(sha256=SHA_B))
     opt_alice = file(alice, ["ai_training", "data_mining"])
-    mirror = Variant("mirror", "1e" * 32, 77, "5a" * 8)
-    crop = Variant("crop_centre_90", "2d" * 32, 64, "69" * 8)
+    mirror = Variant("mirror", "1e" * 32, 77, "5a" * 8, colour="0c" * 33)
+    crop = Variant("crop_centre_90", "2d" * 32, 64, "69" * 8, colour="f3" * 33)
     [later] = register(
         alice,
-        HashLine(sha256=SHA_A, pdq=PDQ_A, pdq_quality=88, phash=PHASH_A, variants=(mirror, crop)),
+        HashLine(
+            sha256=SHA_A,
+            pdq=PDQ_A,
+            pdq_quality=88,
+            phash=PHASH_A,
+            variants=(mirror, crop),
+            colour="0b" * 33,
+        ),
     )
     domain = claim(bob, "domain", "bob.example")
     opt_bob = file(bob, ["data_mining"], "claims", claims=[domain.public_id])
@@ -1108,9 +1252,22 @@ def test_changes_list_what_changes_decisions_and_nothing_else() -> None:
         "pdq": PDQ_A,
         "pdq_quality": 88,
         "phash": PHASH_A,
+        "colour": "0b" * 33,
         "variants": [
-            {"name": "mirror", "pdq": "1e" * 32, "pdq_quality": 77, "phash": "5a" * 8},
-            {"name": "crop_centre_90", "pdq": "2d" * 32, "pdq_quality": 64, "phash": "69" * 8},
+            {
+                "name": "mirror",
+                "pdq": "1e" * 32,
+                "pdq_quality": 77,
+                "phash": "5a" * 8,
+                "colour": "0c" * 33,
+            },
+            {
+                "name": "crop_centre_90",
+                "pdq": "2d" * 32,
+                "pdq_quality": 64,
+                "phash": "69" * 8,
+                "colour": "f3" * 33,
+            },
         ],
     }
     assert response.json() == {

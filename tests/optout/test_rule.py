@@ -1,16 +1,23 @@
 """optout.matching.rule: the perceptual decision rule at its threshold edges.
 
-Pure: hashes are built here with an exact number of differing bits.
+Pure: hashes are built here with an exact number of differing bits; colour
+signatures from scikit-image's photographs (registry.colour).
 """
 
 from __future__ import annotations
 
+import importlib
+import io
+import math
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
+from optout.matching import rule_fingerprint
 from optout.matching.rule import (
     DEFAULT_RULE,
     KINDS,
@@ -29,6 +36,8 @@ from optout.matching.rule import (
     rule_for,
     sha256_evidence,
 )
+from registry.colour import COLOUR_THRESHOLD, colour_signature
+from tests.images import encode, skimage_photo
 
 PDQ = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
 PHASH = "d1c4a5b2e6f0193c"
@@ -44,16 +53,37 @@ def flip(hex_value: str, bits: int, seed: int = 0) -> str:
     return f"{value:0{len(hex_value)}x}"
 
 
-def variant(kind: str = "original", quality: int = 100, name: str | None = None) -> VariantHashes:
-    return VariantHashes(name=name or kind, kind=kind, pdq=PDQ, pdq_quality=quality, phash=PHASH)
+def variant(
+    kind: str = "original", quality: int = 100, name: str | None = None, colour: str = ""
+) -> VariantHashes:
+    return VariantHashes(
+        name=name or kind, kind=kind, pdq=PDQ, pdq_quality=quality, phash=PHASH, colour=colour
+    )
 
 
-def query(pdq_bits: int | None, phash_bits: int | None, quality: int | None = None) -> QueryHashes:
+def query(
+    pdq_bits: int | None, phash_bits: int | None, quality: int | None = None, colour: str = ""
+) -> QueryHashes:
     return QueryHashes(
         pdq="" if pdq_bits is None else flip(PDQ, pdq_bits),
         phash="" if phash_bits is None else flip(PHASH, phash_bits, seed=1),
         pdq_quality=quality,
+        colour=colour,
     )
+
+
+def _jpeg_again(image: Image.Image, quality: int) -> Image.Image:
+    return Image.open(io.BytesIO(encode(image, "JPEG", quality=quality)))
+
+
+# Colour signatures of real photographs: the coffee cup, a recompressed copy of
+# it (the same photo), the cat (another colour photo), the cup in grayscale
+# and the cameraman (black and white).
+COFFEE = colour_signature(skimage_photo("coffee"))
+COFFEE_JPEG = colour_signature(_jpeg_again(skimage_photo("coffee"), 50))
+CAT = colour_signature(skimage_photo("chelsea"))
+COFFEE_GREY = colour_signature(skimage_photo("coffee").convert("L"))
+CAMERA = colour_signature(skimage_photo("camera"))
 
 
 def test_flip_changes_exactly_the_requested_bits() -> None:
@@ -122,6 +152,8 @@ def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
         "phash_distance": 4,
         "phash_threshold": 4,
         "quality": "ok",
+        "colour_distance": None,
+        "colour_threshold": None,
     }
 
 
@@ -220,6 +252,9 @@ def test_hamming_refuses_hashes_of_different_lengths() -> None:
     mode=st.sampled_from(["both", "pdq", "phash"]),
     registered_quality=st.sampled_from([0, 49, 50, 100]),
     query_quality=st.sampled_from([None, 10, 90]),
+    colours=st.sampled_from(
+        [("", ""), (COFFEE_JPEG, COFFEE), (CAT, COFFEE), (COFFEE_GREY, COFFEE), (COFFEE, CAMERA)]
+    ),
 )
 def test_the_search_plan_finds_every_variant_the_rule_accepts(
     rule: MatchRule,
@@ -229,19 +264,25 @@ def test_the_search_plan_finds_every_variant_the_rule_accepts(
     mode: str,
     registered_quality: int,
     query_quality: int | None,
+    colours: tuple[str, str],
 ) -> None:
-    """The indexes searched as ``search_plan`` says never miss an accepted variant."""
+    """The indexes searched as ``search_plan`` says never miss an accepted
+    variant; the colour check only ever takes matches away."""
     plan = rule.search_plan()
     q = query(
         pdq_bits if mode in ("both", "pdq") else None,
         phash_bits if mode in ("both", "phash") else None,
         quality=query_quality,
+        colour=colours[0],
     )
 
-    evidence = rule.evaluate(q, variant(kind, quality=registered_quality))
+    evidence = rule.evaluate(q, variant(kind, quality=registered_quality, colour=colours[1]))
+    colourless = rule.evaluate(replace(q, colour=""), variant(kind, quality=registered_quality))
 
+    assert not (evidence.matched and not colourless.matched)
     if not evidence.matched:
         return
+    assert replace(evidence, colour_distance=None, colour_threshold=None) == colourless
     primary = kind in PRIMARY_KINDS
     if mode == "both" and primary:
         assert phash_bits <= plan.primary_phash or (
@@ -309,3 +350,85 @@ def test_bare_hashes_without_quality_get_the_stricter_rule() -> None:
     assert not UNKNOWN_QUALITY_RULE.evaluate(query(45, 0), variant("original")).matched
     assert UNKNOWN_QUALITY_RULE.evaluate(query(15, None), variant("original")).matched
     assert not UNKNOWN_QUALITY_RULE.evaluate(query(16, None), variant("original")).matched
+
+
+def test_colours_that_agree_confirm_a_match_and_say_so() -> None:
+    evidence = DEFAULT_RULE.evaluate(
+        query(40, 6, quality=90, colour=COFFEE_JPEG), variant(colour=COFFEE)
+    )
+
+    assert evidence.matched
+    assert evidence.colour_threshold == COLOUR_THRESHOLD
+    assert evidence.colour_distance is not None and 0 < evidence.colour_distance <= 5
+    assert evidence.as_dict()["colour_distance"] == evidence.colour_distance
+    assert evidence.as_dict()["colour_threshold"] == COLOUR_THRESHOLD
+
+
+def test_colours_that_disagree_refute_a_match_every_box_holds() -> None:
+    """The cat's colours against the coffee cup's: PDQ and pHash equal, no match."""
+    for kind in ("original", "mirror", "crop", "rotation"):
+        refuted = DEFAULT_RULE.evaluate(
+            query(0, 0, quality=90, colour=CAT), variant(kind, colour=COFFEE)
+        )
+
+        assert not refuted.matched, kind
+        assert refuted.basis == ""
+        assert refuted.colour_distance is not None and refuted.colour_distance > COLOUR_THRESHOLD
+        assert refuted.colour_threshold == COLOUR_THRESHOLD
+        # Without a colour on either side the same hashes match.
+        assert DEFAULT_RULE.evaluate(query(0, 0, quality=90), variant(kind, colour=COFFEE)).matched
+        assert DEFAULT_RULE.evaluate(query(0, 0, quality=90, colour=CAT), variant(kind)).matched
+
+
+def test_the_colour_threshold_is_inclusive_and_kept_by_shifted() -> None:
+    distance = DEFAULT_RULE.evaluate(query(0, 0, 90, CAT), variant(colour=COFFEE)).colour_distance
+    assert distance is not None
+    at = replace(DEFAULT_RULE, colour_threshold=distance)
+    below = replace(DEFAULT_RULE, colour_threshold=distance - 0.01)
+
+    assert at.evaluate(query(0, 0, 90, CAT), variant(colour=COFFEE)).matched
+    assert not below.evaluate(query(0, 0, 90, CAT), variant(colour=COFFEE)).matched
+    assert at.shifted(-2).colour_threshold == distance
+    assert UNKNOWN_QUALITY_RULE.colour_threshold == COLOUR_THRESHOLD
+
+
+def test_a_grey_record_skips_the_colour_check() -> None:
+    """A grayscale copy carries no colour evidence: matched on its hashes alone."""
+    evidence = DEFAULT_RULE.evaluate(query(8, 2, 90, COFFEE_GREY), variant(colour=CAT))
+
+    assert evidence.matched
+    assert (evidence.colour_distance, evidence.colour_threshold) == (None, None)
+    assert DEFAULT_RULE.evaluate(query(8, 2, 90, COFFEE_GREY), variant(colour=CAMERA)).matched
+
+
+def test_a_grey_registered_variant_never_matches_a_colourful_record() -> None:
+    evidence = DEFAULT_RULE.evaluate(query(0, 0, 90, COFFEE), variant(colour=CAMERA))
+
+    assert not evidence.matched
+    assert evidence.colour_distance == math.inf
+    # Not loosened by any threshold.
+    assert (
+        not replace(DEFAULT_RULE, colour_threshold=1e9)
+        .evaluate(query(0, 0, 90, COFFEE), variant(colour=CAMERA))
+        .matched
+    )
+
+
+def test_no_colour_is_compared_outside_the_boxes() -> None:
+    evidence = DEFAULT_RULE.evaluate(query(100, 30, 90, CAT), variant(colour=COFFEE))
+
+    assert not evidence.matched
+    assert (evidence.colour_distance, evidence.colour_threshold) == (None, None)
+
+
+def test_the_rule_fingerprint_changes_with_the_colour_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = rule_fingerprint()
+    # The module (the package exports its ``decide`` function under that name).
+    decide_module = importlib.import_module("optout.matching.decide")
+    monkeypatch.setattr(
+        decide_module, "DEFAULT_RULE", replace(DEFAULT_RULE, colour_threshold=COLOUR_THRESHOLD + 1)
+    )
+
+    assert rule_fingerprint() != before

@@ -465,6 +465,8 @@ def test_photo_list_shows_only_my_photos_newest_first_with_public_ids(
         "pdq": older.pdq,
         "pdq_quality": 100,
         "phash": older.phash,
+        # Registered without a colour signature.
+        "colour": "",
         "width": 640,
         "height": 480,
         "filename": "old.jpg",

@@ -15,10 +15,20 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
+import skimage.color
 import skimage.data
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from registry import fast_hashing, hashing
+from registry.colour import (
+    COLOUR_HEX_LENGTH,
+    COLOUR_THRESHOLD,
+    COLOURFUL_RECORD,
+    colour_compare,
+    colour_distance,
+    colour_parts,
+    colour_signature,
+)
 from tests.images import SKIMAGE_PHOTOS, encode, generated_photo, jpeg_bytes, skimage_photo
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
@@ -62,6 +72,7 @@ def test_golden_hashes_of_the_astronaut_png_bundled_with_scikit_image() -> None:
         phash="c2924c5532bddfc8",
         width=512,
         height=512,
+        colour="5705fd030e020802081409040703030103261f1f171715000229231f1406050101",
     )
 
 
@@ -79,6 +90,7 @@ def test_golden_hashes_of_the_rocket_jpeg_bundled_with_scikit_image() -> None:
         phash="c0371bec1be51267",
         width=640,
         height=427,
+        colour="5104ed04eb04ec02f203eb04eb03ed03ef02ed02ee02f102f201fc0301030602f9",
     )
 
 
@@ -178,12 +190,13 @@ def test_every_allowed_format_is_hashed(fmt: str) -> None:
     assert hashing.is_hex(hashes.phash, hashing.PHASH_HEX_LENGTH)
 
 
-def test_as_dict_holds_the_six_fields_of_the_jsonl_format() -> None:
+def test_as_dict_holds_the_seven_fields_of_the_jsonl_format() -> None:
     hashes = hashing.hash_bytes(jpeg_bytes(1))
 
     fields = hashes.as_dict()
 
-    assert sorted(fields) == ["height", "pdq", "pdq_quality", "phash", "sha256", "width"]
+    assert sorted(fields) == ["colour", "height", "pdq", "pdq_quality", "phash", "sha256", "width"]
+    assert hashing.is_hex(fields["colour"], COLOUR_HEX_LENGTH)
     assert (fields["width"], fields["height"]) == (320, 240)
 
 
@@ -508,6 +521,9 @@ def test_fast_path_applies_exif_orientation_like_the_full_decode(orientation: in
     assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
     assert hashing.hamming(fast.phash, full.phash) <= FAST_PHASH_BOUND
     assert hashing.hamming(untagged.pdq, full.pdq) > 64
+    # The colours of the upright image, cell by cell.
+    assert colour_distance(fast.colour, full.colour) <= COLOUR_ROUNDING
+    assert colour_distance(full.colour, colour_signature(upright)) <= COLOUR_ROUNDING
     assert hashing.decode_reduced(data).orientation == orientation
 
 
@@ -607,3 +623,110 @@ def test_fast_path_ignores_an_orientation_tag_outside_one_to_eight_like_the_full
     assert (fast.width, fast.height) == (full.width, full.height) == LARGE
     assert hashing.decode_reduced(data).orientation == 1
     assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
+
+
+# Colour signatures (registry.colour): the third signal of a perceptual match.
+
+COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+# How far two signatures of the same pixels may be apart when one is computed on
+# a reduced copy (hash_bytes' colour_of, the fast path's draft decode): each
+# cell's a* and b* may round the other way (measured: at most 1.41).
+COLOUR_ROUNDING = 2.0
+COLOURFULNESS_TOLERANCE = 0.003
+
+
+def cropped_to_the_grid(image: Image.Image) -> Image.Image:
+    """The image cut to whole multiples of 16 pixels: every cell of the signature's
+    16 x 16 grid is then whole pixels, whose plain mean a reference can take."""
+    return image.crop((0, 0, image.width // 16 * 16, image.height // 16 * 16))
+
+
+@pytest.mark.parametrize("name", COLOUR_PHOTOS)
+def test_colour_signature_is_the_lab_chroma_of_a_4_by_4_grid_as_skimage_computes_it(
+    name: str,
+) -> None:
+    image = cropped_to_the_grid(skimage_photo(name))
+    pixels = np.asarray(image, dtype=np.float64)
+    height, width, _ = pixels.shape
+    coarse = pixels.reshape(4, height // 4, 4, width // 4, 3).mean(axis=(1, 3))
+    expected_ab = skimage.color.rgb2lab(coarse / 255)[..., 1:].reshape(16, 2)
+    fine = pixels.reshape(16, height // 16, 16, width // 16, 3).mean(axis=(1, 3))
+    # Chromaticity of each fine cell, pulled towards grey by 8 per channel.
+    rg = (fine[..., :2] + 8) / (fine.sum(axis=-1, keepdims=True) + 24) - 1 / 3
+    expected_colourfulness = np.hypot(rg[..., 0], rg[..., 1]).mean()
+
+    signature = colour_signature(image)
+
+    assert hashing.is_hex(signature, COLOUR_HEX_LENGTH)
+    colourfulness, ab = colour_parts(signature)
+    # Rounded to whole a*b* units (rows of cells from the top left).
+    assert np.abs(ab - expected_ab).max() <= 0.5 + 1e-3
+    # Stored in thousandths.
+    assert colourfulness == pytest.approx(expected_colourfulness, abs=0.0005 + 1e-6)
+    assert colourfulness >= COLOURFUL_RECORD
+
+
+def test_a_grayscale_photo_has_no_colour() -> None:
+    signature = colour_signature(skimage_photo("camera"))
+
+    colourfulness, ab = colour_parts(signature)
+
+    assert colourfulness == 0
+    assert not ab.any()
+    # A grey record carries no colour evidence: the check is skipped.
+    assert colour_compare(signature, colour_signature(skimage_photo("coffee"))) is None
+
+
+@pytest.mark.parametrize("name", COLOUR_PHOTOS)
+def test_brightness_plus_20_percent_keeps_the_colours(name: str) -> None:
+    photo = skimage_photo(name)
+    brighter = ImageEnhance.Brightness(photo).enhance(1.2)
+
+    distance = colour_distance(colour_signature(photo), colour_signature(brighter))
+
+    assert distance <= COLOUR_THRESHOLD
+
+
+def test_distinct_colour_photos_are_far_apart() -> None:
+    signatures = {name: colour_signature(skimage_photo(name)) for name in COLOUR_PHOTOS}
+
+    assert colour_distance(signatures["astronaut"], signatures["coffee"]) > 3 * COLOUR_THRESHOLD
+    assert (
+        min(
+            colour_distance(signatures[a], signatures[b])
+            for a in COLOUR_PHOTOS
+            for b in COLOUR_PHOTOS
+            if a < b
+        )
+        > 2 * COLOUR_THRESHOLD
+    )
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["exact", "fast"])
+@pytest.mark.parametrize("size", [None, LARGE, (1000, 750), (777, 1333), (300, 20)])
+@pytest.mark.parametrize("name", COLOUR_PHOTOS)
+def test_hash_bytes_colour_is_the_signature_of_the_decoded_photo(
+    name: str, size: tuple[int, int] | None, fast: bool
+) -> None:
+    photo = skimage_photo(name)
+    if size is not None:
+        photo = photo.resize(size, Image.Resampling.BICUBIC)
+    data = encode(photo, "JPEG", quality=90)
+    expected = colour_signature(hashing.decode(data))
+
+    colour = hashing.hash_bytes(data, fast=fast).colour
+
+    # Computed on a reduced copy (and on the fast path from the draft decode):
+    # the same area means, up to rounding.
+    assert colour_distance(colour, expected) <= COLOUR_ROUNDING
+    assert colour_parts(colour)[0] == pytest.approx(
+        colour_parts(expected)[0], abs=COLOURFULNESS_TOLERANCE
+    )
+    if fast and size == LARGE:
+        assert hashing.decode_reduced(data).scale == 2
+
+
+def test_colour_of_a_small_image_is_its_exact_signature() -> None:
+    small = skimage_photo("coffee").resize((60, 40), Image.Resampling.BOX)
+
+    assert hashing.colour_of(small) == colour_signature(small)

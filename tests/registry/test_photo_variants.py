@@ -1,6 +1,8 @@
-"""Every registered photo carries its derived variants (``Photo.variants``), on
-every registration path: web and API uploads (files and ZIPs), hashes JSONL,
-JSON hashes, and the output of `optout hash` uploaded as it is."""
+"""Every registered photo carries its derived variants (``Photo.variants``) and
+the colour signatures of itself and of its variants (``Photo.colour``,
+``Photo.variant_colours``), on every registration path: web and API uploads
+(files and ZIPs), hashes JSONL, JSON hashes, and the output of `optout hash`
+uploaded as it is."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ OPTOUT = Path(sys.executable).parent / "optout"
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
 PDQ = "0123456789abcdef" * 4
 PHASH = "fedcba9876543210"
+COLOUR = "5a" + "0af6" * 16
 
 
 def photo_jpeg(name: str = "coffee") -> bytes:
@@ -44,7 +47,10 @@ def expected_variants(data: bytes) -> list[Variant]:
 
 
 def stored(photo: Photo) -> list[Variant]:
-    return variants.variants_unpack(bytes(photo.variants))
+    """The variants stored with a photo, with their colours (if any)."""
+    return variants.colours_unpack(
+        bytes(photo.variant_colours), variants.variants_unpack(bytes(photo.variants))
+    )
 
 
 def signed_in(client: Client) -> Creator:
@@ -117,13 +123,20 @@ def test_web_upload_stores_the_derived_variants_of_the_photo(client: Client) -> 
     assert [v.name for v in stored(photo)] == list(variants.DERIVED_VARIANTS)
     assert photo.variant_count == 15
     assert len(bytes(photo.variants)) == 15 * variants.PACKED_SIZE
+    assert len(bytes(photo.variant_colours)) == 15 * 33
+    # Position by position: the colour of each stored variant's derived image.
+    assert bytes(photo.variant_colours) == b"".join(
+        bytes.fromhex(v.colour) for v in expected_variants(data)
+    )
     # The photo's own hashes are the original variant, not stored twice.
     original = variants.variants_compute(hashing.decode(data), (variants.ORIGINAL,))[0]
-    assert (photo.pdq, photo.pdq_quality, photo.phash) == (
+    assert (photo.pdq, photo.pdq_quality, photo.phash, photo.colour) == (
         original.pdq,
         original.pdq_quality,
         original.phash,
+        original.colour,
     )
+    assert photo.colour == hashing.hash_bytes(data).colour
 
 
 def test_web_zip_upload_stores_each_members_variants_and_reports_the_bad(
@@ -169,6 +182,11 @@ def test_api_file_upload_stores_the_derived_variants(api: APIClient, creator: Cr
     by_name = {p.original_filename: p for p in Photo.objects.filter(creator=creator)}
     assert stored(by_name["astronaut.jpg"]) == expected_variants(data)
     assert stored(by_name["in-zip.jpg"]) == expected_variants(photo_jpeg("chelsea"))
+    assert by_name["in-zip.jpg"].colour == hashing.hash_bytes(photo_jpeg("chelsea")).colour
+    # The creator's API shows the photo's colour signature.
+    photo = by_name["astronaut.jpg"]
+    detail = api.get(f"/api/v1/me/photos/{photo.public_id}").json()
+    assert detail["colour"] == photo.colour == hashing.hash_bytes(data).colour
 
 
 # --- hash-only registrations ---------------------------------------------------------
@@ -209,6 +227,18 @@ BAD_VARIANTS: list[tuple[object, str]] = [
     ),
     ({"name": "mirror"}, "variants must be a list of objects"),
     (["mirror"], "variants[0] must be an object"),
+    (
+        [variant_item("mirror", colour="ab" * 32)],
+        "variants[0] (mirror): colour must be 66 hexadecimal digits",
+    ),
+    (
+        [variant_item("mirror"), variant_item("crop_centre_90", colour=7)],
+        "variants[1] (crop_centre_90): colour must be 66 hexadecimal digits",
+    ),
+    (
+        [variant_item("mirror", colour="g" + COLOUR[1:])],
+        "variants[0] (mirror): colour must be 66 hexadecimal digits",
+    ),
 ]
 
 
@@ -230,6 +260,22 @@ def test_variants_parse_normalises_case_and_order() -> None:
         Variant("rotate_-2", PDQ, 90, PHASH),
     ]
     assert variants.variants_parse(None) == variants.variants_parse([]) == []
+
+
+def test_variants_parse_takes_an_optional_colour() -> None:
+    parsed = variants.variants_parse(
+        [
+            variant_item("mirror", colour=COLOUR.upper()),
+            variant_item("crop_centre_95", colour=None),
+            variant_item("crop_centre_90", colour=""),
+            variant_item("rotate_+2"),
+        ]
+    )
+
+    assert [v.colour for v in parsed] == [COLOUR, "", "", ""]
+    # Stored all or none: one variant without a colour leaves them all unknown.
+    assert variants.colours_pack(parsed) == b""
+    assert variants.colours_pack(parsed[:1]) == bytes.fromhex(COLOUR)
 
 
 def test_hashes_jsonl_with_variants_stores_them_and_reports_bad_lines_by_number(
@@ -262,8 +308,11 @@ def test_hashes_jsonl_with_variants_stores_them_and_reports_bad_lines_by_number(
     photo = Photo.objects.get(creator=creator, sha256=hashes.sha256)
     assert stored(photo) == expected_variants(data)
     assert photo.pdq_quality == hashes.pdq_quality
+    assert photo.colour == hashes.colour
+    assert len(bytes(photo.variant_colours)) == 15 * 33
     without = Photo.objects.get(creator=creator, sha256=SHA_B)
     assert (bytes(without.variants), without.variant_count, without.pdq_quality) == (b"", 0, 77)
+    assert (without.colour, bytes(without.variant_colours)) == ("", b"")
 
 
 def test_api_json_hashes_with_variants_are_stored_and_bad_items_reported(
@@ -301,6 +350,46 @@ def test_api_json_hashes_with_variants_are_stored_and_bad_items_reported(
     ]
 
 
+def test_api_json_hashes_store_the_colours_when_given(api: APIClient, creator: Creator) -> None:
+    mirror = variant_item("mirror", colour=COLOUR)
+
+    response = api.post(
+        "/api/v1/me/photos",
+        {
+            "hashes": [
+                {"sha256": SHA_A, "pdq": PDQ, "colour": COLOUR.upper(), "variants": [mirror]},
+                {"sha256": SHA_B, "pdq": PDQ, "variants": [variant_item("mirror")]},
+                {"sha256": SHA_C, "pdq": PDQ, "colour": None, "variants": [mirror]},
+                {"sha256": "d" * 64, "pdq": PDQ, "colour": COLOUR[:-2]},
+                {"sha256": "e" * 64, "pdq": PDQ, "colour": ["not", "hex"]},
+            ]
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["registered"], body["errors"]) == (3, 2)
+    assert [item.get("error") for item in body["results"][3:]] == [
+        "colour must be 66 hexadecimal digits"
+    ] * 2
+    with_colour = Photo.objects.get(creator=creator, sha256=SHA_A)
+    assert with_colour.colour == COLOUR
+    assert bytes(with_colour.variant_colours) == bytes.fromhex(COLOUR)
+    assert stored(with_colour) == [Variant("mirror", PDQ, 90, PHASH, COLOUR)]
+    without = Photo.objects.get(creator=creator, sha256=SHA_B)
+    assert (without.colour, bytes(without.variant_colours)) == ("", b"")
+    only_variants = Photo.objects.get(creator=creator, sha256=SHA_C)
+    assert (only_variants.colour, bytes(only_variants.variant_colours)) == (
+        "",
+        bytes.fromhex(COLOUR),
+    )
+    listed = {
+        item["sha256"]: item["colour"] for item in api.get("/api/v1/me/photos").json()["results"]
+    }
+    assert listed == {SHA_A: COLOUR, SHA_B: "", SHA_C: ""}
+
+
 def test_openapi_schema_documents_the_variants_of_a_hashes_item(api: APIClient) -> None:
     schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
 
@@ -309,8 +398,11 @@ def test_openapi_schema_documents_the_variants_of_a_hashes_item(api: APIClient) 
 
     assert item["variants"]["type"] == "array"
     assert item["variants"]["items"] == {"$ref": "#/components/schemas/PhotoVariantHashesRequest"}
-    assert set(variant) == {"name", "pdq", "pdq_quality", "phash"}
-    assert set(schemas["PhotoVariantHashesRequest"]["required"]) == set(variant)
+    assert set(variant) == {"name", "pdq", "pdq_quality", "phash", "colour"}
+    assert set(schemas["PhotoVariantHashesRequest"]["required"]) == set(variant) - {"colour"}
+    assert variant["colour"]["pattern"] == item["colour"]["pattern"] == "^[0-9a-fA-F]{66}$"
+    assert "colour" not in schemas["PhotoHashItemRequest"]["required"]
+    assert "colour" in schemas["Photo"]["properties"]
     assert (variant["pdq_quality"]["minimum"], variant["pdq_quality"]["maximum"]) == (0, 100)
     assert variant["name"]["allOf"] == [{"$ref": "#/components/schemas/VariantNameEnum"}]
     assert schemas["VariantNameEnum"]["enum"] == list(variants.DERIVED_VARIANTS)
@@ -363,6 +455,7 @@ def test_optout_hash_output_uploads_as_is_and_stores_the_same_variants(
         # What the CLI computed is what an upload of the photo itself stores.
         assert stored(photo) == expected_variants(photos[line["path"]])
         assert photo.pdq_quality == line["pdq_quality"]
+        assert photo.colour == line["colour"] == hashing.hash_bytes(photos[line["path"]]).colour
 
 
 # --- export and admin ---------------------------------------------------------------
@@ -382,7 +475,12 @@ def test_export_and_admin_show_the_variant_count(client: Client, admin_client: C
 
     counts = {item["sha256"]: item["variant_count"] for item in export["photos"]}
     assert counts == {photo.sha256: 15, SHA_A: 0}
+    colours = {item["sha256"]: item["colour"] for item in export["photos"]}
+    assert colours == {photo.sha256: photo.colour, SHA_A: ""}
+    assert hashing.is_hex(photo.colour, 66)
     assert change.status_code == 200
     html = change.content.decode()
     assert "Variants" in html
     assert '<div class="readonly">15</div>' in html
+    # Read-only like the hashes: an edited colour would be a different photo.
+    assert f'<div class="readonly">{photo.colour}</div>' in html

@@ -4,11 +4,14 @@ benchmarks/bench_robust.py and bench_precision.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from PIL import Image
 
 from optout.matching.rule import DEFAULT_RULE, QueryHashes, VariantHashes
 from registry import hashing, variants
+from registry.colour import COLOUR_HEX_LENGTH
 from tests.images import encode, skimage_photo
 
 
@@ -66,12 +69,59 @@ def test_variants_pack_and_unpack_round_trip_with_stable_codes() -> None:
     computed = variants.variants_compute(decoded(skimage_photo("coffee")))
 
     packed = variants.variants_pack(computed)
+    colours = variants.colours_pack(computed)
 
     assert len(packed) == variants.PACKED_SIZE * len(computed)
-    assert variants.variants_unpack(packed) == computed
+    assert len(colours) == variants.COLOUR_PACKED_SIZE * len(computed) == 33 * 16
+    # The hashes alone, then the colours attached position by position.
+    unpacked = variants.variants_unpack(packed)
+    assert unpacked == [replace(v, colour="") for v in computed]
+    assert variants.colours_unpack(colours, unpacked) == computed
+    assert colours[:33].hex() == computed[0].colour
     # Codes are stored: they never move (new variants are appended).
     assert variants.VARIANT_CODES["original"] == 0 and variants.VARIANT_CODES["mirror"] == 1
     assert variants.VARIANT_CODES["rotate_-2"] == 31
+
+
+def test_every_variant_carries_the_colour_of_its_derived_image() -> None:
+    rgb = decoded(skimage_photo("chelsea"))
+
+    computed = variants.variants_compute(rgb)
+
+    assert all(hashing.is_hex(v.colour, COLOUR_HEX_LENGTH) for v in computed)
+    for variant in computed:
+        image = variants.variant_image(rgb, variant.name)
+        assert variant.colour == hashing.colour_of(image), variant.name
+    by_name = {v.name: v for v in computed}
+    # The mirror image's cells are the original's, swapped left and right.
+    original, mirror = (bytes.fromhex(by_name[n].colour) for n in ("original", "mirror"))
+    assert original[0] == mirror[0]
+    assert len({v.colour for v in computed}) > 1
+
+
+def test_colours_pack_is_empty_when_any_variant_has_no_colour() -> None:
+    computed = variants.variants_compute(
+        decoded(skimage_photo("rocket")), variants.DERIVED_VARIANTS
+    )
+    unknown = [*computed[:3], replace(computed[3], colour=""), *computed[4:]]
+
+    assert variants.colours_pack(unknown) == b""
+    assert variants.colours_pack([]) == b""
+    # Nothing stored: every colour stays unknown.
+    assert variants.colours_unpack(b"", computed) == computed
+    assert all(v.colour == "" for v in variants.colours_unpack(b"", unknown[3:4]))
+
+
+def test_colours_pack_and_unpack_refuse_what_is_not_a_signature() -> None:
+    computed = variants.variants_compute(decoded(skimage_photo("rocket")), ("mirror", "rotate_+2"))
+
+    for bad in ("ab" * 32, computed[1].colour.upper(), "zz" + computed[1].colour[2:]):
+        with pytest.raises(ValueError, match=r"variant 'rotate_\+2': colour must be 66 lowercase"):
+            variants.colours_pack([computed[0], replace(computed[1], colour=bad)])
+    with pytest.raises(ValueError, match="packed colours are 65 bytes; 2 variants need 66"):
+        variants.colours_unpack(bytes(65), computed)
+    with pytest.raises(ValueError, match="packed colours are 33 bytes; 2 variants need 66"):
+        variants.colours_unpack(bytes(33), computed)
 
 
 def test_original_variant_is_the_photos_own_hashes() -> None:
@@ -80,10 +130,11 @@ def test_original_variant_is_the_photos_own_hashes() -> None:
 
     original = variants.variants_compute(hashing.decode(data), names=("original",))[0]
 
-    assert (original.pdq, original.pdq_quality, original.phash) == (
+    assert (original.pdq, original.pdq_quality, original.phash, original.colour) == (
         photo.pdq,
         photo.pdq_quality,
         photo.phash,
+        photo.colour,
     )
 
 
