@@ -49,12 +49,11 @@ from optout.matching.index import hex_words
 from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.rule import QueryHashes
 from optout.matching.snapshot import SnapshotOptOut
-from registry.colour import COLOUR_HEX_LENGTH
+from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from registry.variants import DERIVED_VARIANTS, PACKED_SIZE, VARIANT_CODES
 
 PER_CREATOR = 100
 LOW_QUALITY_SHARE = 0.05
-COLOUR_SIZE = COLOUR_HEX_LENGTH // 2
 # --no-colour: no colour signatures anywhere (set in main).
 COLOURS = True
 
@@ -88,7 +87,7 @@ def variants_random(count: int, rng: np.random.Generator) -> bytes:
 def colours_random(count: int, rng: np.random.Generator) -> bytes:
     """``count`` raw colour signatures: colourful (20-255 thousandths, never
     grey), random a*b* cells."""
-    colours = rng.integers(0, 256, (count, COLOUR_SIZE), dtype=np.uint8)
+    colours = rng.integers(0, 256, (count, COLOUR_BYTES), dtype=np.uint8)
     colours[:, 0] = rng.integers(20, 256, count)
     return colours.tobytes()
 
@@ -102,7 +101,7 @@ def photos_random(first: int, count: int, rng: np.random.Generator) -> list[Live
     size = len(DERIVED_VARIANTS) * PACKED_SIZE
     colours = colours_random(count, rng).hex()
     variant_colours = colours_random(count * len(DERIVED_VARIANTS), rng)
-    colour_size = len(DERIVED_VARIANTS) * COLOUR_SIZE
+    colour_size = len(DERIVED_VARIANTS) * COLOUR_BYTES
     return [
         LivePhoto(
             key=first + i,
@@ -129,7 +128,7 @@ def variant_of(photo: LivePhoto, position: int) -> tuple[str, str, int, str]:
         assert photo.pdq_quality is not None
         return photo.pdq, photo.phash, photo.pdq_quality, photo.colour
     row = photo.variants[(position - 1) * PACKED_SIZE : position * PACKED_SIZE]
-    colour = photo.variant_colours[(position - 1) * COLOUR_SIZE : position * COLOUR_SIZE]
+    colour = photo.variant_colours[(position - 1) * COLOUR_BYTES : position * COLOUR_BYTES]
     return row[10:42].hex(), row[2:10].hex(), row[1], colour.hex()
 
 
@@ -158,7 +157,7 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
     for i in range(count):
         if i % 2:
             # Drawn with or without --no-colour: the same records either way.
-            colour = f"{rng.randint(20, 255):02x}" + rng.randbytes(COLOUR_SIZE - 1).hex()
+            colour = f"{rng.randint(20, 255):02x}" + rng.randbytes(COLOUR_BYTES - 1).hex()
             records.append(
                 {
                     "id": str(i),

@@ -207,9 +207,7 @@ def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
         for index, row_values in enumerate(zip(*values, strict=True)):
             row += 1
             full = dict(zip(names, row_values, strict=True))
-            raw = {k: v for k, v in full.items() if v is not None and v != "" and k != "key"}
-            if "id" not in raw and full.get("key") not in (None, ""):
-                raw["id"] = full["key"]  # as _pick: img2dataset names the id "key"
+            raw = _pick(full)
             if flaws:
                 used = set(raw) - {"id"}
                 used.add("key" if full.get("id") in (None, "") else "id")
@@ -232,12 +230,13 @@ def _parquet_column(column: Any) -> tuple[list[Any], dict[int, str]]:
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return column.to_pylist(), {}
     flaws: dict[int, str] = {}
+    as_bytes = column.cast(pa.binary())
     try:
         column.validate(full=True)  # UTF-8 included
     except pa.ArrowInvalid:
         texts = [
             None if value is None else value.decode("utf-8", "surrogateescape")
-            for value in column.cast(pa.binary()).to_pylist()
+            for value in as_bytes.to_pylist()
         ]
         flaws = {
             i: "row is not valid UTF-8"
@@ -246,7 +245,7 @@ def _parquet_column(column: Any) -> tuple[list[Any], dict[int, str]]:
         }
     else:
         texts = column.to_pylist()
-    if pc.any(pc.match_substring(column.cast(pa.binary()), b"\x00")).as_py():
+    if pc.any(pc.match_substring(as_bytes, b"\x00")).as_py():
         for i, text in enumerate(texts):
             if text is not None and "\x00" in text:
                 flaws.setdefault(i, _NUL_REASON)

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 COLOUR_HEX_LENGTH = 66
+# One signature as stored (Photo.variant_colours, the engine's blobs): its raw bytes.
+COLOUR_BYTES = COLOUR_HEX_LENGTH // 2
 GRID = 4
 _FINE_GRID = 16
 # Added to every channel of a cell mean before taking chromaticity: a dark cell
@@ -95,9 +97,7 @@ def colour_signature(image: Image.Image) -> str:
 
 def colour_parts(signature: str) -> tuple[float, np.ndarray]:
     """(colourfulness, (16, 2) a*b* of the cells) of a signature."""
-    data = bytes.fromhex(signature)
-    if len(data) != COLOUR_HEX_LENGTH // 2:
-        raise ValueError(f"a colour signature is {COLOUR_HEX_LENGTH} hexadecimal digits")
+    data = _decoded(signature)
     ab = np.frombuffer(data, dtype=np.int8, offset=1).astype(np.float64).reshape(GRID * GRID, 2)
     return data[0] / 1000, ab
 
@@ -113,7 +113,7 @@ def colour_distance(a: str, b: str) -> float:
 
 def _decoded(signature: str) -> bytes:
     data = bytes.fromhex(signature)
-    if len(data) != COLOUR_HEX_LENGTH // 2:
+    if len(data) != COLOUR_BYTES:
         raise ValueError(f"a colour signature is {COLOUR_HEX_LENGTH} hexadecimal digits")
     return data
 

@@ -19,6 +19,8 @@ from django.utils import timezone
 # Bytes per packed variant (registry.variants.PACKED_SIZE; not imported, so
 # that the models do not pull in the image libraries).
 PACKED_VARIANT_SIZE = 42
+# Bytes per stored colour signature (registry.colour.COLOUR_BYTES; likewise).
+COLOUR_SIGNATURE_BYTES = 33
 
 
 class Channel(models.TextChoices):
@@ -124,7 +126,10 @@ class Photo(models.Model):
             models.CheckConstraint(
                 condition=Q(variant_colours=b"")
                 | Q(
-                    Exact(Length("variant_colours"), Length("variants") / PACKED_VARIANT_SIZE * 33)
+                    Exact(
+                        Length("variant_colours"),
+                        Length("variants") / PACKED_VARIANT_SIZE * COLOUR_SIGNATURE_BYTES,
+                    )
                 ),
                 name="photo_variant_colours_packed",
             ),

@@ -35,7 +35,7 @@ from typing import Any
 
 from PIL import Image
 
-from registry.colour import COLOUR_HEX_LENGTH
+from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from registry.hashing import (
     MAX_BYTES,
     PDQ_HEX_LENGTH,
@@ -175,8 +175,6 @@ VARIANT_CODES: dict[str, int] = {name: code for code, name in enumerate((ORIGINA
 VARIANT_NAMES: dict[int, str] = {code: name for name, code in VARIANT_CODES.items()}
 # One packed variant: code (1 byte), PDQ quality (1), pHash (8), PDQ (32).
 PACKED_SIZE = 42
-# One packed colour signature (``colours_pack``): its 33 bytes as they are.
-COLOUR_PACKED_SIZE = COLOUR_HEX_LENGTH // 2
 
 
 def variants_pack(items: list[Variant]) -> bytes:
@@ -236,15 +234,15 @@ def colours_unpack(data: bytes, items: list[Variant]) -> list[Variant]:
     every colour "" (unknown)."""
     if not data:
         return list(items)
-    if len(data) != COLOUR_PACKED_SIZE * len(items):
+    if len(data) != COLOUR_BYTES * len(items):
         raise ValueError(
             f"packed colours are {len(data)} bytes; {len(items)} variants need "
-            f"{COLOUR_PACKED_SIZE * len(items)} ({COLOUR_PACKED_SIZE} each)"
+            f"{COLOUR_BYTES * len(items)} ({COLOUR_BYTES} each)"
         )
     return [
         replace(
             item,
-            colour=data[COLOUR_PACKED_SIZE * i : COLOUR_PACKED_SIZE * (i + 1)].hex(),
+            colour=data[COLOUR_BYTES * i : COLOUR_BYTES * (i + 1)].hex(),
         )
         for i, item in enumerate(items)
     ]

@@ -21,7 +21,7 @@ from functools import cache
 import numpy as np
 
 from optout.matching.rule import PDQ_INDEXED_KINDS, PRIMARY_KINDS, VariantHashes
-from registry.colour import COLOUR_HEX_LENGTH
+from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from registry.variants import (
     ORIGINAL,
     PACKED_SIZE,
@@ -39,8 +39,6 @@ MAX_POSITIONS = 1 << POSITION_BITS
 # whose colour signatures (the original's, the derived variants') the blob holds.
 _HAS_PDQ, _HAS_PHASH, _HAS_COLOUR, _HAS_DERIVED_COLOURS = 1, 2, 4, 8
 _COLOURED = _HAS_COLOUR | _HAS_DERIVED_COLOURS
-# One colour signature, raw (registry.colour: 66 hex digits).
-COLOUR_SIZE = COLOUR_HEX_LENGTH // 2
 # A registered hash without a known PDQ quality is not held back by the quality
 # gate (registrations made before qualities were recorded).
 UNKNOWN_QUALITY = 100
@@ -73,7 +71,7 @@ def photo_blob(
     if len(derived) % PACKED_SIZE or len(derived) // PACKED_SIZE >= MAX_POSITIONS:
         raise ValueError("malformed packed variants")
     count = len(derived) // PACKED_SIZE
-    if derived_colours and len(derived_colours) != count * COLOUR_SIZE:
+    if derived_colours and len(derived_colours) != count * COLOUR_BYTES:
         raise ValueError("malformed packed variant colours")
     if colour and len(colour) != COLOUR_HEX_LENGTH:
         raise ValueError("malformed colour signature")
@@ -91,14 +89,14 @@ def photo_blob(
     )
     blob = bytes((flags,)) + variants_pack([original]) + derived
     if flags & _COLOURED:
-        blob += bytes.fromhex(colour) if colour else bytes(COLOUR_SIZE)
-        blob += derived_colours or bytes(count * COLOUR_SIZE)
+        blob += bytes.fromhex(colour) if colour else bytes(COLOUR_BYTES)
+        blob += derived_colours or bytes(count * COLOUR_BYTES)
     return blob
 
 
 def blob_size(blob: bytes) -> int:
     """How many variants (the original included) a blob holds."""
-    return (len(blob) - 1) // (PACKED_SIZE + (COLOUR_SIZE if blob[0] & _COLOURED else 0))
+    return (len(blob) - 1) // (PACKED_SIZE + (COLOUR_BYTES if blob[0] & _COLOURED else 0))
 
 
 def _blob_colour(blob: bytes, position: int) -> str:
@@ -106,8 +104,8 @@ def _blob_colour(blob: bytes, position: int) -> str:
     flags = blob[0]
     if not flags & (_HAS_COLOUR if position == 0 else _HAS_DERIVED_COLOURS):
         return ""
-    offset = 1 + blob_size(blob) * PACKED_SIZE + position * COLOUR_SIZE
-    return blob[offset : offset + COLOUR_SIZE].hex()
+    offset = 1 + blob_size(blob) * PACKED_SIZE + position * COLOUR_BYTES
+    return blob[offset : offset + COLOUR_BYTES].hex()
 
 
 _kind = cache(variant_kind)

@@ -81,6 +81,7 @@ def test_derived_variants_are_the_default_variants_but_the_original() -> None:
     assert variants.DEFAULT_VARIANTS[0] == variants.ORIGINAL
     assert len(variants.DERIVED_VARIANTS) == 15
     assert models.PACKED_VARIANT_SIZE == variants.PACKED_SIZE
+    assert models.COLOUR_SIGNATURE_BYTES == variants.COLOUR_BYTES
 
 
 def test_hash_bytes_with_variants_is_hash_bytes_plus_the_derived_variants() -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from optout.matching.rule import DEFAULT_RULE, QueryHashes, VariantHashes
 from registry import hashing, variants
-from registry.colour import COLOUR_HEX_LENGTH
+from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from tests.images import encode, skimage_photo
 
 
@@ -72,7 +72,7 @@ def test_variants_pack_and_unpack_round_trip_with_stable_codes() -> None:
     colours = variants.colours_pack(computed)
 
     assert len(packed) == variants.PACKED_SIZE * len(computed)
-    assert len(colours) == variants.COLOUR_PACKED_SIZE * len(computed) == 33 * 16
+    assert len(colours) == COLOUR_BYTES * len(computed) == 33 * 16
     # The hashes alone, then the colours attached position by position.
     unpacked = variants.variants_unpack(packed)
     assert unpacked == [replace(v, colour="") for v in computed]
