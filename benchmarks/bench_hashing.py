@@ -15,6 +15,8 @@ Reported:
 - where the time goes, per stage, for both paths;
 - `optout hash`'s process pool (optout.cli.hash_results) over a folder of the
   files, --workers cores: wall images/s, and CPU per image of the workers;
+  with --fast --no-variants (what pipelines send), the full decode without
+  variants, and --fast with variants (a creator's registration);
 - fast vs full: bits of PDQ and pHash that differ (histogram, min, median,
   p95, max), PDQ quality, the pHash fallback rate; and, for contrast, the naive
   draft (pdqhash and imagehash run on the reduced image as is);
@@ -195,9 +197,7 @@ class Stages:
 def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
     """CPU ms per image of each step of both paths (averaged over ``files``)."""
     full = Stages("decode", "pdq", "phash", "colour", "sha256")
-    fast = Stages(
-        "decode (draft)", "to array", "pdq", "phash", "phash fallback", "colour", "sha256"
-    )
+    fast = Stages("decode (draft)", "luma", "pdq", "phash", "phash fallback", "colour", "sha256")
     for data in files:
         with full("decode"):
             rgb = hashing.decode(data)
@@ -210,16 +210,20 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
         with full("sha256"):
             hashing.sha256_hex(data)
         with fast("decode (draft)"):
-            reduced = hashing.decode_reduced(data)
-        with fast("to array"):
-            array = np.asarray(reduced.rgb)
+            reduced = hashing.decode_reduced(data, ycbcr=True)
         reversed_ = fast_hashing.ORIENTATION_REVERSED[reduced.orientation]
+        size = (reduced.height, reduced.width)
+        with fast("luma"):
+            if reduced.rgb.mode == "YCbCr":
+                luma = np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
+            else:
+                luma = fast_hashing.luma_of(np.asarray(reduced.rgb))
         with fast("pdq"):
-            fast_hashing.pdq_of_reduced(
-                array, (reduced.height, reduced.width), reduced.scale, reversed_
+            fast_hashing.pdq_from_64(
+                fast_hashing.pdq_64_of_luma(luma, size, reduced.scale, reversed_)
             )
         with fast("phash"):
-            _, margin = fast_hashing.phash_with_margin(reduced.rgb)
+            _, margin = fast_hashing.phash_of_luma(luma, size, reduced.scale, reversed_)
         if reduced.scale > 1 and margin < hashing.PHASH_FAST_MIN_MARGIN:
             with fast("phash fallback"):
                 hashing.phash_of(hashing.decode(data))
@@ -234,7 +238,9 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
     }
 
 
-def pool(files: Sequence[bytes], workers: int, fast: bool) -> tuple[float, float]:
+def pool(
+    files: Sequence[bytes], workers: int, fast: bool, with_variants: bool
+) -> tuple[float, float]:
     """`optout hash`'s pool over a folder of the files: (wall s, workers' CPU s)."""
     with tempfile.TemporaryDirectory(prefix="bench-hashing-") as folder:
         root = Path(folder)
@@ -244,7 +250,14 @@ def pool(files: Sequence[bytes], workers: int, fast: bool) -> tuple[float, float
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         results = list(
-            cli.hash_results(root, paths, workers=workers, max_bytes=hashing.MAX_BYTES, fast=fast)
+            cli.hash_results(
+                root,
+                paths,
+                workers=workers,
+                max_bytes=hashing.MAX_BYTES,
+                fast=fast,
+                with_variants=with_variants,
+            )
         )
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -275,7 +288,12 @@ def differences(files: Sequence[bytes]) -> dict[str, list[int] | list[float]]:
         fast = hashing.hash_bytes(data, fast=True)
         assert (fast.sha256, fast.width, fast.height) == (full.sha256, full.width, full.height)
         reduced = hashing.decode_reduced(data)
-        raw, margin = fast_hashing.phash_with_margin(reduced.rgb)
+        raw, margin = fast_hashing.phash_of_luma(
+            fast_hashing.luma_of(np.asarray(reduced.rgb)),
+            (reduced.height, reduced.width),
+            reduced.scale,
+            fast_hashing.ORIENTATION_REVERSED[reduced.orientation],
+        )
         naive_bits, _ = pdqhash.compute(np.asarray(reduced.rgb))
         out["pdq"].append(hashing.hamming(full.pdq, fast.pdq))
         out["phash"].append(hashing.hamming(full.phash, fast.phash))
@@ -379,14 +397,23 @@ def report(args: argparse.Namespace) -> None:
     print()
 
     print(f"### Process pool (`optout hash`, {args.workers} workers, files on disk)\n")
-    print("| path | wall s | images/s | images/s per worker (wall) | worker CPU ms/image |")
-    print("|---|---|---|---|---|")
-    for fast in (True, False):
-        wall, cpu = pool(files, args.workers, fast)
+    print(
+        "| command | wall s | images/s | images/s per worker (wall) | worker CPU ms/image "
+        "| images per worker CPU-second |"
+    )
+    print("|---|---|---|---|---|---|")
+    for fast, with_variants in ((True, False), (False, False), (True, True)):
+        wall, cpu = pool(files, args.workers, fast, with_variants)
+        command = "optout hash" + (" --fast" if fast else "")
+        command += "" if with_variants else " --no-variants"
         print(
-            f"| {'fast' if fast else 'full'} | {wall:.2f} | **{args.n / wall:.0f}** | "
-            f"{args.n / wall / args.workers:.0f} | {cpu / args.n * 1000:.2f} |"
+            f"| `{command}` | {wall:.2f} | **{args.n / wall:.0f}** | "
+            f"{args.n / wall / args.workers:.0f} | {cpu / args.n * 1000:.2f} | {args.n / cpu:.0f} |"
         )
+    print(
+        "\n(`--no-variants`: the records pipelines check; with variants: a creator's "
+        "hash-only registration, whose variants always come from the full decode.)"
+    )
     print()
 
     print("### Fast path vs full decode (bits that differ)\n")

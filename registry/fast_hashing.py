@@ -96,14 +96,22 @@ def pdq_axis(length: int, scale: int = 1, reversed_: bool = False) -> tuple[IntA
     rows = np.stack(
         [_tent_row(int(((i + 0.5) * length) / PDQ_GRID), length, window) for i in range(PDQ_GRID)]
     )
+    return _band(_folded(rows, scale, reversed_))
+
+
+def _folded(rows: npt.NDArray[np.float64], scale: int, reversed_: bool) -> npt.NDArray[np.float64]:
+    """Weights over a full-size axis (columns of ``rows``) summed over the
+    ``scale``-pixel blocks one decoded pixel stands for; the blocks are aligned
+    to the far end of the axis when it runs backwards (``reversed_``)."""
+    length = rows.shape[1]
     reduced = -(-length // scale)
-    padded = np.zeros((PDQ_GRID, reduced * scale))
+    padded = np.zeros((rows.shape[0], reduced * scale))
     if reversed_:
         padded[:, reduced * scale - length :] = rows
     else:
         padded[:, :length] = rows
-    weights = padded.reshape(PDQ_GRID, reduced, scale).sum(axis=2)
-    return _band(weights)
+    folded: npt.NDArray[np.float64] = padded.reshape(rows.shape[0], reduced, scale).sum(axis=2)
+    return folded
 
 
 def _band(weights: npt.NDArray[np.float64]) -> tuple[IntArray, FloatArray]:
@@ -130,10 +138,26 @@ def pdq_luma_64(
     ``full_size``: (rows, columns) of the displayed image at full size;
     ``reversed_``: ORIENTATION_REVERSED of the EXIF orientation applied.
     """
+    return pdq_64_of_luma(luma_of(rgb), full_size, scale, reversed_)
+
+
+def luma_of(rgb: npt.NDArray[np.uint8]) -> FloatArray:
+    """BT.601 luma of an RGB array (PDQ's, and Pillow's ``convert("L")``
+    without its rounding to 8 bits)."""
+    red, green, blue = (rgb[..., channel] for channel in range(3))
+    luma: FloatArray = red * _LUMA[0] + green * _LUMA[1] + blue * _LUMA[2]
+    return luma
+
+
+def pdq_64_of_luma(
+    luma: FloatArray,
+    full_size: tuple[int, int],
+    scale: int = 1,
+    reversed_: tuple[bool, bool] = (False, False),
+) -> FloatArray:
+    """``pdq_luma_64`` from the luma (``luma_of``) of the reduced decode."""
     rows_index, rows_weight = pdq_axis(full_size[0], scale, reversed_[0])
     cols_index, cols_weight = pdq_axis(full_size[1], scale, reversed_[1])
-    red, green, blue = (rgb[..., channel] for channel in range(3))
-    luma = red * _LUMA[0] + green * _LUMA[1] + blue * _LUMA[2]
     # Banded products, not matrix products: no BLAS call, so no BLAS thread pool
     # competing with the process pool of `optout hash` for the same cores.
     along_rows = np.einsum("ik,ikj->ij", rows_weight, luma[rows_index])
@@ -203,7 +227,72 @@ def phash_with_margin(image: Image.Image) -> tuple[str, float]:
     )
     pixels = np.asarray(small)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
-    low = dct[:PHASH_SIZE, :PHASH_SIZE].reshape(-1)
+    return _phash_bits(dct[:PHASH_SIZE, :PHASH_SIZE].reshape(-1))
+
+
+def _lanczos(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Pillow's Lanczos filter (a = 3): sinc(x) sinc(x / 3) on [-3, 3)."""
+    inside = (x >= -3.0) & (x < 3.0)
+    return np.where(inside, np.sinc(x) * np.sinc(x / 3.0), 0.0)
+
+
+def _lanczos_rows(length: int, size: int) -> npt.NDArray[np.float64]:
+    """Pillow's resampling weights from ``length`` pixels to ``size``
+    (precompute_coeffs in Resample.c, Lanczos, downscaling): size x length."""
+    scale = length / size
+    support = 3.0 * max(scale, 1.0)
+    rows = np.zeros((size, length))
+    for out in range(size):
+        centre = (out + 0.5) * scale
+        start = max(int(centre - support + 0.5), 0)
+        stop = min(int(centre + support + 0.5), length)
+        offsets = (np.arange(start, stop, dtype=np.float64) - centre + 0.5) / max(scale, 1.0)
+        weights = _lanczos(offsets)
+        total = weights.sum()
+        rows[out, start:stop] = weights / total if total != 0 else weights
+    return rows
+
+
+@lru_cache(maxsize=256)
+def phash_axis(length: int, scale: int = 1, reversed_: bool = False) -> FloatArray:
+    """The 8 low-frequency rows of imagehash.phash along one axis of ``length``
+    full-size pixels, over the axis decoded at 1/``scale``: scipy's unnormalised
+    DCT-II of Pillow's Lanczos resize to 32, with the weights of the ``scale``
+    full-size pixels behind each decoded pixel summed (as ``pdq_axis`` does):
+    PHASH_SIZE x ceil(length / scale)."""
+    n = np.arange(PHASH_IMAGE_SIZE)
+    k = np.arange(PHASH_SIZE)[:, None]
+    dct = 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * PHASH_IMAGE_SIZE))
+    folded = _folded(dct @ _lanczos_rows(length, PHASH_IMAGE_SIZE), scale, reversed_)
+    weights: FloatArray = folded.astype(np.float32)
+    return weights
+
+
+def phash_of_luma(
+    luma: FloatArray,
+    full_size: tuple[int, int],
+    scale: int = 1,
+    reversed_: tuple[bool, bool] = (False, False),
+) -> tuple[str, float]:
+    """pHash of the full-size image and its median margin (``phash_with_margin``),
+    from the luma (``luma_of``) of its decode at 1/``scale``.
+
+    ``imagehash.phash`` of the reduced decode would resize with the Lanczos
+    filter of another size; here the full size's filter is folded onto the
+    decoded pixels, in floating point (without Pillow's rounding to 8 bits
+    after the grey conversion and after each pass), and the 8 x 8 low
+    frequencies come out of two small products: about 0.3 ms for a 512 x 384
+    decode against 1.2 ms for ``phash_with_margin``.
+    """
+    rows = phash_axis(full_size[0], scale, reversed_[0])
+    cols = phash_axis(full_size[1], scale, reversed_[1])
+    # einsum, not a matrix product: no BLAS thread pool competing with the
+    # process pool of `optout hash` for the same cores.
+    low = np.einsum("ij,kj->ik", np.einsum("ik,kj->ij", rows, luma), cols).reshape(-1)
+    return _phash_bits(low)
+
+
+def _phash_bits(low: npt.NDArray[np.floating]) -> tuple[str, float]:
     bits = low > np.median(low)
     ordered = np.sort(low)
     middle = low.size // 2

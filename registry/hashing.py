@@ -314,18 +314,24 @@ def colour_of(rgb: Image.Image) -> str:
     a copy box-filtered down to at most ``COLOUR_SIDE`` pixels a side. The
     signature only needs area means, and its cells are fractions of each side,
     so the aspect ratio may change; a side is only ever shrunk (a box filter
-    that enlarges samples instead of averaging)."""
+    that enlarges samples instead of averaging).
+
+    A YCbCr image (``decode_reduced(..., ycbcr=True)``) is averaged before its
+    conversion to RGB: the same means but where the conversion clips (within
+    the stored rounding on photographs, docs/performance.md)."""
     size = (min(rgb.width, COLOUR_SIDE), min(rgb.height, COLOUR_SIDE))
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BOX)
-    return colour_signature(rgb)
+    return colour_signature(rgb if rgb.mode == "RGB" else rgb.convert("RGB"))
 
 
 @dataclass(frozen=True)
 class ReducedImage:
     """A photo decoded for hashing, possibly at a reduced scale."""
 
-    rgb: Image.Image  # upright (EXIF orientation applied), 1/scale of the full size
+    # Upright (EXIF orientation applied), 1/scale of the full size; RGB, or
+    # YCbCr when decode_reduced was asked for it (``ycbcr``) and the JPEG holds it.
+    rgb: Image.Image
     scale: int  # 1, 2, 4 or 8
     width: int  # full size, upright
     height: int
@@ -333,12 +339,15 @@ class ReducedImage:
 
 
 def decode_reduced(
-    data: bytes, *, max_bytes: int = MAX_BYTES, min_side: int = FAST_MIN_SIDE
+    data: bytes, *, max_bytes: int = MAX_BYTES, min_side: int = FAST_MIN_SIDE, ycbcr: bool = False
 ) -> ReducedImage:
     """Like decode(), but a JPEG with both sides at least 2 x ``min_side`` is
     decoded at 1/2, 1/4 or 1/8 scale (the smallest that keeps both sides at least
     ``min_side``) straight from its DCT coefficients. Same checks, same
     ImageRejected codes: the pixel cap applies to the full size in the header.
+
+    ``ycbcr``: a reduced colour JPEG stays in its own YCbCr (no conversion to
+    RGB): its Y plane is the BT.601 luma PDQ and pHash start from.
     """
     _check_bytes(data, max_bytes)
     with warnings.catch_warnings():
@@ -347,30 +356,42 @@ def decode_reduced(
         _check_size(image)
         width, height = image.size
         scale = 1
-        if image.format == "JPEG":
+        if image.format == "JPEG" and min(width, height) >= 2 * min_side:
             # Pillow picks the largest of 8, 4, 2, 1 that keeps both sides >= min_side.
-            drafted = image.draft(image.mode, (min_side, min_side))
+            mode = "YCbCr" if ycbcr and image.mode == "RGB" else image.mode
+            drafted = image.draft(mode, (min_side, min_side))
             if drafted is not None:
                 scale = round(width / drafted[1][2])
         _load(image)
         upright, orientation = _upright(image)
-        rgb = _to_rgb(upright)
+        rgb = upright if upright.mode == "YCbCr" else _to_rgb(upright)
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ReducedImage(rgb, scale, width, height, orientation)
 
 
 def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
-    reduced = decode_reduced(data, max_bytes=max_bytes)
-    pdq, quality = fast_hashing.pdq_of_reduced(
-        np.asarray(reduced.rgb),
-        (reduced.height, reduced.width),
-        reduced.scale,
-        fast_hashing.ORIENTATION_REVERSED[reduced.orientation],
-    )
-    phash, margin = fast_hashing.phash_with_margin(reduced.rgb)
-    if reduced.scale > 1 and margin < PHASH_FAST_MIN_MARGIN:
-        phash = phash_of(decode(data, max_bytes=max_bytes))
+    reduced = decode_reduced(data, max_bytes=max_bytes, ycbcr=True)
+    full_size = (reduced.height, reduced.width)
+    reversed_ = fast_hashing.ORIENTATION_REVERSED[reduced.orientation]
+    if reduced.scale == 1:
+        # Every pixel decoded: imagehash's own pHash.
+        pdq, quality = fast_hashing.pdq_of_reduced(np.asarray(reduced.rgb), full_size)
+        phash = phash_of(reduced.rgb)
+    else:
+        # One luma for both hashes (a YCbCr decode's Y plane is that luma, up to
+        # the rounding and clipping of the RGB the full decode would give);
+        # pHash folded like PDQ (fast_hashing.phash_of_luma).
+        if reduced.rgb.mode == "YCbCr":
+            luma = np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
+        else:
+            luma = fast_hashing.luma_of(np.asarray(reduced.rgb))
+        pdq, quality = fast_hashing.pdq_from_64(
+            fast_hashing.pdq_64_of_luma(luma, full_size, reduced.scale, reversed_)
+        )
+        phash, margin = fast_hashing.phash_of_luma(luma, full_size, reduced.scale, reversed_)
+        if margin < PHASH_FAST_MIN_MARGIN:
+            phash = phash_of(decode(data, max_bytes=max_bytes))
     return PhotoHashes(
         sha256=sha256_hex(data),
         pdq=pdq,

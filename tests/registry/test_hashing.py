@@ -461,25 +461,33 @@ def test_folded_pdq_filter_aligns_blocks_to_the_stored_image_for_every_orientati
     # per block. Turned upright, the folded PDQ filter on the half-size image must
     # give the full-size 64 x 64 buffer exactly, which needs each displayed axis'
     # blocks aligned to the right end.
+    half, full, reversed_ = blocky_decode(orientation, (71, 102), (141, 203))
+
+    folded = fast_hashing.pdq_luma_64(half, full.shape[:2], 2, reversed_)
+
+    expected = fast_hashing.pdq_luma_64(full, full.shape[:2])
+    np.testing.assert_allclose(folded, expected, rtol=0, atol=1e-3)
+    wrong = fast_hashing.pdq_luma_64(half, full.shape[:2], 2, (False, False))
+    if reversed_ != (False, False):
+        assert np.abs(wrong - expected).max() > 1
+
+
+def blocky_decode(
+    orientation: int, half_size: tuple[int, int], cut: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool]]:
+    """A random image at ``half_size`` (rows, columns), stored as 2 x 2 blocks
+    cut to ``cut`` (its exact decode at 1/2), and both turned upright for
+    ``orientation``: (half upright, full upright, ORIENTATION_REVERSED)."""
     rng = np.random.default_rng(orientation)
-    half = rng.integers(0, 256, size=(71, 102, 3), dtype=np.uint8)
-    stored = half.repeat(2, axis=0).repeat(2, axis=1)[:141, :203]
+    half = rng.integers(0, 256, size=(*half_size, 3), dtype=np.uint8)
+    stored = half.repeat(2, axis=0).repeat(2, axis=1)[: cut[0], : cut[1]]
     method = ORIENTATION_METHODS.get(orientation)
 
     def upright(array: np.ndarray) -> np.ndarray:
         image = Image.fromarray(np.ascontiguousarray(array))
         return np.asarray(image.transpose(method) if method is not None else image)
 
-    full = upright(stored)
-    reversed_ = fast_hashing.ORIENTATION_REVERSED[orientation]
-
-    folded = fast_hashing.pdq_luma_64(upright(half), full.shape[:2], 2, reversed_)
-
-    expected = fast_hashing.pdq_luma_64(full, full.shape[:2])
-    np.testing.assert_allclose(folded, expected, rtol=0, atol=1e-3)
-    wrong = fast_hashing.pdq_luma_64(upright(half), full.shape[:2], 2, (False, False))
-    if reversed_ != (False, False):
-        assert np.abs(wrong - expected).max() > 1
+    return upright(half), upright(stored), fast_hashing.ORIENTATION_REVERSED[orientation]
 
 
 ORIENTATION_METHODS = {
@@ -501,6 +509,69 @@ def test_phash_with_margin_is_exactly_imagehash_phash(name: str) -> None:
 
     assert phash == str(imagehash.phash(photo))
     assert margin >= 0
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (451, 300), (32, 32), (97, 203)], ids=str)
+def test_phash_of_luma_is_imagehash_resize_and_dct_in_floating_point(
+    size: tuple[int, int],
+) -> None:
+    import scipy.fftpack
+
+    rgb = np.asarray(generated_photo(5, size=size))
+    luma = fast_hashing.luma_of(rgb)
+    # Pillow's Lanczos on a 32-bit float image: the same filter as imagehash's
+    # resize of the grey image, without its rounding to 8 bits.
+    small = np.asarray(
+        Image.fromarray(luma, mode="F").resize((32, 32), Image.Resampling.LANCZOS),
+        dtype=np.float64,
+    )
+    low = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=0), axis=1)[:8, :8].reshape(-1)
+    expected_bits = np.packbits(low > np.median(low)).tobytes().hex()
+    ordered = np.sort(low)
+
+    phash, margin = fast_hashing.phash_of_luma(luma, (size[1], size[0]))
+
+    assert phash == expected_bits
+    assert margin == pytest.approx(float(ordered[33] - ordered[30]), rel=1e-3, abs=1e-2)
+    # And imagehash itself (8-bit rounding) lands within a swapped pair at most.
+    assert hashing.hamming(phash, str(imagehash.phash(Image.fromarray(rgb)))) <= 2
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+def test_folded_phash_filter_on_a_half_size_decode_equals_the_full_size_one(
+    orientation: int,
+) -> None:
+    # As for PDQ: blocks of 2 x 2 pixels, odd sides; the folded filter applied to
+    # one pixel per block gives the full-size low frequencies.
+    half, full, reversed_ = blocky_decode(orientation, (211, 302), (421, 603))
+
+    folded = fast_hashing.phash_of_luma(fast_hashing.luma_of(half), full.shape[:2], 2, reversed_)
+
+    expected = fast_hashing.phash_of_luma(fast_hashing.luma_of(full), full.shape[:2])
+    assert folded[0] == expected[0]
+    assert folded[1] == pytest.approx(expected[1], rel=1e-3)
+
+
+def test_fast_path_reads_the_luma_from_the_y_plane_of_a_colour_jpeg() -> None:
+    data = large_jpeg("coffee")
+
+    ycbcr = hashing.decode_reduced(data, ycbcr=True)
+
+    rgb = hashing.decode_reduced(data)
+    assert (ycbcr.rgb.mode, rgb.rgb.mode, ycbcr.scale) == ("YCbCr", "RGB", 2)
+    y_plane = np.asarray(ycbcr.rgb.getchannel(0)).astype(np.float32)
+    difference = np.abs(y_plane - fast_hashing.luma_of(np.asarray(rgb.rgb)))
+    # Equal up to the rounding and clipping of the RGB conversion.
+    assert difference.mean() < 0.6
+    assert difference.max() < 16
+    assert colour_distance(hashing.colour_of(ycbcr.rgb), hashing.colour_of(rgb.rgb)) <= (
+        COLOUR_ROUNDING
+    )
+    # Grey JPEGs and small ones are decoded as before.
+    grey = encode(skimage_photo("coffee").convert("L").resize(LARGE), "JPEG", quality=90)
+    assert hashing.decode_reduced(grey, ycbcr=True).rgb.mode == "RGB"
+    small = (SKIMAGE_DATA / "rocket.jpg").read_bytes()
+    assert hashing.decode_reduced(small, ycbcr=True).rgb.mode == "RGB"
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
@@ -531,8 +602,9 @@ def test_phash_falls_back_to_the_full_decode_when_the_median_is_crowded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = large_jpeg("coffee")
-    reduced = hashing.decode_reduced(data)
-    raw, margin = fast_hashing.phash_with_margin(reduced.rgb)
+    reduced = hashing.decode_reduced(data, ycbcr=True)
+    y_plane = np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
+    raw, margin = fast_hashing.phash_of_luma(y_plane, (768, 1024), reduced.scale)
     full = hashing.hash_bytes(data)
 
     monkeypatch.setattr(hashing, "PHASH_FAST_MIN_MARGIN", margin + 1)
