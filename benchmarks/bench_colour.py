@@ -286,6 +286,29 @@ def variant_levels(reg, qs, pi, pj, rule=DEFAULT_RULE):  # type: ignore[no-untyp
     )  # fmt: skip
 
 
+def query_at(qs, j: int, colour: str = "") -> QueryHashes:  # type: ignore[no-untyped-def]
+    """Record ``j`` of a matchbench Queries, as the rule sees it."""
+    return QueryHashes(
+        pdq=mb._hex(qs.pdq[j]),
+        phash=mb._hex(qs.phash[j]),
+        pdq_quality=int(qs.quality[j]),
+        colour=colour,
+    )
+
+
+def variant_at(reg, i: int, v: int, colour: str = "") -> VariantHashes:  # type: ignore[no-untyped-def]
+    """Variant ``v`` of registered photo ``i`` of a matchbench Registered."""
+    name = reg.names[v]
+    return VariantHashes(
+        name=name,
+        kind=variant_kind(name),
+        pdq=mb._hex(reg.pdq[i, v]),
+        pdq_quality=int(reg.quality[i, v]),
+        phash=mb._hex(reg.phash[i, v]),
+        colour=colour,
+    )
+
+
 def replay(reg, qs, pi, pj, levels, ks, sample, seed=3) -> int:  # type: ignore[no-untyped-def]
     """Check per-variant levels against DEFAULT_RULE.shifted(k).evaluate."""
     rng = np.random.default_rng(seed)
@@ -294,17 +317,9 @@ def replay(reg, qs, pi, pj, levels, ks, sample, seed=3) -> int:  # type: ignore[
     checked = 0
     for c in chosen:
         i, j = pi[c], pj[c]
-        query = QueryHashes(
-            pdq=mb._hex(qs.pdq[j]), phash=mb._hex(qs.phash[j]), pdq_quality=int(qs.quality[j])
-        )
+        query = query_at(qs, j)
         for v, name in enumerate(reg.names):
-            variant = VariantHashes(
-                name=name,
-                kind=variant_kind(name),
-                pdq=mb._hex(reg.pdq[i, v]),
-                pdq_quality=int(reg.quality[i, v]),
-                phash=mb._hex(reg.phash[i, v]),
-            )
+            variant = variant_at(reg, i, v)
             for k, rule in rules.items():
                 if rule.evaluate(query, variant).matched != (levels[c, v] <= k):
                     raise AssertionError(
@@ -368,6 +383,149 @@ def q(x: np.ndarray, p: float) -> str:
 
 
 # --------------------------------------------------------------------------
+def _product_hex(vector: np.ndarray) -> str:
+    """The product signature (registry.colour) a ``product_vector`` came from."""
+    ab = np.rint(vector[LAB4]).astype(np.int8)
+    return (bytes((round(vector[COLOURFUL] * 1000),)) + ab.tobytes()).hex()
+
+
+def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
+    return inner.pdq <= outer.pdq and inner.phash <= outer.phash
+
+
+def confirmed_section(  # type: ignore[no-untyped-def]
+    out, args, reg, qs, pi, pj, levels_f, fd, fq_colour, fr_colour, grey, pairs_total,
+    colour_pairs, pq_sig, preg_sig, rs, true_levels, true_qsig, reg_sig_recall, cal,
+) -> None:  # fmt: skip
+    """The product rule with its colour-confirmed boxes (``KindRule.confirmed``):
+    a pair matches in the rule's boxes with the colour check, or in the
+    confirmed boxes when the record is colourful and the colours agree."""
+    rule = DEFAULT_RULE
+    confirmed = rule.confirmed_only()
+    # Every confirmed box lies inside the rule shifted by 2, so the pairs
+    # enumerated up to kmax hold every confirmed match up to kmax - 2.
+    shifted = rule.shifted(2)
+    for kind, kind_rule in rule.kinds.items():
+        for box in kind_rule.confirmed:
+            assert any(_contained(box, b) for b in shifted.kinds[kind].both), (kind, box)
+    kmax = args.kmax - 2
+    t = COLOUR_THRESHOLD
+    g = -rule.grey_record_shift  # a grey record against colour: g levels further
+    fq_skip = fq_colour < grey
+    ok = colour_pass(fd, fq_colour, fr_colour, t, grey)
+    ok_conf = ok & ~fq_skip[:, None]
+    levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
+    grey_vs_colour = fq_skip[:, None] & (fr_colour >= 2 * grey)
+
+    def alive(k: int, confirm: bool = True, shift: int = g) -> np.ndarray:
+        lf = np.where(grey_vs_colour, levels_f + shift, levels_f)
+        accepted = (lf <= k) & ok
+        if confirm:
+            accepted |= (levels_c <= k) & ok_conf
+        return np.any(accepted, axis=1)
+
+    # Replay: the product's evaluate, with the records' and variants' product
+    # signatures, on every pair alive at kmax and a sample of the others.
+    rng = np.random.default_rng(5)
+    chosen = set(np.where(alive(kmax, shift=0))[0].tolist())
+    chosen |= set(rng.choice(len(pi), size=min(args.replay, len(pi)), replace=False).tolist())
+    rules = {k: rule.shifted(k) for k in range(kmax + 1)}
+    levels_g = np.where(grey_vs_colour, levels_f + g, levels_f)
+    checked = 0
+    for c in sorted(chosen):
+        i, j = int(pi[c]), int(pj[c])
+        query = query_at(qs, j, _product_hex(pq_sig[j]))
+        for v, name in enumerate(reg.names):
+            variant = variant_at(reg, i, v, _product_hex(preg_sig[i][v]))
+            for k, shifted_rule in rules.items():
+                expected = bool(
+                    (levels_g[c, v] <= k and ok[c, v]) or (levels_c[c, v] <= k and ok_conf[c, v])
+                )
+                if shifted_rule.evaluate(query, variant).matched != expected:
+                    raise AssertionError(f"evaluate disagrees: pair {i},{j} v={name} k={k}")
+                checked += 1
+    out("\n## The product rule: colour-confirmed boxes, grey records against colour\n")
+    boxes = {k: v.confirmed for k, v in rule.kinds.items() if v.confirmed}
+    out(
+        f"Confirmed boxes: {boxes}; colour threshold {t:g}; a grey record against a "
+        f"colourful variant judged by the rule shifted by {rule.grey_record_shift}.\n"
+    )
+    out("| | " + " | ".join(f"k={k}" for k in range(kmax + 1)) + " | false excl. / record at 1e6 |")
+    out("|---|" + "---|" * (kmax + 1) + "---|")
+    colour = ~fq_skip
+    rows = (
+        ("all records, boxes + colour check", alive, dict(confirm=False, shift=0), None),
+        ("all records, + confirmed boxes", alive, dict(shift=0), None),
+        ("all records, + grey against colour stricter (**product**)", alive, {}, None),
+        ("colour records, boxes + colour check", alive, dict(confirm=False, shift=0), colour),
+        ("colour records, product", alive, {}, colour),
+        ("grey records, boxes (check skipped)", alive, dict(confirm=False, shift=0), ~colour),
+        ("grey records, product", alive, {}, ~colour),
+    )
+    for label, function, options, subset in rows:
+        pairs = colour_pairs if subset is colour else pairs_total - colour_pairs
+        pairs = pairs_total if subset is None else pairs
+        c = {
+            k: int(np.sum(function(k, **options) & (True if subset is None else subset)))
+            for k in range(kmax + 1)
+        }
+        e, how = fit_at_zero(c, range(1, kmax + 1)), ""
+        if np.isnan(e):  # fewer than two levels with 5 pairs: any two with one
+            e = fit_at_zero(c, range(1, kmax + 1), minimum=1)
+            how = " (rough: fit through 1-4 pairs)"
+        cells = " | ".join(str(c[k]) for k in range(kmax + 1))
+        out(f"| {label} | {cells} | {e / pairs * 1e6:.2g}{how} |")
+
+    # ---- recall per edit (records carrying the product's colour signature)
+    photo = np.arange(len(rs.split))
+    out(
+        "\n### Recall per edit, records carrying their colour signature "
+        "(calibration / validation / all)\n"
+    )
+    out(
+        "| edit | grey records | boxes + colour check | product rule "
+        "| photos gained (source) | photos lost (source) |"
+    )
+    out("|---|---|---|---|---|---|")
+    true_checked = 0
+    for name in rs.edits:
+        lv = true_levels[name]
+        lvc = variant_levels(rs.photos, rs.edits[name], photo, photo, rule=confirmed)
+        qsig = true_qsig[name]
+        d = pair_distances("lab-ab4x4-max", qsig, reg_sig_recall)
+        q_col = qsig[:, COLOURFUL]
+        okt = colour_pass(d, q_col, reg_sig_recall[:, :, COLOURFUL], t, grey)
+        okc = okt & (q_col >= grey)[:, None]
+        gv = (q_col < grey)[:, None] & (reg_sig_recall[:, :, COLOURFUL] >= 2 * grey)
+        accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
+        base_hit = np.any((lv <= 0) & okt, axis=1)
+        hit = np.any(accept, axis=1)
+        qs_e = rs.edits[name]
+        for n in range(len(photo)):
+            query = query_at(qs_e, n, _product_hex(qsig[n]))
+            for v, vname in enumerate(rs.photos.names):
+                variant = variant_at(rs.photos, n, v, _product_hex(reg_sig_recall[n, v]))
+                if rule.evaluate(query, variant).matched != bool(accept[n, v]):
+                    raise AssertionError(f"evaluate disagrees: photo {n} edit {name} v={vname}")
+                true_checked += 1
+
+        def rates(x: np.ndarray) -> str:
+            return f"{x[cal].mean():.2f} / {x[~cal].mean():.2f} / {x.mean():.2f}"
+
+        gained = [rs.photos.sources[n] for n in np.where(hit & ~base_hit)[0]]
+        lost = [rs.photos.sources[n] for n in np.where(~hit & base_hit)[0]]
+        mark = "**" if name in TARGETS else ""
+        out(
+            f"| {mark}{name}{mark} | {int(np.sum(q_col < grey))} | {rates(base_hit)} | "
+            f"{rates(hit)} | {len(gained)} ({', '.join(sorted(set(gained)))}) | "
+            f"{len(lost)} ({', '.join(sorted(set(lost)))}) |"
+        )
+    out(
+        f"\n(`rule.shifted(k).evaluate` replayed on {checked} false (pair, variant, k) "
+        f"triples and {true_checked} true (pair, variant) pairs: identical)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--windows", type=int, default=4)
@@ -727,6 +885,12 @@ def main() -> None:
                 f"variant {reg.names[v]}: d={fd[c, v]:.4f}, colourfulness record "
                 f"{fq_colour[c]:.4f} / registered {fr_colour[c, v]:.4f}"
             )
+    if PRODUCT:
+        confirmed_section(
+            out, args, reg, qs, pi, pj, levels_f, per_sig["lab-ab4x4-max"][2], fq_colour,
+            fr_colour, grey, pairs_total, colour_pairs, pq_sig, preg_sig, rs, true_levels,
+            true_qsig, reg_sig_recall, cal,
+        )  # fmt: skip
     out(
         f"\n(base estimate check: {base_est:.3g} pairs at k=0 from k=1..4; "
         f"hashing cached under {CACHE}; total {time.perf_counter() - started:.0f} s, "

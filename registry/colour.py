@@ -128,6 +128,13 @@ def _largest_square(a: bytes, b: bytes) -> int:
     )
 
 
+def grey_against_colour(record: str, registered: str) -> bool:
+    """A grey record against a colourful registered variant (at least
+    ``COLOURFUL_RECORD``): a black-and-white copy of a colour photo, or a
+    black-and-white photo that only looks like one."""
+    return _decoded(record)[0] < _GREY_UNITS and _decoded(registered)[0] >= _COLOURFUL_UNITS
+
+
 def colour_compare(record: str, registered: str) -> float | None:
     """How far a record's colours are from a registered variant's: the cell
     distance, ``math.inf`` when a grey variant meets a colourful record, or

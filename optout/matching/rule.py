@@ -30,16 +30,23 @@ matching" and "Precision"):
   only if the colours agree: the largest cell a*b* distance at most
   ``colour_threshold``. A grey record carries no colour evidence (the check is
   skipped); a grey variant against a colourful record is no match.
+  Colours that agree also widen the boxes a little: each kind's
+  ``confirmed`` boxes (the rule two steps looser, cut to what the search plan
+  finds anyway) match a colourful record whose colours agree with the
+  variant's. Colour is a signal independent of the two luminance hashes, and
+  on package photographs no false pair of colour records survives it even
+  four steps looser.
 - **SHA-256 equality always matches** (``sha256_evidence``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
-from registry.colour import COLOUR_THRESHOLD, colour_compare
+from registry.colour import COLOUR_THRESHOLD, colour_compare, grey_against_colour
 
 PDQ_BITS = 256
 PHASH_BITS = 64
@@ -74,6 +81,10 @@ class KindRule:
     both: tuple[Box, ...]
     pdq_only: int | None = None
     phash_only: int | None = None
+    # Boxes for a record with PDQ and pHash that match only when the colours
+    # confirm: the record is colourful, the variant carries a signature and
+    # the colour distance is within the rule's colour threshold.
+    confirmed: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,15 @@ class MatchRule:
     # Largest colour distance (registry.colour.colour_compare) of a match, when
     # the record and the variant both carry a colour signature.
     colour_threshold: float = COLOUR_THRESHOLD
+    # A grey record against a colourful variant (registry.colour.
+    # grey_against_colour) carries no colour evidence to confirm it: it is
+    # judged by the rule shifted by this many steps (0: as any other record).
+    grey_record_shift: int = 0
+
+    @cached_property
+    def grey_record_rule(self) -> MatchRule:
+        """The rule a grey record is judged by against a colourful variant."""
+        return replace(self.shifted(self.grey_record_shift), grey_record_shift=0)
 
     def kind_rule(self, kind: str, low_quality: bool) -> KindRule | None:
         if not low_quality:
@@ -227,7 +247,42 @@ class MatchRule:
             return (Box(pdq=PDQ_BITS, phash=rule.phash_only),)
         return ()
 
+    def all_boxes(self) -> list[Box]:
+        """Every box of the rule: every kind, low quality, colour-confirmed."""
+        rules = [*self.kinds.values(), self.low_quality, self.low_quality_derived]
+        return [box for rule in rules for box in (*rule.both, *rule.confirmed)]
+
+    def single_thresholds(self, kind: str) -> list[int]:
+        """Every single-hash threshold of the rule on ``kind`` ("pdq" or "phash")."""
+        rules = [*self.kinds.values(), self.low_quality, self.low_quality_derived]
+        values = (getattr(rule, f"{kind}_only") for rule in rules)
+        return [value for value in values if value is not None]
+
+    def confirmed_boxes(self, kind: str, *, low_quality: bool) -> tuple[Box, ...]:
+        """The boxes a pair with both hashes matches in only when the colours
+        confirm it (``KindRule.confirmed``; never for low quality)."""
+        rule = None if low_quality else self.kinds.get(kind)
+        return () if rule is None else rule.confirmed
+
+    def confirmed_only(self) -> MatchRule:
+        """The confirmed boxes as a rule of their own (benchmarks measure them
+        with the colour check applied on top)."""
+        return MatchRule(
+            kinds={name: KindRule(both=rule.confirmed) for name, rule in self.kinds.items()},
+            low_quality=KindRule(both=()),
+            low_quality_kinds=self.low_quality_kinds,
+            min_quality=self.min_quality,
+            colour_threshold=self.colour_threshold,
+        )
+
     def evaluate(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
+        if (
+            self.grey_record_shift
+            and query.colour
+            and variant.colour
+            and grey_against_colour(query.colour, variant.colour)
+        ):
+            return self.grey_record_rule.evaluate(query, variant)
         has_pdq, has_phash = bool(query.pdq and variant.pdq), bool(query.phash and variant.phash)
         low_registered = variant.pdq_quality < self.min_quality
         low_query = query.pdq_quality is not None and query.pdq_quality < self.min_quality
@@ -267,6 +322,30 @@ class MatchRule:
                     colour_distance=colour,
                     colour_threshold=colour_threshold,
                 )
+        both_known = pdq_distance is not None and phash_distance is not None
+        confirmed = (
+            self.confirmed_boxes(variant.kind, low_quality=low_registered or low_query)
+            if both_known and query.colour and variant.colour
+            else ()
+        )
+        for box in confirmed:
+            if box.contains(pdq_distance or 0, phash_distance or 0):
+                colour = colour_compare(query.colour, variant.colour)
+                if colour is None or colour > self.colour_threshold:
+                    break  # a grey record, or colours that disagree
+                return Evidence(
+                    matched=True,
+                    variant=variant.name,
+                    kind=variant.kind,
+                    basis=basis,
+                    pdq_distance=pdq_distance,
+                    phash_distance=phash_distance,
+                    pdq_threshold=box.pdq,
+                    phash_threshold=box.phash,
+                    quality=quality,
+                    colour_distance=colour,
+                    colour_threshold=self.colour_threshold,
+                )
         return Evidence(
             matched=False,
             variant=variant.name,
@@ -297,6 +376,7 @@ class MatchRule:
                 both=tuple(box(b) for b in rule.both),
                 pdq_only=single(rule.pdq_only, PDQ_STEP),
                 phash_only=single(rule.phash_only, PHASH_STEP),
+                confirmed=tuple(box(b) for b in rule.confirmed),
             )
 
         return MatchRule(
@@ -306,6 +386,7 @@ class MatchRule:
             min_quality=self.min_quality,
             low_quality_derived=kind(self.low_quality_derived),
             colour_threshold=self.colour_threshold,
+            grey_record_shift=self.grey_record_shift,
         )
 
     def search_plan(self) -> SearchPlan:
@@ -328,13 +409,13 @@ class MatchRule:
             raise ValueError("a PDQ-only match needs a kind indexed by PDQ")
         if any(rule.phash_only is not None for rule in derived):
             raise ValueError("derived variants are indexed by pHash only with PDQ confirmation")
-        primary_boxes = [box for rule in primary for box in rule.both]
+        primary_boxes = [box for rule in primary for box in (*rule.both, *rule.confirmed)]
         # Boxes wider than PRIMARY_PHASH_RADIUS on pHash are found by the PDQ
         # search; the pHash search then only needs the boxes beyond its radius.
         wide = [box.pdq for box in primary_boxes if box.phash > PRIMARY_PHASH_RADIUS]
         reach = max(wide) if wide else -1
         primary_phash = max((box.phash for box in primary_boxes if box.pdq > reach), default=-1)
-        derived_boxes = [box.phash for rule in derived for box in rule.both]
+        derived_boxes = [box.phash for rule in derived for box in (*rule.both, *rule.confirmed)]
         pdq_only = [rule.pdq_only for rule in pdq_indexed if rule.pdq_only is not None]
         phash_only = [rule.phash_only for rule in primary if rule.phash_only is not None]
         return SearchPlan(
@@ -366,12 +447,22 @@ _PRIMARY_BOXES = (Box(pdq=32, phash=18), Box(pdq=48, phash=10), Box(pdq=60, phas
 # photo's boxes: the same recall on mirrored reposts, about a quarter more
 # false matches and twice the entries in both primary indexes.
 _DERIVED_BOXES = (Box(pdq=44, phash=2), Box(pdq=32, phash=4), Box(pdq=24, phash=6))
+# When the colours confirm (a colourful record whose colour signature agrees
+# with the variant's): the boxes two steps looser (``shifted(2)``), cut to what
+# the search plan already finds (pHash <= 10 or PDQ <= 32 on the photo, pHash
+# <= 6 on derived variants), so they cost no search. On package photographs
+# no false pair of colour records survives the colour check up to four steps
+# looser (docs/matching.md, "Colour as a third signal").
+_CONFIRMED_PRIMARY = (Box(pdq=32, phash=22), Box(pdq=64, phash=10), Box(pdq=76, phash=8))
+_CONFIRMED_DERIVED = (Box(pdq=60, phash=6),)
 DEFAULT_RULE = MatchRule(
     kinds={
-        "original": KindRule(both=_PRIMARY_BOXES, pdq_only=31, phash_only=0),
-        "mirror": KindRule(both=_DERIVED_BOXES, pdq_only=24),
-        "crop": KindRule(both=_DERIVED_BOXES),
-        "rotation": KindRule(both=_DERIVED_BOXES),
+        "original": KindRule(
+            both=_PRIMARY_BOXES, pdq_only=31, phash_only=0, confirmed=_CONFIRMED_PRIMARY
+        ),
+        "mirror": KindRule(both=_DERIVED_BOXES, pdq_only=24, confirmed=_CONFIRMED_DERIVED),
+        "crop": KindRule(both=_DERIVED_BOXES, confirmed=_CONFIRMED_DERIVED),
+        "rotation": KindRule(both=_DERIVED_BOXES, confirmed=_CONFIRMED_DERIVED),
         # Turned or flipped over (not registered by default): nearly exact only.
         "dihedral": KindRule(both=(Box(pdq=24, phash=4),)),
     },
@@ -379,6 +470,11 @@ DEFAULT_RULE = MatchRule(
     # exactly; a crop or rotation only on an equal pHash and PDQ within 4.
     low_quality=KindRule(both=(Box(pdq=24, phash=4),)),
     low_quality_derived=KindRule(both=(Box(pdq=4, phash=0),)),
+    # A grey record against a colourful variant: two steps stricter. Turning a
+    # photo grey barely moves its hashes (the grayscale edit matches at every
+    # shift down to -4), while black-and-white photos of other content are
+    # the false matches the colour check cannot see (docs/matching.md).
+    grey_record_shift=-2,
 )
 
 # For a record whose PDQ quality is unknown (a bare hash): two steps stricter.

@@ -27,13 +27,12 @@ class Bounds:
 
     @classmethod
     def of(cls, rule: MatchRule) -> Bounds:
-        rules = [*rule.kinds.values(), rule.low_quality, rule.low_quality_derived]
-        boxes = [box for kind_rule in rules for box in kind_rule.both]
+        boxes = rule.all_boxes()
         return cls(
             pdq=max(box.pdq for box in boxes),
             phash=max(box.phash for box in boxes),
-            pdq_only=max((r.pdq_only for r in rules if r.pdq_only is not None), default=-1),
-            phash_only=max((r.phash_only for r in rules if r.phash_only is not None), default=-1),
+            pdq_only=max(rule.single_thresholds("pdq"), default=-1),
+            phash_only=max(rule.single_thresholds("phash"), default=-1),
         )
 
 

@@ -13,14 +13,8 @@ class ThresholdTooLoose(ValueError):
 
 def _widest(kind: str) -> int:
     """The widest distance on ``kind`` at which the registry's rule matches."""
-    rules = [
-        *DEFAULT_RULE.kinds.values(),
-        DEFAULT_RULE.low_quality,
-        DEFAULT_RULE.low_quality_derived,
-    ]
-    widths = [getattr(box, kind) for rule in rules for box in rule.both]
-    widths += [single for rule in rules if (single := getattr(rule, f"{kind}_only")) is not None]
-    return max(widths)
+    widths = [getattr(box, kind) for box in DEFAULT_RULE.all_boxes()]
+    return max(widths + DEFAULT_RULE.single_thresholds(kind))
 
 
 @dataclass(frozen=True)

@@ -675,7 +675,9 @@ def loose_message(kind: str) -> str:
 
 def test_the_default_thresholds_are_the_widest_distances_the_rule_accepts() -> None:
     rules = [*DEFAULT_RULE.kinds.values(), DEFAULT_RULE.low_quality]
-    boxes = [box for rule in rules for box in rule.both]
+    # The colour-confirmed boxes included: a pipeline leaving the thresholds
+    # alone gets every match the rule makes.
+    boxes = [box for rule in rules for box in (*rule.both, *rule.confirmed)]
     singles = {
         kind: [v for rule in rules if (v := getattr(rule, f"{kind}_only")) is not None]
         for kind in ("pdq", "phash")

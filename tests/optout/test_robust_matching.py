@@ -57,14 +57,17 @@ def jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def record(record_id: str, content: bytes) -> dict[str, Any]:
+def record(record_id: str, content: bytes, *, colour: bool = True) -> dict[str, Any]:
+    """The record a pipeline sends: as `optout hash` writes it (with the colour
+    signature), or ``colour=False`` with the hashes alone."""
     hashes = hashing.hash_bytes(content)
-    return {
+    fields = {
         "id": record_id,
         "pdq": hashes.pdq,
         "pdq_quality": hashes.pdq_quality,
         "phash": hashes.phash,
     }
+    return {**fields, "colour": hashes.colour} if colour else fields
 
 
 @pytest.fixture
@@ -102,13 +105,14 @@ def lookup(client: APIClient, records: list[dict[str, Any]]) -> list[dict[str, A
     return response.json()["results"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.parametrize("colour", [True, False], ids=["with-colour", "hashes-only"])
 def test_edited_reposts_are_excluded_by_their_own_opt_out_through_the_right_variant(
-    registered: dict[str, str],
+    registered: dict[str, str], colour: bool
 ) -> None:
     client = pipeline_client(OrganizationFactory())
     edits = (*TARGET_EDITS, *ROTATION_EDITS)
     records = [
-        record(f"{name}/{edit}", edited_bytes(photo(name), edit, index))
+        record(f"{name}/{edit}", edited_bytes(photo(name), edit, index), colour=colour)
         for index, name in enumerate(REGISTERED)
         for edit in edits
     ]
@@ -132,14 +136,15 @@ def test_edited_reposts_are_excluded_by_their_own_opt_out_through_the_right_vari
     assert len(missed) <= 1, missed
 
 
-def test_distinct_photos_never_match_each_other(registered: dict[str, str]) -> None:
+@pytest.mark.parametrize("colour", [True, False], ids=["with-colour", "hashes-only"])
+def test_distinct_photos_never_match_each_other(registered: dict[str, str], colour: bool) -> None:
     client = pipeline_client(OrganizationFactory())
-    records = [record(name, jpeg(photo(name))) for name in STRANGERS]
-    # ... nor do edits of them
+    records = [record(name, jpeg(photo(name)), colour=colour) for name in STRANGERS]
+    # ... nor do edits of them (grayscale too: grey records against colour photos)
     records += [
-        record(f"{name}/{edit}", edited_bytes(photo(name), edit))
+        record(f"{name}/{edit}", edited_bytes(photo(name), edit), colour=colour)
         for name in STRANGERS
-        for edit in ("mirror", "crop_centre_10", "resize_25", "text")
+        for edit in ("mirror", "crop_centre_10", "resize_25", "text", "grayscale")
     ]
 
     results = lookup(client, records)

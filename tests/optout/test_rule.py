@@ -267,7 +267,8 @@ def test_the_search_plan_finds_every_variant_the_rule_accepts(
     colours: tuple[str, str],
 ) -> None:
     """The indexes searched as ``search_plan`` says never miss an accepted
-    variant; the colour check only ever takes matches away."""
+    variant; colours take matches away, and add them only inside the
+    colour-confirmed boxes when they agree."""
     plan = rule.search_plan()
     q = query(
         pdq_bits if mode in ("both", "pdq") else None,
@@ -279,10 +280,28 @@ def test_the_search_plan_finds_every_variant_the_rule_accepts(
     evidence = rule.evaluate(q, variant(kind, quality=registered_quality, colour=colours[1]))
     colourless = rule.evaluate(replace(q, colour=""), variant(kind, quality=registered_quality))
 
-    assert not (evidence.matched and not colourless.matched)
     if not evidence.matched:
         return
-    assert replace(evidence, colour_distance=None, colour_threshold=None) == colourless
+    if colours == (COFFEE_GREY, COFFEE):
+        # A grey record against a colourful variant: the stricter rule's verdict.
+        stricter = rule.grey_record_rule.evaluate(
+            replace(q, colour=""), variant(kind, quality=registered_quality)
+        )
+        assert replace(evidence, colour_distance=None, colour_threshold=None) == stricter
+    elif colourless.matched:
+        assert replace(evidence, colour_distance=None, colour_threshold=None) == colourless
+    else:
+        # Added by the colours: a confirmed box, colours compared and agreeing.
+        assert mode == "both" and evidence.colour_distance is not None
+        assert evidence.colour_distance <= rule.colour_threshold
+        assert evidence.pdq_threshold is not None and evidence.phash_threshold is not None
+        box = Box(evidence.pdq_threshold, evidence.phash_threshold)
+        assert box in rule.confirmed_boxes(kind, low_quality=False)
+        assert box.contains(pdq_bits, phash_bits)
+        low = registered_quality < rule.min_quality or (
+            query_quality is not None and query_quality < rule.min_quality
+        )
+        assert not low
     primary = kind in PRIMARY_KINDS
     if mode == "both" and primary:
         assert phash_bits <= plan.primary_phash or (
@@ -380,6 +399,64 @@ def test_colours_that_disagree_refute_a_match_every_box_holds() -> None:
         assert DEFAULT_RULE.evaluate(query(0, 0, quality=90, colour=CAT), variant(kind)).matched
 
 
+def test_colours_that_agree_widen_the_boxes_to_the_confirmed_ones() -> None:
+    """(60, 10) on the photo is outside every box; with the coffee cup's
+    colours on both sides it is inside the confirmed (64, 10)."""
+    agreeing = DEFAULT_RULE.evaluate(query(60, 10, 90, COFFEE_JPEG), variant(colour=COFFEE))
+
+    assert agreeing.matched
+    assert (agreeing.pdq_threshold, agreeing.phash_threshold) == (64, 10)
+    assert agreeing.colour_distance is not None
+    assert agreeing.colour_distance <= COLOUR_THRESHOLD
+    assert agreeing.colour_threshold == COLOUR_THRESHOLD
+    # Not without colours, not when they disagree, not for a grey record or a
+    # grey variant, not for low quality on either side.
+    for q, v in (
+        (query(60, 10, 90), variant(colour=COFFEE)),
+        (query(60, 10, 90, COFFEE_JPEG), variant()),
+        (query(60, 10, 90, CAT), variant(colour=COFFEE)),
+        (query(60, 10, 90, COFFEE_GREY), variant(colour=COFFEE)),
+        (query(60, 10, 90, COFFEE), variant(colour=CAMERA)),
+        (query(60, 10, 10, COFFEE_JPEG), variant(colour=COFFEE)),
+        (query(60, 10, 90, COFFEE_JPEG), variant(quality=40, colour=COFFEE)),
+        (query(60, 12, 90, COFFEE_JPEG), variant(colour=COFFEE)),
+        (query(65, 10, 90, COFFEE_JPEG), variant(colour=COFFEE)),
+    ):
+        assert not DEFAULT_RULE.evaluate(q, v).matched, (q, v)
+    # A crop: (56, 6) only with the colours.
+    crop = variant("crop", colour=COFFEE)
+    assert DEFAULT_RULE.evaluate(query(56, 6, 90, COFFEE_JPEG), crop).matched
+    assert not DEFAULT_RULE.evaluate(query(56, 6, 90), crop).matched
+    # Bare records: the confirmed boxes two steps stricter too.
+    assert not UNKNOWN_QUALITY_RULE.evaluate(
+        query(60, 10, None, COFFEE_JPEG), variant(colour=COFFEE)
+    ).matched
+    assert UNKNOWN_QUALITY_RULE.evaluate(
+        query(48, 6, None, COFFEE_JPEG), variant(colour=COFFEE)
+    ).matched
+
+
+def test_confirmed_boxes_are_the_rule_two_steps_looser_within_its_search_plan() -> None:
+    """They cost no search: the plan with them is the plan without them."""
+    shifted = DEFAULT_RULE.shifted(2)
+    plan = DEFAULT_RULE.search_plan()
+    for kind, kind_rule in DEFAULT_RULE.kinds.items():
+        for box in kind_rule.confirmed:
+            assert any(box.pdq <= b.pdq and box.phash <= b.phash for b in shifted.kinds[kind].both)
+            if kind in PRIMARY_KINDS:
+                assert box.phash <= plan.primary_phash or (
+                    plan.primary_pdq is not None and box.pdq <= plan.primary_pdq
+                )
+            else:
+                assert plan.derived_phash is not None and box.phash <= plan.derived_phash
+    without = replace(
+        DEFAULT_RULE,
+        kinds={k: replace(r, confirmed=()) for k, r in DEFAULT_RULE.kinds.items()},
+    )
+    assert without.search_plan() == plan
+    assert any(r.confirmed for r in DEFAULT_RULE.kinds.values())
+
+
 def test_the_colour_threshold_is_inclusive_and_kept_by_shifted() -> None:
     distance = DEFAULT_RULE.evaluate(query(0, 0, 90, CAT), variant(colour=COFFEE)).colour_distance
     assert distance is not None
@@ -399,6 +476,29 @@ def test_a_grey_record_skips_the_colour_check() -> None:
     assert evidence.matched
     assert (evidence.colour_distance, evidence.colour_threshold) == (None, None)
     assert DEFAULT_RULE.evaluate(query(8, 2, 90, COFFEE_GREY), variant(colour=CAMERA)).matched
+
+
+def test_a_grey_record_against_a_colourful_variant_is_held_two_steps_stricter() -> None:
+    """(32, 18) is inside the photo's boxes; a grey record meets it only
+    against a grey variant or without colours, against a colourful one it
+    needs (16, 14)."""
+    assert DEFAULT_RULE.grey_record_shift == -2
+    grey = query(32, 18, 90, COFFEE_GREY)
+
+    assert not DEFAULT_RULE.evaluate(grey, variant(colour=COFFEE)).matched
+    assert DEFAULT_RULE.evaluate(grey, variant(colour=CAMERA)).matched
+    assert DEFAULT_RULE.evaluate(grey, variant()).matched
+    assert DEFAULT_RULE.evaluate(replace(grey, colour=""), variant(colour=COFFEE)).matched
+    # A colourful record at the same distances is judged by the colours.
+    assert DEFAULT_RULE.evaluate(query(32, 18, 90, COFFEE_JPEG), variant(colour=COFFEE)).matched
+    closer = DEFAULT_RULE.evaluate(query(16, 14, 90, COFFEE_GREY), variant(colour=COFFEE))
+    assert closer.matched
+    assert (closer.pdq_threshold, closer.phash_threshold) == (16, 14)
+    assert DEFAULT_RULE.grey_record_rule == replace(DEFAULT_RULE.shifted(-2), grey_record_shift=0)
+    # Kept by shifted (benchmarks' tails, a pipeline's stricter policy).
+    assert DEFAULT_RULE.shifted(1).grey_record_shift == -2
+    assert DEFAULT_RULE.shifted(2).evaluate(grey, variant(colour=COFFEE)).matched
+    assert not DEFAULT_RULE.shifted(1).evaluate(grey, variant(colour=COFFEE)).matched
 
 
 def test_a_grey_registered_variant_never_matches_a_colourful_record() -> None:
