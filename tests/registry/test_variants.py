@@ -152,6 +152,19 @@ def test_dihedral_variants_are_the_hashes_of_the_turned_images() -> None:
     assert computed["rotate_90"].phash == hashing.phash_of(turned)
 
 
+@pytest.mark.parametrize("name", ["astronaut", "camera", "rocket", "moon"])
+def test_derived_variants_pdq_is_pdqhash_bit_for_bit(name: str) -> None:
+    """Derived variants are hashed by the numpy PDQ (registry.fast_hashing),
+    faster than pdqhash and equal to it: hash and quality."""
+    rgb = decoded(skimage_photo(name))
+
+    computed = variants.variants_compute(rgb, names=variants.DERIVED_VARIANTS)
+
+    for variant in computed:
+        image = variants.variant_image(rgb, variant.name)
+        assert (variant.pdq, variant.pdq_quality) == hashing.pdq_of(image), variant.name
+
+
 def test_working_copy_bounds_the_longest_side() -> None:
     big = Image.new("RGB", (2000, 1000))
 
