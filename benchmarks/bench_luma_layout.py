@@ -1,0 +1,158 @@
+"""Experiment (not in the product): a luminance layout as the confirming signal
+for grey records.
+
+The colour check cannot confirm a black-and-white record: what the product
+rule still lets through on package photographs are grey records matching
+photos of other content (docs/matching.md, "Colour-confirmed boxes and grey
+records"). This measures whether the layout of the luminance — the image in a
+4 x 4 grid of area means, z-normalised (minus the mean, over the standard
+deviation, floored at 4 of 255) so that brightness and contrast changes
+cancel — separates those false pairs from the true pairs of grey records.
+
+Distance: the largest cell difference of the z-scores, the smallest over the
+variants the product rule accepts. True pairs: every grey record of a target
+edit (benchmarks/edits.py) the product rule matches; false pairs: the grey
+records among the cross pairs of ``bench_colour.py`` matched by the product
+rule loosened by k = 0..4.
+
+Needs the hashes and product signatures cached by
+
+    .venv/bin/python benchmarks/bench_colour.py --windows 4 --per-source 500 --workers 2 --product
+
+and then (about 40 s on 2 cores):
+
+    .venv/bin/python benchmarks/bench_luma_layout.py
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_colour as bc
+import corpus
+import edits
+import matchbench as mb
+import numpy as np
+from PIL import Image
+
+from optout.matching.rule import DEFAULT_RULE
+from registry.hashing import decode
+from registry.variants import DEFAULT_VARIANTS, variant_image
+
+TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
+PER_SOURCE = 500
+GREY = 0.01
+
+
+def load(name: str):  # type: ignore[no-untyped-def]
+    path = os.path.join(bc.CACHE, name)
+    if not os.path.exists(path):
+        sys.exit(f"{path} missing: run bench_colour.py --windows 4 --per-source 500 --product")
+    with open(path, "rb") as f:
+        return pickle.load(f)  # noqa: S301 - the benchmark's own cache
+
+
+def layout(image: Image.Image) -> np.ndarray:
+    grey = image.convert("L").convert("F").resize((4, 4), Image.Resampling.BOX)
+    cells = np.asarray(grey, dtype=np.float64).reshape(-1)
+    return (cells - cells.mean()) / max(float(cells.std()), 4.0)
+
+
+def _recall(item: tuple[int, Image.Image]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    index, image = item
+    rgb = decode(mb.jpeg(image, 95))
+    registered = np.stack([layout(variant_image(rgb, name)) for name in DEFAULT_VARIANTS])
+    queries = {name: layout(decode(edits.edited_bytes(rgb, name, index))) for name in TARGETS}
+    return registered, queries
+
+
+def _precision(task: tuple[str, list[int], list[int]]):  # type: ignore[no-untyped-def]
+    source, reg_local, query_local = task
+    patches = list(corpus.patches(source, PER_SOURCE, seed=11))
+    registered = {}
+    for k in reg_local:
+        rgb = decode(mb.jpeg(patches[k], 95))
+        registered[k] = np.stack([layout(variant_image(rgb, name)) for name in DEFAULT_VARIANTS])
+    queries = {k: layout(decode(mb.jpeg(patches[k], 85))) for k in query_local}
+    return registered, queries
+
+
+def main() -> None:
+    rs = load("recall_hashes_w4_p500.pkl")
+    rsig = load("recall_sigs_w4_p500_product.pkl")
+    reg, qs = load("precision_hashes_w4_p500.pkl")
+    pi, pj, _ = load("near_pairs_w4_p500_k6.pkl")
+    preg_sig, pq_sig = load("precision_sigs_w4_p500_product_k6.pkl")
+    sources = corpus.available(tuple(corpus.SOURCES))
+    tasks = []
+    for position, source in enumerate(sources):
+        lo = position * PER_SOURCE
+        r_local = sorted({int(i) - lo for i in pi if lo <= i < lo + PER_SOURCE})
+        q_local = sorted({int(j) - lo for j in pj if lo <= j < lo + PER_SOURCE})
+        tasks.append((source, r_local, q_local))
+    with Pool(2) as pool:
+        recall = pool.map(_recall, list(enumerate(im for _, im in bc.recall_items(4))))
+        precision = pool.map(_precision, tasks, chunksize=1)
+    lreg, lq = {}, {}
+    for position, (r, q) in enumerate(precision):
+        lo = position * PER_SOURCE
+        lreg.update({lo + k: v for k, v in r.items()})
+        lq.update({lo + k: v for k, v in q.items()})
+
+    shift = -DEFAULT_RULE.grey_record_shift
+    # False pairs: grey records, product rule levels (grey against colour shifted).
+    levels = bc.variant_levels(reg, qs, pi, pj)
+    q_colour = np.array([pq_sig[int(j)][bc.COLOURFUL] for j in pj])
+    r_colour = np.stack([preg_sig[int(i)][:, bc.COLOURFUL] for i in pi])
+    levels = np.where((q_colour < GREY)[:, None] & (r_colour >= 2 * GREY), levels + shift, levels)
+    grey_record = q_colour < GREY
+    distance = np.stack(
+        [
+            np.abs(lreg[int(i)] - lq[int(j)][None, :]).max(axis=1)
+            for i, j in zip(pi, pj, strict=True)
+        ]
+    )
+    # True pairs: grey records of the target edits the product rule matches.
+    photos = np.arange(len(rs.split))
+    registered_colour = np.stack([r for r, _ in rsig])[:, :, bc.COLOURFUL]
+    true = []
+    for name in TARGETS:
+        lv = bc.variant_levels(rs.photos, rs.edits[name], photos, photos)
+        record_colour = np.stack([qd[name] for _, qd in rsig])[:, bc.COLOURFUL]
+        grey = record_colour < GREY
+        lv = np.where(grey[:, None] & (registered_colour >= 2 * GREY), lv + shift, lv)
+        for n in np.where(grey)[0]:
+            accepted = lv[n] <= 0
+            if accepted.any():
+                d = np.abs(recall[n][0] - recall[n][1][name][None, :]).max(axis=1)
+                true.append((float(d[accepted].min()), name, rs.photos.sources[n]))
+    td = np.array([t[0] for t in true])
+    print(
+        f"true pairs with a grey record, matched by the product rule: {len(td)}; "
+        f"layout distance median {np.median(td):.2f}, p99 {np.quantile(td, 0.99):.2f}, "
+        f"max {td.max():.2f}"
+    )
+    for d, name, source in sorted(true, reverse=True)[:6]:
+        print(f"  {d:.2f}: edit {name}, {source}")
+    print(
+        "\n| layout threshold | grey records' false pairs, k = 0..4: product rule -> with layout |"
+    )
+    print("|---|---|")
+    for label, t in (("max of true pairs", td.max()), ("p99 of true pairs", np.quantile(td, 0.99))):
+        cells = []
+        for k in range(5):
+            before = int(np.sum(np.any(levels <= k, axis=1) & grey_record))
+            after = int(np.sum(np.any((levels <= k) & (distance <= t), axis=1) & grey_record))
+            cells.append(f"{before} -> {after}")
+        print(f"| {t:.2f} ({label}) | {', '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
