@@ -75,6 +75,10 @@ def env_set(redis_db: int) -> str:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("OPTOUT_RATE_BATCHES", "")
+    # A million records with colour signatures are 238 MB of Parquet, above the
+    # default limit of 200 MB (a pipeline would split them or raise it).
+    for name in ("OPTOUT_MAX_MANIFEST_BYTES", "OPTOUT_MAX_UPLOAD_BYTES"):
+        os.environ.setdefault(name, str(512 * 1024 * 1024))
     return redis
 
 
@@ -107,6 +111,22 @@ def photo_variant(i: int, position: int) -> tuple[str, str, int]:
     pdq = hashlib.sha256(f"p{i}.{position}".encode()).hexdigest()
     phash = hashlib.md5(f"h{i}.{position}".encode()).hexdigest()[:16]  # noqa: S324 - test data
     return pdq, phash, photo_quality(i, position)
+
+
+def photo_colour(i: int, position: int = 0) -> str:
+    """The colour signature of photo i's variant at ``position`` under
+    ``--colour`` (``colour_sql`` computes the same in SQL): colourful (20-255
+    thousandths) and random cells, so distinct photos' colours disagree."""
+    head = bytes((20 + (i * 13 + position) % 236,))
+    return (head + hashlib.sha256(f"c{i}.{position}".encode()).digest()).hex()
+
+
+def colour_sql(number: str, position: str) -> str:
+    """SQL bytea of ``photo_colour(number, position)`` (SQL expressions)."""
+    return (
+        f"(set_byte('\\x00'::bytea, 0, (20 + mod({number} * 13 + {position}, 236))::int)"
+        f" || sha256(('c' || {number} || '.' || {position})::bytea))"
+    )
 
 
 def photo_variants_packed(i: int) -> bytes:
@@ -155,16 +175,26 @@ SELECT gen_random_uuid(), '["ai_training"]', 'all_photos', 'web', 'bench', now()
        %(version)s, now(), id FROM numbered;
 """
 
-PHOTOS_SQL = f"""
+
+def photos_sql(colour: bool) -> str:
+    """INSERT ... SELECT of photos %(start)s to %(stop)s, with their colour
+    signatures (``photo_colour``) or without (empty, as registrations made
+    before colour signatures)."""
+    variants = "FROM generate_series(1, cardinality(%(codes)s::int[])) AS v"
+    aggregate = f"SELECT string_agg({colour_sql('i', 'v')}, ''::bytea ORDER BY v) {variants}"
+    colours = f"encode({colour_sql('i', '0')}, 'hex'), ({aggregate})" if colour else "'', ''::bytea"
+    return f"""
 INSERT INTO registry_photo (public_id, sha256, pdq, phash, pdq_quality, variants,
-                            original_filename, channel, registered_version, created_at,
-                            updated_at, creator_id)
+                            colour, variant_colours, original_filename, channel,
+                            registered_version, created_at, updated_at, creator_id)
 SELECT gen_random_uuid(), encode(sha256(('s' || i)::bytea), 'hex'),
        encode(sha256(('p' || i)::bytea), 'hex'), left(md5('h' || i), 16), 50 + mod(i * 7, 51),
-       {variants_sql("i")}, '', 'api', %(version)s, now(), now(), %(first)s + (i - 1) / 100
+       {variants_sql("i")}, {colours}, '', 'api', %(version)s, now(), now(),
+       %(first)s + (i - 1) / 100
 FROM generate_series(%(start)s, %(stop)s) AS i
 ORDER BY i;
 """  # noqa: S608 - built from this file's constants only
+
 
 # Rows from before variants: photo number n is id - base + 1 (checked against
 # the sha256 it was registered with).
@@ -200,7 +230,7 @@ def claims_count(photos: int) -> int:
     return min(CLAIMS, photos // PER_CREATOR)
 
 
-def fill(photos: int) -> None:
+def fill(photos: int, colour: bool = False) -> None:
     from django.db import connection, transaction
 
     from registry.models import ConsentEvent
@@ -220,7 +250,7 @@ def fill(photos: int) -> None:
         for start in range(1, photos + 1, 200_000):
             stop = min(photos, start + 199_999)
             cursor.execute(
-                PHOTOS_SQL,
+                photos_sql(colour),
                 {"version": version, "first": first, "start": start, "stop": stop, "codes": codes},
             )
         claims = claims_count(photos)
@@ -303,8 +333,12 @@ def plants_check() -> None:
             )
 
 
-def manifest_build(records: int, photos: int) -> tuple[bytes, dict[str, list[str]]]:
-    """A Parquet manifest and the ids of its planted matches by kind (PLANT_KINDS)."""
+def manifest_build(
+    records: int, photos: int, colour: bool = False
+) -> tuple[bytes, dict[str, list[str]]]:
+    """A Parquet manifest and the ids of its planted matches by kind (PLANT_KINDS);
+    with ``colour`` every record carries a colour signature: a planted
+    near-duplicate its variant's, the others random colourful ones."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -318,6 +352,7 @@ def manifest_build(records: int, photos: int) -> tuple[bytes, dict[str, list[str
     phash = [raw[i * 41 + 32 : i * 41 + 40].hex() for i in range(records)]
     quality = [50 + raw[i * 41 + 40] % 51 for i in range(records)]
     url = [f"https://images.example.com/{sha[i][:12]}/{i}.jpg" for i in range(records)]
+    colours = [photo_colour(-1 - i) for i in range(records)] if colour else []
     planted = int(records * PLANTED_SHARE)
     step = records // planted if planted else records
     derived = len(DERIVED_VARIANTS) - 1  # every derived variant but the mirror image
@@ -332,6 +367,8 @@ def manifest_build(records: int, photos: int) -> tuple[bytes, dict[str, list[str
             # 1: the photo itself, 2: its mirror image, 3: one of the others
             position = kind - 1 if kind < 3 else 2 + (n // 5) % derived
             variant_pdq, variant_phash, quality[row] = photo_variant(i, position)
+            if colour:
+                colours[row] = photo_colour(i, position)
             pdq[row] = flip(variant_pdq, PLANT_PDQ_BITS)
             phash[row] = flip(variant_phash, PLANT_PHASH_BITS)
         else:
@@ -344,6 +381,7 @@ def manifest_build(records: int, photos: int) -> tuple[bytes, dict[str, list[str
             "phash": phash,
             "pdq_quality": pa.array(quality, type=pa.int8()),
             "url": url,
+            **({"colour": colours} if colour else {}),
         }
     )
     buffer = io.BytesIO()
@@ -502,6 +540,12 @@ def main() -> None:
         action="store_true",
         help="workers load their engine on the first chunk (inside the cold clock)",
     )
+    parser.add_argument(
+        "--colour",
+        action="store_true",
+        help="photos, variants and records carry colour signatures (registry.colour), as "
+        "uploads and `optout hash` give them; fill a database of its own",
+    )
     args = parser.parse_args()
     redis_url = env_set(args.redis_db)
     ensure_database(os.environ["DATABASE_URL"])
@@ -523,7 +567,7 @@ def main() -> None:
         if have:
             raise SystemExit(f"{have:,} photos already; use a fresh database for {args.photos:,}")
         start = time.perf_counter()
-        fill(args.photos)
+        fill(args.photos, colour=args.colour)
         print(
             f"inserted {args.photos:,} photos with {len(variant_codes())} variants each "
             f"in {time.perf_counter() - start:.0f} s"
@@ -538,9 +582,25 @@ def main() -> None:
         )
     variants_check(args.photos)
     photos = Photo.objects.count()
+    coloured = Photo.objects.exclude(colour="").count()
+    if coloured != (photos if args.colour else 0):
+        raise SystemExit(
+            f"{coloured:,} of {photos:,} photos carry colours: "
+            + ("fill a fresh database with --colour" if args.colour else "run with --colour")
+        )
+    if args.colour:
+        from registry.variants import DERIVED_VARIANTS
+
+        seventh = Photo.objects.filter(sha256=photo_sha256(7)).get()
+        expected = "".join(photo_colour(7, p) for p in range(1, len(DERIVED_VARIANTS) + 1))
+        if (seventh.colour, bytes(seventh.variant_colours)) != (
+            photo_colour(7),
+            bytes.fromhex(expected),
+        ):
+            raise SystemExit("the stored colour signatures are not photo_colour's")
 
     start = time.perf_counter()
-    manifest, plants = manifest_build(args.records, args.photos)
+    manifest, plants = manifest_build(args.records, args.photos, colour=args.colour)
     planted = sum(len(ids) for ids in plants.values())
     print(f"manifest: {args.records:,} records, {len(manifest) / 1e6:.0f} MB Parquet, "
           f"{planted:,} planted matches, built in {time.perf_counter() - start:.0f} s")  # fmt: skip
