@@ -162,7 +162,12 @@ class MatchEvidenceSerializer(serializers.Serializer):
         )
     )
     basis = serializers.ChoiceField(
-        choices=["sha256", "pdq+phash", "pdq", "phash"], help_text="The hashes compared."
+        choices=["sha256", "pdq+phash", "pdq+phash+colour", "pdq", "phash"],
+        help_text=(
+            "The hashes compared. `pdq+phash+colour`: the distances are beyond the rule's "
+            "boxes for hashes alone and within its colour-confirmed ones, so the match stands "
+            "because the colours agree (`colour_distance`)."
+        ),
     )
     pdq_distance = serializers.IntegerField(allow_null=True, help_text="PDQ Hamming distance.")
     pdq_threshold = serializers.IntegerField(

@@ -119,7 +119,9 @@ class Evidence:
     matched: bool
     variant: str
     kind: str
-    basis: str  # "sha256" | "pdq+phash" | "pdq" | "phash" | "" (no match)
+    # "sha256" | "pdq+phash" | "pdq+phash+colour" (a colour-confirmed box) |
+    # "pdq" | "phash" | "" (no match)
+    basis: str
     pdq_distance: int | None = None
     phash_distance: int | None = None
     pdq_threshold: int | None = None
@@ -337,7 +339,7 @@ class MatchRule:
                     matched=True,
                     variant=variant.name,
                     kind=variant.kind,
-                    basis=basis,
+                    basis=f"{basis}+colour",  # the colours made this match
                     pdq_distance=pdq_distance,
                     phash_distance=phash_distance,
                     pdq_threshold=box.pdq,

@@ -445,6 +445,51 @@ def test_a_record_whose_colours_disagree_with_the_photo_is_allowed() -> None:
             assert found["evidence"]["colour_threshold"] is None
 
 
+def test_agreeing_colours_let_a_more_distant_copy_match_and_the_evidence_says_so() -> None:
+    """PDQ 60 and pHash 10 bits from the coffee cup: beyond the boxes for
+    hashes alone, inside the colour-confirmed (64, 10). A grayscale record
+    against the colour photo is held two steps stricter: (32, 18) is no
+    longer enough."""
+    _, opt_out = coloured_photo(COFFEE, COFFEE)
+    api = pipeline(raw_key(OrganizationFactory()))
+    far = {"pdq": flip(PDQ_A, 60), "phash": flip(PHASH_A, 10), "pdq_quality": GOOD_QUALITY}
+    near = {"pdq": flip(PDQ_A, 32), "phash": flip(PHASH_A, 18), "pdq_quality": GOOD_QUALITY}
+
+    results = lookup(
+        api,
+        [
+            {"id": "far-same", **far, "colour": COFFEE},
+            {"id": "far-none", **far},
+            {"id": "far-other", **far, "colour": CAT},
+            {"id": "far-grey", **far, "colour": COFFEE_GREY},
+            {"id": "near-none", **near},
+            {"id": "near-grey", **near, "colour": COFFEE_GREY},
+        ],
+    ).json()["results"]
+
+    decisions = {r["id"]: r["decision"] for r in results}
+    assert decisions == {
+        "far-same": "exclude",
+        "far-none": "allow",
+        "far-other": "allow",
+        "far-grey": "allow",
+        "near-none": "exclude",
+        "near-grey": "allow",
+    }
+    [match] = results[0]["matches"]
+    assert match["opt_out"] == str(opt_out.public_id)
+    evidence = match["evidence"]
+    assert evidence["basis"] == "pdq+phash+colour"
+    assert (evidence["pdq_distance"], evidence["pdq_threshold"]) == (60, 64)
+    assert (evidence["phash_distance"], evidence["phash_threshold"]) == (10, 10)
+    assert evidence["colour_distance"] == 0.0
+    # A pipeline's own caps apply to it like to any match.
+    capped = lookup(
+        api, [{"id": "far-same", **far, "colour": COFFEE}], thresholds={"pdq": 48}
+    ).json()["results"]
+    assert capped[0]["decision"] == "allow"
+
+
 def test_a_black_and_white_photo_is_not_matched_by_a_colour_record() -> None:
     coloured_photo(CAMERA, CAMERA)
     api = pipeline(raw_key(OrganizationFactory()))
@@ -777,7 +822,7 @@ def test_the_lookup_schema_documents_the_evidence_of_a_match(world: World) -> No
         name: schemas[properties[name]["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"]
         for name in ("basis", "quality")
     }
-    assert set(enums["basis"]) == {"sha256", "pdq+phash", "pdq", "phash"}
+    assert set(enums["basis"]) == {"sha256", "pdq+phash", "pdq+phash+colour", "pdq", "phash"}
     assert set(enums["quality"]) == {"ok", "low_registered", "low_query"}
     assert photo_match["evidence"]["basis"] in enums["basis"]
     assert photo_match["evidence"]["quality"] in enums["quality"]

@@ -293,6 +293,7 @@ def test_the_search_plan_finds_every_variant_the_rule_accepts(
     else:
         # Added by the colours: a confirmed box, colours compared and agreeing.
         assert mode == "both" and evidence.colour_distance is not None
+        assert evidence.basis == "pdq+phash+colour"
         assert evidence.colour_distance <= rule.colour_threshold
         assert evidence.pdq_threshold is not None and evidence.phash_threshold is not None
         box = Box(evidence.pdq_threshold, evidence.phash_threshold)
@@ -405,6 +406,7 @@ def test_colours_that_agree_widen_the_boxes_to_the_confirmed_ones() -> None:
     agreeing = DEFAULT_RULE.evaluate(query(60, 10, 90, COFFEE_JPEG), variant(colour=COFFEE))
 
     assert agreeing.matched
+    assert agreeing.basis == "pdq+phash+colour"
     assert (agreeing.pdq_threshold, agreeing.phash_threshold) == (64, 10)
     assert agreeing.colour_distance is not None
     assert agreeing.colour_distance <= COLOUR_THRESHOLD
