@@ -415,11 +415,11 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     ok = colour_pass(fd, fq_colour, fr_colour, t, grey)
     ok_conf = ok & ~fq_skip[:, None]
     levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
-    grey_vs_colour = fq_skip[:, None] & (fr_colour >= 2 * grey)
+    # A grey record against a colourful variant: g levels further.
+    levels_g = np.where(fq_skip[:, None] & (fr_colour >= 2 * grey), levels_f + g, levels_f)
 
-    def alive(k: int, confirm: bool = True, shift: int = g) -> np.ndarray:
-        lf = np.where(grey_vs_colour, levels_f + shift, levels_f)
-        accepted = (lf <= k) & ok
+    def alive(k: int, confirm: bool = True, grey_stricter: bool = True) -> np.ndarray:
+        accepted = ((levels_g if grey_stricter else levels_f) <= k) & ok
         if confirm:
             accepted |= (levels_c <= k) & ok_conf
         return np.any(accepted, axis=1)
@@ -427,10 +427,9 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     # Replay: the product's evaluate, with the records' and variants' product
     # signatures, on every pair alive at kmax and a sample of the others.
     rng = np.random.default_rng(5)
-    chosen = set(np.where(alive(kmax, shift=0))[0].tolist())
+    chosen = set(np.where(alive(kmax, grey_stricter=False))[0].tolist())
     chosen |= set(rng.choice(len(pi), size=min(args.replay, len(pi)), replace=False).tolist())
     rules = {k: rule.shifted(k) for k in range(kmax + 1)}
-    levels_g = np.where(grey_vs_colour, levels_f + g, levels_f)
     checked = 0
     for c in sorted(chosen):
         i, j = int(pi[c]), int(pj[c])
@@ -452,23 +451,24 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     )
     out("| | " + " | ".join(f"k={k}" for k in range(kmax + 1)) + " | false excl. / record at 1e6 |")
     out("|---|" + "---|" * (kmax + 1) + "---|")
-    colour = ~fq_skip
+    boxes_only = {"confirm": False, "grey_stricter": False}
+    records = {
+        "all": (np.ones(len(pi), dtype=bool), pairs_total),
+        "colour": (~fq_skip, colour_pairs),
+        "grey": (fq_skip, pairs_total - colour_pairs),
+    }
     rows = (
-        ("all records, boxes + colour check", alive, dict(confirm=False, shift=0), None),
-        ("all records, + confirmed boxes", alive, dict(shift=0), None),
-        ("all records, + grey against colour stricter (**product**)", alive, {}, None),
-        ("colour records, boxes + colour check", alive, dict(confirm=False, shift=0), colour),
-        ("colour records, product", alive, {}, colour),
-        ("grey records, boxes (check skipped)", alive, dict(confirm=False, shift=0), ~colour),
-        ("grey records, product", alive, {}, ~colour),
+        ("all records, boxes + colour check", boxes_only, "all"),
+        ("all records, + confirmed boxes", {"grey_stricter": False}, "all"),
+        ("all records, + grey against colour stricter (**product**)", {}, "all"),
+        ("colour records, boxes + colour check", boxes_only, "colour"),
+        ("colour records, product", {}, "colour"),
+        ("grey records, boxes (check skipped)", boxes_only, "grey"),
+        ("grey records, product", {}, "grey"),
     )
-    for label, function, options, subset in rows:
-        pairs = colour_pairs if subset is colour else pairs_total - colour_pairs
-        pairs = pairs_total if subset is None else pairs
-        c = {
-            k: int(np.sum(function(k, **options) & (True if subset is None else subset)))
-            for k in range(kmax + 1)
-        }
+    for label, options, which in rows:
+        subset, pairs = records[which]
+        c = {k: int(np.sum(alive(k, **options) & subset)) for k in range(kmax + 1)}
         e, how = fit_at_zero(c, range(1, kmax + 1)), ""
         if np.isnan(e):  # fewer than two levels with 5 pairs: any two with one
             e = fit_at_zero(c, range(1, kmax + 1), minimum=1)

@@ -214,10 +214,7 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
         reversed_ = fast_hashing.ORIENTATION_REVERSED[reduced.orientation]
         size = (reduced.height, reduced.width)
         with fast("luma"):
-            if reduced.rgb.mode == "YCbCr":
-                luma = np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
-            else:
-                luma = fast_hashing.luma_of(np.asarray(reduced.rgb))
+            luma = hashing.reduced_luma(reduced)
         with fast("pdq"):
             fast_hashing.pdq_from_64(
                 fast_hashing.pdq_64_of_luma(luma, size, reduced.scale, reversed_)

@@ -34,6 +34,7 @@ from typing import Any
 
 import imagehash
 import numpy as np
+import numpy.typing as npt
 import pdqhash
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -370,22 +371,26 @@ def decode_reduced(
     return ReducedImage(rgb, scale, width, height, orientation)
 
 
+def reduced_luma(reduced: ReducedImage) -> npt.NDArray[np.float32]:
+    """The BT.601 luma of a reduced decode, as floats: a YCbCr decode's Y plane
+    (that luma, up to the rounding and clipping of the RGB the full decode
+    would give), else computed from the RGB pixels."""
+    if reduced.rgb.mode == "YCbCr":
+        return np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
+    return fast_hashing.luma_of(np.asarray(reduced.rgb))
+
+
 def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
     reduced = decode_reduced(data, max_bytes=max_bytes, ycbcr=True)
     full_size = (reduced.height, reduced.width)
-    reversed_ = fast_hashing.ORIENTATION_REVERSED[reduced.orientation]
     if reduced.scale == 1:
         # Every pixel decoded: imagehash's own pHash.
         pdq, quality = fast_hashing.pdq_of_reduced(np.asarray(reduced.rgb), full_size)
         phash = phash_of(reduced.rgb)
     else:
-        # One luma for both hashes (a YCbCr decode's Y plane is that luma, up to
-        # the rounding and clipping of the RGB the full decode would give);
-        # pHash folded like PDQ (fast_hashing.phash_of_luma).
-        if reduced.rgb.mode == "YCbCr":
-            luma = np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
-        else:
-            luma = fast_hashing.luma_of(np.asarray(reduced.rgb))
+        # One luma for both hashes; pHash folded like PDQ (fast_hashing.phash_of_luma).
+        reversed_ = fast_hashing.ORIENTATION_REVERSED[reduced.orientation]
+        luma = reduced_luma(reduced)
         pdq, quality = fast_hashing.pdq_from_64(
             fast_hashing.pdq_64_of_luma(luma, full_size, reduced.scale, reversed_)
         )

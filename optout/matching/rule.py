@@ -249,15 +249,16 @@ class MatchRule:
             return (Box(pdq=PDQ_BITS, phash=rule.phash_only),)
         return ()
 
+    def _kind_rules(self) -> list[KindRule]:
+        return [*self.kinds.values(), self.low_quality, self.low_quality_derived]
+
     def all_boxes(self) -> list[Box]:
         """Every box of the rule: every kind, low quality, colour-confirmed."""
-        rules = [*self.kinds.values(), self.low_quality, self.low_quality_derived]
-        return [box for rule in rules for box in (*rule.both, *rule.confirmed)]
+        return [box for rule in self._kind_rules() for box in (*rule.both, *rule.confirmed)]
 
     def single_thresholds(self, kind: str) -> list[int]:
         """Every single-hash threshold of the rule on ``kind`` ("pdq" or "phash")."""
-        rules = [*self.kinds.values(), self.low_quality, self.low_quality_derived]
-        values = (getattr(rule, f"{kind}_only") for rule in rules)
+        values = (getattr(rule, f"{kind}_only") for rule in self._kind_rules())
         return [value for value in values if value is not None]
 
     def confirmed_boxes(self, kind: str, *, low_quality: bool) -> tuple[Box, ...]:

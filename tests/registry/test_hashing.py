@@ -559,7 +559,9 @@ def test_fast_path_reads_the_luma_from_the_y_plane_of_a_colour_jpeg() -> None:
 
     rgb = hashing.decode_reduced(data)
     assert (ycbcr.rgb.mode, rgb.rgb.mode, ycbcr.scale) == ("YCbCr", "RGB", 2)
-    y_plane = np.asarray(ycbcr.rgb.getchannel(0)).astype(np.float32)
+    y_plane = hashing.reduced_luma(ycbcr)
+    assert np.array_equal(y_plane, np.asarray(ycbcr.rgb.getchannel(0)).astype(np.float32))
+    assert np.array_equal(hashing.reduced_luma(rgb), fast_hashing.luma_of(np.asarray(rgb.rgb)))
     difference = np.abs(y_plane - fast_hashing.luma_of(np.asarray(rgb.rgb)))
     # Equal up to the rounding and clipping of the RGB conversion.
     assert difference.mean() < 0.6
@@ -603,8 +605,9 @@ def test_phash_falls_back_to_the_full_decode_when_the_median_is_crowded(
 ) -> None:
     data = large_jpeg("coffee")
     reduced = hashing.decode_reduced(data, ycbcr=True)
-    y_plane = np.asarray(reduced.rgb.getchannel(0)).astype(np.float32)
-    raw, margin = fast_hashing.phash_of_luma(y_plane, (768, 1024), reduced.scale)
+    raw, margin = fast_hashing.phash_of_luma(
+        hashing.reduced_luma(reduced), (768, 1024), reduced.scale
+    )
     full = hashing.hash_bytes(data)
 
     monkeypatch.setattr(hashing, "PHASH_FAST_MIN_MARGIN", margin + 1)
