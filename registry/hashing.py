@@ -321,7 +321,13 @@ def colour_of(rgb: Image.Image) -> str:
     conversion to RGB: the same means but where the conversion clips (within
     the stored rounding on photographs, docs/performance.md)."""
     size = (min(rgb.width, COLOUR_SIDE), min(rgb.height, COLOUR_SIDE))
-    if size != rgb.size:
+    if size == rgb.size:
+        pass
+    elif rgb.width % size[0] == 0 and rgb.height % size[1] == 0:
+        # Whole blocks (a 512 x 384 decode: 8 x 6): the same area means, in
+        # half the time of the general box filter.
+        rgb = rgb.reduce((rgb.width // size[0], rgb.height // size[1]))
+    else:
         rgb = rgb.resize(size, Image.Resampling.BOX)
     return colour_signature(rgb if rgb.mode == "RGB" else rgb.convert("RGB"))
 
@@ -363,6 +369,12 @@ def decode_reduced(
             drafted = image.draft(mode, (min_side, min_side))
             if drafted is not None:
                 scale = round(width / drafted[1][2])
+                if mode == "YCbCr":
+                    # libjpeg's draft mode: the chroma planes upsampled by
+                    # replication instead of interpolation (the Y plane is the
+                    # same; chroma only feeds the colour signature's area means).
+                    assert isinstance(image, ImageFile.ImageFile)
+                    image.decoderconfig = (image.decoderconfig[0], 1)
         _load(image)
         upright, orientation = _upright(image)
         rgb = upright if upright.mode == "YCbCr" else _to_rgb(upright)

@@ -19,7 +19,7 @@ import skimage.color
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from registry import fast_hashing, hashing
+from registry import colour, fast_hashing, hashing
 from registry.colour import (
     COLOUR_HEX_LENGTH,
     COLOUR_THRESHOLD,
@@ -739,6 +739,25 @@ def test_colour_signature_is_the_lab_chroma_of_a_4_by_4_grid_as_skimage_computes
     # Stored in thousandths.
     assert colourfulness == pytest.approx(expected_colourfulness, abs=0.0005 + 1e-6)
     assert colourfulness >= COLOURFUL_RECORD
+
+
+@pytest.mark.parametrize("name", COLOUR_PHOTOS)
+def test_whole_pixel_cells_are_averaged_as_the_box_filter_does(name: str) -> None:
+    image = skimage_photo(name).resize((64, 48))  # cells of 4 x 3 whole pixels: numpy
+    box = [
+        np.asarray(channel.convert("F").resize((16, 16), Image.Resampling.BOX), np.float64)
+        for channel in image.split()
+    ]
+
+    assert np.allclose(colour._cells(image, 16), np.stack(box, axis=-1), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", COLOUR_PHOTOS)
+def test_colour_of_a_fast_decode_reduces_whole_blocks_like_the_box_filter(name: str) -> None:
+    image = skimage_photo(name).resize((512, 384))  # a 1024 x 768 JPEG decoded at 1/2
+    boxed = image.resize((hashing.COLOUR_SIDE, hashing.COLOUR_SIDE), Image.Resampling.BOX)
+
+    assert colour_distance(hashing.colour_of(image), colour_signature(boxed)) <= COLOUR_ROUNDING
 
 
 def test_a_grayscale_photo_has_no_colour() -> None:
