@@ -542,14 +542,16 @@ def main() -> None:
         "(registry.colour), also judged at its COLOUR_THRESHOLD",
     )
     parser.add_argument("--report", default=os.path.join(CACHE, "report.md"))
+    corpus.add_argument(parser)
     args = parser.parse_args()
+    corpus.apply(args)
     started = time.perf_counter()
     global PRODUCT
     PRODUCT = args.product
     if PRODUCT:  # the product's signature is the Lab a*b* 4 x 4 one, rounded
         for name in [n for n in DISTANCES if n != "lab-ab4x4-max"]:
             del DISTANCES[name]
-    tag = f"w{args.windows}_p{args.per_source}"
+    tag = f"w{args.windows}_p{args.per_source}{corpus.TAG}"
     sig_tag = f"{tag}_product" if PRODUCT else tag
     lines: list[str] = []
 

@@ -85,11 +85,12 @@ def _precision(task: tuple[str, list[int], list[int]]):  # type: ignore[no-untyp
 
 
 def main() -> None:
-    rs = load("recall_hashes_w4_p500.pkl")
-    rsig = load("recall_sigs_w4_p500_product.pkl")
-    reg, qs = load("precision_hashes_w4_p500.pkl")
-    pi, pj, _ = load("near_pairs_w4_p500_k6.pkl")
-    preg_sig, pq_sig = load("precision_sigs_w4_p500_product_k6.pkl")
+    tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
+    rs = load(f"recall_hashes_{tag}.pkl")
+    rsig = load(f"recall_sigs_{tag}_product.pkl")
+    reg, qs = load(f"precision_hashes_{tag}.pkl")
+    pi, pj, _ = load(f"near_pairs_{tag}_k6.pkl")
+    preg_sig, pq_sig = load(f"precision_sigs_{tag}_product_k6.pkl")
     sources = corpus.available(tuple(corpus.SOURCES))
     tasks = []
     for position, source in enumerate(sources):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import corpus
 import edits
 import numpy as np
 from matchbench import (
@@ -44,7 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--windows", type=int, default=4, help="extra windows per source photo")
     parser.add_argument("--workers", type=int, default=default_workers())
+    corpus.add_argument(parser)
     args = parser.parse_args()
+    corpus.apply(args)
 
     started = time.perf_counter()
     rs = recall_set(args.windows, args.workers)

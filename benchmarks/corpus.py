@@ -21,15 +21,27 @@ Two kinds of derived content:
   shorter side), resized to at most 256 px: distinct pieces of real-image content
   for the precision corpus. Patches of the same source overlap, so pairs are
   only ever formed between patches of different sources.
+
+**Your own photographs** instead of the package ones: ``--photos DIR`` on
+``bench_robust.py``, ``bench_precision.py`` and ``bench_colour.py`` (or the
+environment variable ``OPTOUT_BENCH_PHOTOS``; worker processes inherit it).
+Every image file under DIR (JPEG, PNG, WEBP, TIFF, BMP; EXIF orientation
+applied) is one source; none was seen while the thresholds were chosen, so the
+two halves are only a split by file order (even positions, odd positions), kept
+to show how much the numbers move between two disjoint sets of photographs.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import os
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 MAX_SIDE = 768
 PATCH_MAX_SIDE = 256
@@ -110,6 +122,58 @@ VALIDATION = (
 )
 
 
+PHOTOS_ENV = "OPTOUT_BENCH_PHOTOS"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+# What the corpus is made of: "" for the package photographs, else a short
+# digest of the directory's file names and sizes (benchmark caches key on it).
+TAG = ""
+
+
+def _file(path: Path) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+    return load
+
+
+def use_directory(directory: str) -> None:
+    """Use every image file under ``directory`` as a source instead of the
+    package photographs (see the module's docstring)."""
+    global SOURCES, CALIBRATION, VALIDATION, TAG
+    root = Path(directory).resolve()
+    paths = sorted(
+        path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if len(paths) < 2:
+        raise SystemExit(f"{root}: at least two image files are needed, found {len(paths)}")
+    SOURCES = {str(path.relative_to(root)): _file(path) for path in paths}
+    names = tuple(SOURCES)
+    CALIBRATION, VALIDATION = names[0::2], names[1::2]
+    digest = hashlib.sha256()
+    for name, path in zip(names, paths, strict=True):
+        digest.update(f"{name}\0{path.stat().st_size}\n".encode())
+    TAG = f"_dir{digest.hexdigest()[:10]}"
+    os.environ[PHOTOS_ENV] = str(root)
+
+
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--photos DIR`` option of the benchmarks."""
+    parser.add_argument(
+        "--photos",
+        metavar="DIR",
+        default=os.environ.get(PHOTOS_ENV) or None,
+        help="use every image under DIR as a source photo instead of the package "
+        f"photographs (also ${PHOTOS_ENV})",
+    )
+
+
+def apply(args: argparse.Namespace) -> None:
+    """Act on ``--photos`` (before any worker process starts)."""
+    if args.photos:
+        use_directory(args.photos)
+
+
 def available(names: tuple[str, ...]) -> list[str]:
     """The sources of ``names`` that load here (scikit-learn's need the extra)."""
     out = []
@@ -175,3 +239,7 @@ def patches(name: str, count: int, seed: int = 0) -> Iterator[Image.Image]:
     for index in range(count):
         scale = PATCH_SCALES[index % len(PATCH_SCALES)]
         yield _window(image, rng, scale, PATCH_MAX_SIDE)
+
+
+if os.environ.get(PHOTOS_ENV):  # a worker process of a benchmark run with --photos
+    use_directory(os.environ[PHOTOS_ENV])

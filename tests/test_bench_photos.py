@@ -1,0 +1,94 @@
+"""The benchmarks' ``--photos DIR``: recall and precision measured on a folder
+of one's own photographs instead of the package ones (benchmarks/corpus.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from benchmarks import corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _save(path: Path, array: np.ndarray, **options: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    _save(folder / "a-astronaut.jpg", data.astronaut(), quality=90)
+    _save(folder / "b-coffee.png", data.coffee())
+    # Stored on its side, upright by its EXIF orientation (6: turn 90 degrees clockwise).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = np.ascontiguousarray(np.rot90(data.chelsea(), 1))
+    _save(folder / "nested" / "c-chelsea.jpg", sideways, quality=90, exif=exif.tobytes())
+    _save(folder / "d-camera.webp", data.camera())
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+@pytest.fixture
+def directory_corpus(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    for name in ("SOURCES", "CALIBRATION", "VALIDATION", "TAG"):
+        monkeypatch.setattr(corpus, name, getattr(corpus, name))
+    monkeypatch.setenv(corpus.PHOTOS_ENV, "")
+    return corpus
+
+
+def test_every_image_under_the_folder_is_a_source(directory_corpus, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    directory_corpus.use_directory(str(photos))
+    names = ["a-astronaut.jpg", "b-coffee.png", "d-camera.webp", "nested/c-chelsea.jpg"]
+    assert list(directory_corpus.SOURCES) == names
+    # Disjoint halves, by file order.
+    assert directory_corpus.CALIBRATION == ("a-astronaut.jpg", "d-camera.webp")
+    assert directory_corpus.VALIDATION == ("b-coffee.png", "nested/c-chelsea.jpg")
+    assert directory_corpus.available(tuple(names)) == names
+    assert os.environ[corpus.PHOTOS_ENV] == str(photos.resolve())
+    tag = directory_corpus.TAG
+    assert tag.startswith("_dir") and tag != ""
+    # Upright: the EXIF orientation is applied (chelsea is 451 x 300 upright).
+    chelsea = directory_corpus.source_image("nested/c-chelsea.jpg")
+    assert chelsea.size == (451, 300)
+    assert directory_corpus.source_image("d-camera.webp").mode == "RGB"
+    # A different folder content is a different cache key.
+    (photos / "e-extra.png").write_bytes((photos / "b-coffee.png").read_bytes())
+    directory_corpus.use_directory(str(photos))
+    assert tag != directory_corpus.TAG
+
+
+def test_a_folder_with_fewer_than_two_photos_is_refused(directory_corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _save(tmp_path / "only.png", data.coffee())
+    with pytest.raises(SystemExit, match="at least two image files"):
+        directory_corpus.use_directory(str(tmp_path))
+
+
+def test_bench_robust_runs_on_a_folder(photos: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != corpus.PHOTOS_ENV}
+    result = subprocess.run(
+        [
+            *(sys.executable, "benchmarks/bench_robust.py", "--photos", str(photos)),
+            *("--windows", "0", "--workers", "1"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Four photos, each once (no extra windows), each edit a row of recall.
+    assert "4 photos" in result.stdout, result.stdout[:2000]
+    mirror = next(line for line in result.stdout.splitlines() if line.startswith("| **mirror** |"))
+    assert mirror.count("|") > 4
