@@ -63,7 +63,7 @@ from optout.matching.rule import (
     QueryHashes,
     VariantHashes,
 )
-from registry.colour import COLOUR_THRESHOLD, colour_parts
+from registry.colour import COLOUR_CONFIRM_THRESHOLD, COLOUR_THRESHOLD, colour_parts
 from registry.hashing import decode, hash_bytes
 from registry.variants import (
     DEFAULT_VARIANTS,
@@ -413,7 +413,9 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     g = -rule.grey_record_shift  # a grey record against colour: g levels further
     fq_skip = fq_colour < grey
     ok = colour_pass(fd, fq_colour, fr_colour, t, grey)
-    ok_conf = ok & ~fq_skip[:, None]
+    # The confirmed boxes need the closer agreement.
+    ok_conf = colour_pass(fd, fq_colour, fr_colour, COLOUR_CONFIRM_THRESHOLD, grey)
+    ok_conf &= ~fq_skip[:, None]
     levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
     # A grey record against a colourful variant: g levels further.
     levels_g = np.where(fq_skip[:, None] & (fr_colour >= 2 * grey), levels_f + g, levels_f)
@@ -446,7 +448,8 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     out("\n## The product rule: colour-confirmed boxes, grey records against colour\n")
     boxes = {k: v.confirmed for k, v in rule.kinds.items() if v.confirmed}
     out(
-        f"Confirmed boxes: {boxes}; colour threshold {t:g}; a grey record against a "
+        f"Confirmed boxes: {boxes} (colours within {COLOUR_CONFIRM_THRESHOLD:g}); colour "
+        f"veto {t:g}; a grey record against a "
         f"colourful variant judged by the rule shifted by {rule.grey_record_shift}.\n"
     )
     out("| | " + " | ".join(f"k={k}" for k in range(kmax + 1)) + " | false excl. / record at 1e6 |")
@@ -495,7 +498,8 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         d = pair_distances("lab-ab4x4-max", qsig, reg_sig_recall)
         q_col = qsig[:, COLOURFUL]
         okt = colour_pass(d, q_col, reg_sig_recall[:, :, COLOURFUL], t, grey)
-        okc = okt & (q_col >= grey)[:, None]
+        okc = colour_pass(d, q_col, reg_sig_recall[:, :, COLOURFUL], COLOUR_CONFIRM_THRESHOLD, grey)
+        okc &= (q_col >= grey)[:, None]
         gv = (q_col < grey)[:, None] & (reg_sig_recall[:, :, COLOURFUL] >= 2 * grey)
         accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
         base_hit = np.any((lv <= 0) & okt, axis=1)

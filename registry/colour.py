@@ -37,10 +37,18 @@ GREY_COLOURFULNESS = 0.010
 # A registered variant greyer than GREY_COLOURFULNESS cannot be the source of a
 # record at least this colourful (a colour repost of a black-and-white photo).
 COLOURFUL_RECORD = 0.020
-# Largest a*b* distance of a cell for a match. Every true pair of a target edit
-# measured ≤ 13.9 (brightness +20 %), 1.4 above the float distance allowed for
-# the rounding of both signatures to whole a*b* units.
-COLOUR_THRESHOLD = 15.3
+# The check that vetoes a match: the largest a*b* distance of a cell. Set by
+# the physics of the edits rather than by the calibration photos: brightness
+# +-20 % moves a uniform cell by at most 26.98 (x 1.2, clipped, worst over all
+# 16.7 M sRGB colours: a saturated sky blue) and 21.05 (x 0.8), plus 1.4 for
+# the rounding of both signatures to whole a*b* units. The package photographs
+# never came above 13.9, a saturated sea photo outside them reached 22.2.
+COLOUR_THRESHOLD = 28.4
+# The closer agreement that confirms a match in the boxes beyond the hashes'
+# own (MatchRule.confirmed): every true pair of a target edit on the package
+# photographs measured <= 13.9, plus the 1.4 of rounding. A colour change this
+# small is strong evidence; the veto above only has to never refuse a true copy.
+COLOUR_CONFIRM_THRESHOLD = 15.3
 _GREY_UNITS = round(GREY_COLOURFULNESS * 1000)
 _COLOURFUL_UNITS = round(COLOURFUL_RECORD * 1000)
 _CELLS = struct.Struct(f"{2 * GRID * GRID}b")

@@ -30,10 +30,12 @@ matching" and "Precision"):
   only if the colours agree: the largest cell a*b* distance at most
   ``colour_threshold``. A grey record carries no colour evidence (the check is
   skipped); a grey variant against a colourful record is no match.
-  Colours that agree also widen the boxes a little: each kind's
+  ``colour_threshold`` is set by what brightness +-20 % can do to a colour,
+  so the veto never refuses a true copy. Colours that agree closely (within
+  ``confirm_threshold``) also widen the boxes a little: each kind's
   ``confirmed`` boxes (the rule two steps looser, cut to what the search plan
-  finds anyway) match a colourful record whose colours agree with the
-  variant's. Colour is a signal independent of the two luminance hashes, and
+  finds anyway) match a colourful record whose colours agree that closely
+  with the variant's. Colour is a signal independent of the two luminance hashes, and
   on package photographs no false pair of colour records survives it even
   four steps looser.
 - **SHA-256 equality always matches** (``sha256_evidence``).
@@ -46,7 +48,12 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from registry.colour import COLOUR_THRESHOLD, colour_compare, grey_against_colour
+from registry.colour import (
+    COLOUR_CONFIRM_THRESHOLD,
+    COLOUR_THRESHOLD,
+    colour_compare,
+    grey_against_colour,
+)
 
 PDQ_BITS = 256
 PHASH_BITS = 64
@@ -214,6 +221,8 @@ class MatchRule:
     # Largest colour distance (registry.colour.colour_compare) of a match, when
     # the record and the variant both carry a colour signature.
     colour_threshold: float = COLOUR_THRESHOLD
+    # The closer colour agreement a match in a ``confirmed`` box needs.
+    confirm_threshold: float = COLOUR_CONFIRM_THRESHOLD
     # A grey record against a colourful variant (registry.colour.
     # grey_against_colour) carries no colour evidence to confirm it: it is
     # judged by the rule shifted by this many steps (0: as any other record).
@@ -276,6 +285,7 @@ class MatchRule:
             low_quality_kinds=self.low_quality_kinds,
             min_quality=self.min_quality,
             colour_threshold=self.colour_threshold,
+            confirm_threshold=self.confirm_threshold,
         )
 
     def evaluate(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
@@ -334,8 +344,8 @@ class MatchRule:
         for box in confirmed:
             if box.contains(pdq_distance or 0, phash_distance or 0):
                 colour = colour_compare(query.colour, variant.colour)
-                if colour is None or colour > self.colour_threshold:
-                    break  # a grey record, or colours that disagree
+                if colour is None or colour > self.confirm_threshold:
+                    break  # a grey record, or colours that do not agree closely
                 return Evidence(
                     matched=True,
                     variant=variant.name,
@@ -347,7 +357,7 @@ class MatchRule:
                     phash_threshold=box.phash,
                     quality=quality,
                     colour_distance=colour,
-                    colour_threshold=self.colour_threshold,
+                    colour_threshold=self.confirm_threshold,
                 )
         return Evidence(
             matched=False,
@@ -389,6 +399,7 @@ class MatchRule:
             min_quality=self.min_quality,
             low_quality_derived=kind(self.low_quality_derived),
             colour_threshold=self.colour_threshold,
+            confirm_threshold=self.confirm_threshold,
             grey_record_shift=self.grey_record_shift,
         )
 

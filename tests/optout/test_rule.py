@@ -36,7 +36,7 @@ from optout.matching.rule import (
     rule_for,
     sha256_evidence,
 )
-from registry.colour import COLOUR_THRESHOLD, colour_signature
+from registry.colour import COLOUR_CONFIRM_THRESHOLD, COLOUR_THRESHOLD, colour_signature
 from tests.images import encode, skimage_photo
 
 PDQ = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
@@ -409,8 +409,13 @@ def test_colours_that_agree_widen_the_boxes_to_the_confirmed_ones() -> None:
     assert agreeing.basis == "pdq+phash+colour"
     assert (agreeing.pdq_threshold, agreeing.phash_threshold) == (64, 10)
     assert agreeing.colour_distance is not None
-    assert agreeing.colour_distance <= COLOUR_THRESHOLD
-    assert agreeing.colour_threshold == COLOUR_THRESHOLD
+    assert agreeing.colour_distance <= COLOUR_CONFIRM_THRESHOLD
+    # A confirmed box needs the closer agreement, and says so.
+    assert agreeing.colour_threshold == COLOUR_CONFIRM_THRESHOLD < COLOUR_THRESHOLD
+    between = replace(DEFAULT_RULE, confirm_threshold=agreeing.colour_distance - 0.01)
+    assert not between.evaluate(query(60, 10, 90, COFFEE_JPEG), variant(colour=COFFEE)).matched
+    # …while the same colours pass the veto of an ordinary box.
+    assert between.evaluate(query(40, 6, 90, COFFEE_JPEG), variant(colour=COFFEE)).matched
     # Not without colours, not when they disagree, not for a grey record or a
     # grey variant, not for low quality on either side.
     for q, v in (
