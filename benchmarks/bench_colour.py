@@ -490,19 +490,28 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         "| photos gained (source) | photos lost (source) |"
     )
     out("|---|---|---|---|---|---|")
-    true_checked = 0
-    for name in rs.edits:
+
+    def true_accept(name: str, tc: float) -> tuple[np.ndarray, np.ndarray]:
+        """The (photo, variant) pairs of edit ``name`` the product rule accepts
+        with the confirmed boxes' threshold ``tc``, and the photos the boxes
+        with the colour check alone match."""
         lv = true_levels[name]
         lvc = variant_levels(rs.photos, rs.edits[name], photo, photo, rule=confirmed)
         qsig = true_qsig[name]
         d = pair_distances("lab-ab4x4-max", qsig, reg_sig_recall)
         q_col = qsig[:, COLOURFUL]
-        okt = colour_pass(d, q_col, reg_sig_recall[:, :, COLOURFUL], t, grey)
-        okc = colour_pass(d, q_col, reg_sig_recall[:, :, COLOURFUL], COLOUR_CONFIRM_THRESHOLD, grey)
-        okc &= (q_col >= grey)[:, None]
-        gv = (q_col < grey)[:, None] & (reg_sig_recall[:, :, COLOURFUL] >= 2 * grey)
+        r_col = reg_sig_recall[:, :, COLOURFUL]
+        okt = colour_pass(d, q_col, r_col, t, grey)
+        okc = colour_pass(d, q_col, r_col, tc, grey) & (q_col >= grey)[:, None]
+        gv = (q_col < grey)[:, None] & (r_col >= 2 * grey)
         accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
-        base_hit = np.any((lv <= 0) & okt, axis=1)
+        return accept, np.any((lv <= 0) & okt, axis=1)
+
+    true_checked = 0
+    for name in rs.edits:
+        qsig = true_qsig[name]
+        q_col = qsig[:, COLOURFUL]
+        accept, base_hit = true_accept(name, COLOUR_CONFIRM_THRESHOLD)
         hit = np.any(accept, axis=1)
         qs_e = rs.edits[name]
         for n in range(len(photo)):
@@ -528,6 +537,41 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         f"\n(`rule.shifted(k).evaluate` replayed on {checked} false (pair, variant, k) "
         f"triples and {true_checked} true (pair, variant) pairs: identical)"
     )
+
+    # ---- how close the colours of a confirmed-box match must be
+    out("\n### The confirmed boxes' colour agreement: false pairs and recall per threshold\n")
+    out(
+        "Colour records, product rule with the confirmed boxes' threshold replaced; "
+        "photos gained over the boxes + colour check, summed over the target edits "
+        "and over the others (and the edit that gains most).\n"
+    )
+    out(
+        "| confirm threshold | "
+        + " | ".join(f"k={k}" for k in range(kmax + 1))
+        + " | photos gained: target edits | other edits |"
+    )
+    out("|---|" + "---|" * (kmax + 1) + "---|---|")
+    sweep = sorted({5.0, 7.5, 9.9, 12.5, 15.3, 20.0, COLOUR_CONFIRM_THRESHOLD})
+    for tc in sweep:
+        ok_tc = colour_pass(fd, fq_colour, fr_colour, tc, grey) & ~fq_skip[:, None]
+        counts = []
+        for k in range(kmax + 1):
+            accepted = ((levels_g <= k) & ok) | ((levels_c <= k) & ok_tc)
+            counts.append(int(np.sum(np.any(accepted, axis=1) & ~fq_skip)))
+        gains: dict[str, int] = {}
+        for name in rs.edits:
+            accept, base_hit = true_accept(name, tc)
+            gains[name] = int(np.sum(np.any(accept, axis=1) & ~base_hit))
+        target = {n: c for n, c in gains.items() if n in TARGETS}
+        stretch = {n: c for n, c in gains.items() if n not in TARGETS}
+        top = max(target, key=lambda n: target[n])
+        top_s = max(stretch, key=lambda n: stretch[n])
+        mark = " (product)" if tc == COLOUR_CONFIRM_THRESHOLD else ""
+        out(
+            f"| {tc:g}{mark} | {' | '.join(map(str, counts))} | "
+            f"{sum(target.values())} ({top} {target[top]}) | "
+            f"{sum(stretch.values())} ({top_s} {stretch[top_s]}) |"
+        )
 
 
 def main() -> None:

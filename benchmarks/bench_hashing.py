@@ -223,7 +223,7 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
             _, margin = fast_hashing.phash_of_luma(luma, size, reduced.scale, reversed_)
         if reduced.scale > 1 and margin < hashing.PHASH_FAST_MIN_MARGIN:
             with fast("phash fallback"):
-                hashing.phash_of(hashing.decode(data))
+                hashing.phash_of_full_decode(data)
         with fast("colour"):
             hashing.colour_of(reduced.rgb)
         with fast("sha256"):
@@ -244,7 +244,9 @@ def pool(
         for i, data in enumerate(files):
             (root / f"{i:05d}.jpg").write_bytes(data)
         paths, _ = cli.photo_paths(root)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # One worker hashes in this process (cli.hash_results runs no pool).
+        who = resource.RUSAGE_SELF if workers <= 1 else resource.RUSAGE_CHILDREN
+        before = resource.getrusage(who)
         start = time.perf_counter()
         results = list(
             cli.hash_results(
@@ -257,7 +259,7 @@ def pool(
             )
         )
         wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after = resource.getrusage(who)
     assert all(result.line is not None for result in results), "a photo failed to hash"
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu

@@ -19,6 +19,7 @@ import skimage.color
 import skimage.data
 from PIL import Image, ImageEnhance
 
+from benchmarks.edits import text_overlay
 from registry import colour, fast_hashing, hashing
 from registry.colour import (
     COLOUR_CONFIRM_THRESHOLD,
@@ -620,6 +621,44 @@ def test_phash_falls_back_to_the_full_decode_when_the_median_is_crowded(
     assert clear.phash == raw
 
 
+@pytest.mark.parametrize("name", SKIMAGE_PHOTOS)
+def test_the_fallback_decodes_the_luma_alone_and_hashes_like_the_full_decode(name: str) -> None:
+    data = large_jpeg(name)
+
+    fallback = hashing.phash_of_full_decode(data)
+
+    assert hashing.hamming(fallback, hashing.phash_of(hashing.decode(data))) <= FAST_PHASH_BOUND
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_the_fallback_of_a_grey_or_cmyk_jpeg_is_the_full_decode_hash(mode: str) -> None:
+    data = encode(skimage_photo("coffee").resize(LARGE).convert(mode), "JPEG", quality=90)
+
+    assert hashing.phash_of_full_decode(data) == hashing.phash_of(hashing.decode(data))
+
+
+def test_the_fallback_applies_the_exif_orientation() -> None:
+    photo = skimage_photo("astronaut").resize(LARGE)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: shown after a quarter turn clockwise
+    data = encode(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90, exif=exif)
+
+    fallback = hashing.phash_of_full_decode(data)
+
+    assert hashing.hamming(fallback, hashing.phash_of(photo)) <= FAST_PHASH_BOUND + 2
+    assert hashing.hamming(fallback, hashing.phash_of(photo.rotate(90, expand=True))) > 16
+
+
+def test_the_fallback_refuses_what_the_full_decode_refuses() -> None:
+    data = large_jpeg("coffee")
+    with pytest.raises(hashing.ImageRejected) as raised:
+        hashing.phash_of_full_decode(data[: len(data) // 2])
+    assert raised.value.code == "truncated"
+    with pytest.raises(hashing.ImageRejected) as raised:
+        hashing.phash_of_full_decode(data, max_bytes=len(data) - 1)
+    assert raised.value.code == "too_large"
+
+
 def fast_rejection(data: bytes, **kwargs: int) -> tuple[str, str]:
     with pytest.raises(hashing.ImageRejected) as raised:
         hashing.hash_bytes(data, fast=True, **kwargs)
@@ -799,6 +838,22 @@ def test_distinct_colour_photos_are_far_apart() -> None:
         )
         > COLOUR_THRESHOLD
     )
+
+
+@pytest.mark.parametrize("name", COLOUR_PHOTOS)
+def test_a_caption_keeps_the_colours_within_the_confirming_agreement(name: str) -> None:
+    """The confirmed boxes exist for captioned copies: a caption (the text
+    edit of the benchmarks, letters 1/20 of the height, and 1/16) moves no
+    cell beyond COLOUR_CONFIRM_THRESHOLD. (Letters 1/12 of the height move
+    up to 12.7: those copies get the hashes' own boxes only.)"""
+    photo = skimage_photo(name)
+    for seed in range(3):
+        for lines in (20, 16):
+            captioned = text_overlay(photo, seed, lines_per_height=lines)
+
+            distance = colour_distance(colour_signature(photo), colour_signature(captioned))
+
+            assert distance <= COLOUR_CONFIRM_THRESHOLD, (seed, lines, distance)
 
 
 @pytest.mark.parametrize("factor", [1.2, 0.8])
