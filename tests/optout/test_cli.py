@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from optout import cli
 from registry import hashing, uploads, variants
 from registry.colour import COLOUR_HEX_LENGTH, colour_distance
 from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
@@ -137,6 +138,28 @@ def test_hash_output_is_the_same_with_one_worker_and_with_two(mixed_folder: Path
         == ("failed: 2024/broken.jpg: JPEG header is damaged (corrupt)\nhashed 5, failed 1\n")
     )
     assert in_process.returncode == pooled.returncode == 1
+
+
+@pytest.mark.parametrize("grown", [101, 10_000])
+def test_a_file_that_grows_while_it_is_read_is_read_up_to_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grown: int
+) -> None:
+    """The read takes a buffer of the size fstat reported; a file that grew
+    since (fstat reporting the old size here) is still read on, up to one
+    byte past the cap, so the cap still refuses it."""
+    data = bytes(range(256)) * 40
+    path = write(tmp_path / "growing.jpg", data)
+    real_fstat = cli.os.fstat
+
+    def fstat_before_it_grew(fd: int) -> object:
+        result = real_fstat(fd)
+        return type("Stat", (), {"st_size": result.st_size - grown})()
+
+    monkeypatch.setattr(cli.os, "fstat", fstat_before_it_grew)
+
+    assert cli._read_capped(path, max_bytes=len(data)) == data
+    assert cli._read_capped(path, max_bytes=len(data) - 1) == data
+    assert len(cli._read_capped(path, max_bytes=len(data) - 100)) == len(data) - 99
 
 
 def test_hash_reports_files_above_max_bytes_and_hashes_the_rest(good_folder: Path) -> None:
