@@ -491,9 +491,10 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     )
     out("|---|---|---|---|---|---|")
 
-    def true_accept(name: str, tc: float) -> tuple[np.ndarray, np.ndarray]:
+    def true_accept(name: str, tc: float, g: int = g) -> tuple[np.ndarray, np.ndarray]:
         """The (photo, variant) pairs of edit ``name`` the product rule accepts
-        with the confirmed boxes' threshold ``tc``, and the photos the boxes
+        with the confirmed boxes' threshold ``tc`` (a grey record against a
+        colourful variant ``g`` levels further), and the photos the boxes
         with the colour check alone match."""
         lv = true_levels[name]
         lvc = variant_levels(rs.photos, rs.edits[name], photo, photo, rule=confirmed)
@@ -537,6 +538,40 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         f"\n(`rule.shifted(k).evaluate` replayed on {checked} false (pair, variant, k) "
         f"triples and {true_checked} true (pair, variant) pairs: identical)"
     )
+
+    # ---- how much stricter for a grey record against a colourful variant
+    out("\n### A grey record against a colourful variant: how many levels stricter\n")
+    out(
+        "Grey records (the colour check skipped), product rule with the shift replaced: "
+        "false pairs, and recall of the grey records of every target edit (the grayscale "
+        "edit of colour photographs; black-and-white photographs under any edit).\n"
+    )
+    out(
+        "| levels stricter | "
+        + " | ".join(f"k={k}" for k in range(kmax + 1))
+        + " | grayscale edit | lowest target edit, grey records (edit) |"
+    )
+    out("|---|" + "---|" * (kmax + 1) + "---|---|")
+    for shift in (0, 1, 2, 3, 4, 6):
+        lg = np.where(fq_skip[:, None] & (fr_colour >= 2 * grey), levels_f + shift, levels_f)
+        counts = [
+            int(np.sum(np.any(((lg <= k) & ok) | ((levels_c <= k) & ok_conf), axis=1) & fq_skip))
+            for k in range(kmax + 1)
+        ]
+        recall: dict[str, float] = {}
+        for name in rs.edits:
+            if name not in TARGETS:
+                continue
+            grey_q = true_qsig[name][:, COLOURFUL] < grey
+            if grey_q.any():
+                accept, _ = true_accept(name, COLOUR_CONFIRM_THRESHOLD, g=shift)
+                recall[name] = float(np.any(accept, axis=1)[grey_q].mean())
+        low = min(recall, key=lambda n: recall[n])
+        mark = " (product)" if shift == g else ""
+        out(
+            f"| {shift}{mark} | {' | '.join(map(str, counts))} | "
+            f"{recall.get('grayscale', float('nan')):.2f} | {recall[low]:.2f} ({low}) |"
+        )
 
     # ---- how close the colours of a confirmed-box match must be
     out("\n### The confirmed boxes' colour agreement: false pairs and recall per threshold\n")
