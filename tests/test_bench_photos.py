@@ -14,6 +14,7 @@ from PIL import Image
 from skimage import data
 
 from benchmarks import corpus
+from benchmarks import edits as bench_edits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,3 +93,9 @@ def test_bench_robust_runs_on_a_folder(photos: Path) -> None:
     assert "4 photos" in result.stdout, result.stdout[:2000]
     mirror = next(line for line in result.stdout.splitlines() if line.startswith("| **mirror** |"))
     assert mirror.count("|") > 4
+    # Four distinct photographs: no edited copy of one matches another.
+    edits = len(bench_edits.EDITS) + len(bench_edits.STRETCH_EDITS)
+    assert (
+        f"Distinct photos: {4 * 3 * edits} (photo, edited copy of a photo of another source) "
+        f"pairs over {edits} edits, records with quality; matched by the rule: 0;"
+    ) in result.stdout, result.stdout[-2000:]
