@@ -227,6 +227,27 @@ def _map(function, items, workers):  # type: ignore[no-untyped-def]
         return pool.map(function, items, chunksize=1)
 
 
+def load_cached(name: str):  # type: ignore[no-untyped-def]
+    """A cache of this script's, for the experiments that read them."""
+    path = os.path.join(CACHE, name)
+    if not os.path.exists(path):
+        sys.exit(f"{path} missing: run bench_colour.py --windows 4 --per-source 500 --product")
+    with open(path, "rb") as f:
+        return pickle.load(f)  # noqa: S301 - the benchmark's own cache
+
+
+def load_product_caches(tag: str):  # type: ignore[no-untyped-def]
+    """What ``--product`` cached for ``tag``: the recall set and its product
+    signatures, the precision corpus, its near pairs (k <= 6) and their
+    signatures, as (rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig)."""
+    rs = load_cached(f"recall_hashes_{tag}.pkl")
+    rsig = load_cached(f"recall_sigs_{tag}_product.pkl")
+    reg, qs = load_cached(f"precision_hashes_{tag}.pkl")
+    pi, pj, _ = load_cached(f"near_pairs_{tag}_k6.pkl")
+    preg_sig, pq_sig = load_cached(f"precision_sigs_{tag}_product_k6.pkl")
+    return rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig
+
+
 def cached(name: str, build):  # type: ignore[no-untyped-def]
     os.makedirs(CACHE, exist_ok=True)
     path = os.path.join(CACHE, name)
@@ -412,9 +433,11 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     t = COLOUR_THRESHOLD
     g = -rule.grey_record_shift  # a grey record against colour: g levels further
     fq_skip = fq_colour < grey
-    ok = colour_pass(fd, fq_colour, fr_colour, t, grey)
-    # The confirmed boxes need the closer agreement.
+    # The confirmed boxes need the closer agreement, and so does a pair whose
+    # registered variant or record is of low PDQ quality (a featureless pair).
     ok_conf = colour_pass(fd, fq_colour, fr_colour, COLOUR_CONFIRM_THRESHOLD, grey)
+    low_pair = (reg.quality[pi] < rule.min_quality) | (qs.quality[pj] < rule.min_quality)[:, None]
+    ok = np.where(low_pair, ok_conf, colour_pass(fd, fq_colour, fr_colour, t, grey))
     ok_conf &= ~fq_skip[:, None]
     levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
     # A grey record against a colourful variant: g levels further.
@@ -502,8 +525,11 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         d = pair_distances("lab-ab4x4-max", qsig, reg_sig_recall)
         q_col = qsig[:, COLOURFUL]
         r_col = reg_sig_recall[:, :, COLOURFUL]
-        okt = colour_pass(d, q_col, r_col, t, grey)
-        okc = colour_pass(d, q_col, r_col, tc, grey) & (q_col >= grey)[:, None]
+        low_record = rs.edits[name].quality < rule.min_quality
+        low_true = (rs.photos.quality < rule.min_quality) | low_record[:, None]
+        okc = colour_pass(d, q_col, r_col, tc, grey)
+        okt = np.where(low_true, okc, colour_pass(d, q_col, r_col, t, grey))
+        okc &= (q_col >= grey)[:, None]
         gv = (q_col < grey)[:, None] & (r_col >= 2 * grey)
         accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
         return accept, np.any((lv <= 0) & okt, axis=1)
@@ -588,10 +614,12 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     out("|---|" + "---|" * (kmax + 1) + "---|---|")
     sweep = sorted({5.0, 7.5, 9.9, 12.5, 15.3, 20.0, COLOUR_CONFIRM_THRESHOLD})
     for tc in sweep:
-        ok_tc = colour_pass(fd, fq_colour, fr_colour, tc, grey) & ~fq_skip[:, None]
+        agree_tc = colour_pass(fd, fq_colour, fr_colour, tc, grey)
+        ok_tc = agree_tc & ~fq_skip[:, None]
+        ok_veto = np.where(low_pair, agree_tc, colour_pass(fd, fq_colour, fr_colour, t, grey))
         counts = []
         for k in range(kmax + 1):
-            accepted = ((levels_g <= k) & ok) | ((levels_c <= k) & ok_tc)
+            accepted = ((levels_g <= k) & ok_veto) | ((levels_c <= k) & ok_tc)
             counts.append(int(np.sum(np.any(accepted, axis=1) & ~fq_skip)))
         gains: dict[str, int] = {}
         for name in rs.edits:

@@ -26,8 +26,6 @@ and then (about 40 s on 2 cores):
 
 from __future__ import annotations
 
-import os
-import pickle
 import sys
 from multiprocessing import Pool
 from pathlib import Path
@@ -49,14 +47,6 @@ from registry.variants import DEFAULT_VARIANTS, variant_image
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
 PER_SOURCE = 500
 GREY = 0.01
-
-
-def load(name: str):  # type: ignore[no-untyped-def]
-    path = os.path.join(bc.CACHE, name)
-    if not os.path.exists(path):
-        sys.exit(f"{path} missing: run bench_colour.py --windows 4 --per-source 500 --product")
-    with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 - the benchmark's own cache
 
 
 def layout(image: Image.Image) -> np.ndarray:
@@ -86,11 +76,7 @@ def _precision(task: tuple[str, list[int], list[int]]):  # type: ignore[no-untyp
 
 def main() -> None:
     tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
-    rs = load(f"recall_hashes_{tag}.pkl")
-    rsig = load(f"recall_sigs_{tag}_product.pkl")
-    reg, qs = load(f"precision_hashes_{tag}.pkl")
-    pi, pj, _ = load(f"near_pairs_{tag}_k6.pkl")
-    preg_sig, pq_sig = load(f"precision_sigs_{tag}_product_k6.pkl")
+    rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag)
     sources = corpus.available(tuple(corpus.SOURCES))
     tasks = []
     for position, source in enumerate(sources):

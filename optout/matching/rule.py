@@ -21,7 +21,10 @@ matching" and "Precision"):
   a registered variant — or a record whose own quality is known to be low —
   matches the original or mirror image only nearly exactly
   (``low_quality``), a derived variant only on an equal pHash and a nearly
-  equal PDQ (``low_quality_derived``), and a single-hash record never.
+  equal PDQ (``low_quality_derived``), and a single-hash record never. When
+  both carry colour, a low-quality pair's colours must agree within
+  ``confirm_threshold`` (the veto's ``colour_threshold`` is not enough: two
+  distinct blue skies fall inside the low-quality boxes and the veto).
 - **One hash kind only.** A record with only a PDQ or only a pHash is held to a
   stricter single-hash threshold, and only against the photo (PDQ or pHash) and
   its mirror image (PDQ).
@@ -319,9 +322,14 @@ class MatchRule:
                 colour = None
                 if query.colour and variant.colour:
                     colour = colour_compare(query.colour, variant.colour)
-                colour_threshold = None if colour is None else self.colour_threshold
+                # A featureless pair has little but its colours to tell it from
+                # other featureless images (two blue skies): they must agree as
+                # closely as in a confirmed box, not merely escape the veto.
+                low = low_registered or low_query
+                limit = self.confirm_threshold if low else self.colour_threshold
+                colour_threshold = None if colour is None else limit
                 # Colours that disagree stop every box (they all share the check).
-                agree = colour is None or colour <= self.colour_threshold
+                agree = colour is None or colour <= limit
                 return Evidence(
                     matched=agree,
                     variant=variant.name,

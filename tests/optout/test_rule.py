@@ -10,6 +10,7 @@ import importlib
 import io
 import math
 import random
+import struct
 from dataclasses import replace
 
 import pytest
@@ -36,7 +37,12 @@ from optout.matching.rule import (
     rule_for,
     sha256_evidence,
 )
-from registry.colour import COLOUR_CONFIRM_THRESHOLD, COLOUR_THRESHOLD, colour_signature
+from registry.colour import (
+    COLOUR_CONFIRM_THRESHOLD,
+    COLOUR_THRESHOLD,
+    colour_distance,
+    colour_signature,
+)
 from tests.images import encode, skimage_photo
 
 PDQ = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
@@ -186,6 +192,46 @@ def test_a_record_of_known_low_quality_is_gated_too() -> None:
     assert unknown.matched and fine.matched
     assert not low.matched
     assert low.quality == "low_query"
+
+
+def uniform_colour(a: int, b: int, colourful: int = 100) -> str:
+    """A colour signature whose 16 cells all have Lab a*, b* = (a, b)."""
+    return (bytes((colourful,)) + struct.pack("32b", *([a, b] * 16))).hex()
+
+
+def test_a_featureless_pair_needs_colours_that_agree_closely() -> None:
+    # Two distinct blue skies: inside the low-quality boxes, and their colours
+    # 15 a*b* apart pass the veto (what brightness can do) but do not agree.
+    sky, other_sky, same_sky = (uniform_colour(-5, b) for b in (-30, -15, -25))
+    assert COLOUR_CONFIRM_THRESHOLD < colour_distance(sky, other_sky) <= COLOUR_THRESHOLD
+    assert colour_distance(sky, same_sky) <= COLOUR_CONFIRM_THRESHOLD
+    low = DEFAULT_RULE.min_quality - 1
+
+    # Photos of good quality on both sides: the veto is all the colours must pass.
+    fine = DEFAULT_RULE.evaluate(query(10, 2, 80, other_sky), variant("original", colour=sky))
+    assert fine.matched and fine.colour_threshold == COLOUR_THRESHOLD
+    # Featureless on either side: the colours must agree closely.
+    for record_quality, registered_quality in ((80, low), (low, 100), (low, low)):
+        for kind, bits in (("original", (10, 2)), ("mirror", (10, 2)), ("crop", (4, 0))):
+            registered = variant(kind, quality=registered_quality, colour=sky)
+            apart = DEFAULT_RULE.evaluate(query(*bits, record_quality, other_sky), registered)
+            assert not apart.matched, (record_quality, registered_quality, kind)
+            assert apart.colour_distance == 15.0
+            assert apart.colour_threshold == COLOUR_CONFIRM_THRESHOLD
+            close = DEFAULT_RULE.evaluate(query(*bits, record_quality, same_sky), registered)
+            assert close.matched and close.basis == "pdq+phash"
+            assert close.colour_threshold == COLOUR_CONFIRM_THRESHOLD
+    # A grey record carries no colour evidence: the low-quality boxes as before.
+    grey = uniform_colour(0, 0, colourful=0)
+    grey_pair = DEFAULT_RULE.evaluate(
+        query(10, 2, low, grey), variant("original", quality=low, colour=grey)
+    )
+    assert grey_pair.matched and grey_pair.colour_distance is None
+    # A pipeline's stricter rule keeps the closer agreement.
+    stricter = DEFAULT_RULE.shifted(-1)
+    registered = variant("original", quality=low, colour=sky)
+    assert not stricter.evaluate(query(4, 0, 80, other_sky), registered).matched
+    assert stricter.evaluate(query(4, 0, 80, same_sky), registered).matched
 
 
 def test_single_hash_records_are_held_to_stricter_thresholds() -> None:
