@@ -6,8 +6,9 @@ rule still lets through on package photographs are grey records matching
 photos of other content (docs/matching.md, "Colour-confirmed boxes and grey
 records"). This measures whether the layout of the luminance — the image in a
 4 x 4 grid of area means, z-normalised (minus the mean, over the standard
-deviation, floored at 4 of 255) so that brightness and contrast changes
-cancel — separates those false pairs from the true pairs of grey records.
+deviation, floored at 4, 8, 16 or 32 of 255: the higher the floor, the less a
+caption on a low-contrast photo moves it) so that brightness and contrast
+changes cancel — separates those false pairs from the true pairs of grey records.
 
 Distance between two layouts: the largest, second largest or fourth largest
 cell difference of the z-scores, or their mean. Compared only when the record
@@ -53,12 +54,20 @@ from registry.variants import DEFAULT_VARIANTS, variant_image
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
 PER_SOURCE = 500
 GREY = 0.01
+# Floors of the cells' standard deviation (of 255) the z-scores are measured at.
+FLOORS = (4.0, 8.0, 16.0, 32.0)
 
 
 def layout(image: Image.Image) -> np.ndarray:
+    """The 16 cell means of the luminance (z-normalised later, per floor)."""
     grey = image.convert("L").convert("F").resize((4, 4), Image.Resampling.BOX)
-    cells = np.asarray(grey, dtype=np.float64).reshape(-1)
-    return (cells - cells.mean()) / max(float(cells.std()), 4.0)
+    return np.asarray(grey, dtype=np.float64).reshape(-1)
+
+
+def z(cells: np.ndarray, floor: float) -> np.ndarray:
+    """Minus the mean, over the standard deviation floored at ``floor`` (of 255)."""
+    spread = np.maximum(cells.std(axis=-1, keepdims=True), floor)
+    return (cells - cells.mean(axis=-1, keepdims=True)) / spread
 
 
 def _recall(item: tuple[int, Image.Image]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -112,12 +121,6 @@ def main() -> None:
     # The product stores a layout in grey signatures only: it is compared
     # when the record and the variant are both grey.
     both_grey = grey_record[:, None] & (r_colour < GREY)
-    false_diffs = np.stack(
-        [
-            np.sort(np.abs(lreg[int(i)] - lq[int(j)][None, :]), axis=1)
-            for i, j in zip(pi, pj, strict=True)
-        ]
-    )  # (pairs, V, 16) ascending
     # True pairs: grey records of the target edits the product rule matches.
     photos = np.arange(len(rs.split))
     registered_colour = np.stack([r for r, _ in rsig])[:, :, bc.COLOURFUL]
@@ -130,9 +133,9 @@ def main() -> None:
         for n in np.where(grey)[0]:
             accepted = lv[n] <= 0
             if accepted.any():
-                d = np.sort(np.abs(recall[n][0] - recall[n][1][name][None, :]), axis=1)
+                pair = (recall[n][0][accepted], recall[n][1][name])
                 compared = registered_colour[n] < GREY
-                true.append((d[accepted], compared[accepted], name, rs.photos.sources[n]))
+                true.append((pair, compared[accepted], name, rs.photos.sources[n]))
     statistics = {
         "largest cell": lambda d: d[..., -1],
         "second largest": lambda d: d[..., -2],
@@ -145,25 +148,38 @@ def main() -> None:
         "grey records' false pairs (layouts compared when both are grey):\n"
     )
     print(
-        "| distance | max over true pairs (edit, photo) "
+        "| contrast floor | distance | max over true pairs (edit, photo) "
         "| false pairs k = 0..4: product -> with layout at that max |"
     )
-    print("|---|---|---|")
-    for label, stat in statistics.items():
-        # A true photo needs one accepted variant within t (or not compared).
-        need = [
-            (float(np.where(c, stat(d), 0.0).min()), name, source) for d, c, name, source in true
+    print("|---|---|---|---|")
+    for floor in FLOORS:
+        false_diffs = np.stack(
+            [
+                np.sort(np.abs(z(lreg[int(i)], floor) - z(lq[int(j)], floor)[None, :]), axis=1)
+                for i, j in zip(pi, pj, strict=True)
+            ]
+        )  # (pairs, V, 16) ascending
+        true_diffs = [
+            np.sort(np.abs(z(r, floor) - z(q, floor)[None, :]), axis=1) for (r, q), *_ in true
         ]
-        worst = max(need)
-        distance = np.where(both_grey, stat(false_diffs), 0.0)
-        cells = []
-        for k in range(5):
-            before = int(np.sum(np.any(levels <= k, axis=1) & grey_record))
-            after = int(
-                np.sum(np.any((levels <= k) & (distance <= worst[0]), axis=1) & grey_record)
+        for label, stat in statistics.items():
+            # A true photo needs one accepted variant within t (or not compared).
+            need = [
+                (float(np.where(c, stat(d), 0.0).min()), name, source)
+                for d, (_, c, name, source) in zip(true_diffs, true, strict=True)
+            ]
+            worst = max(need)
+            distance = np.where(both_grey, stat(false_diffs), 0.0)
+            cells = []
+            for k in range(5):
+                before = int(np.sum(np.any(levels <= k, axis=1) & grey_record))
+                within = (levels <= k) & (distance <= worst[0])
+                after = int(np.sum(np.any(within, axis=1) & grey_record))
+                cells.append(f"{before} -> {after}")
+            print(
+                f"| {floor:g} | {label} | {worst[0]:.2f} ({worst[1]}, {worst[2]}) "
+                f"| {', '.join(cells)} |"
             )
-            cells.append(f"{before} -> {after}")
-        print(f"| {label} | {worst[0]:.2f} ({worst[1]}, {worst[2]}) | {', '.join(cells)} |")
 
 
 if __name__ == "__main__":
