@@ -63,7 +63,16 @@ from optout.matching.rule import (
     QueryHashes,
     VariantHashes,
 )
-from registry.colour import COLOUR_CONFIRM_THRESHOLD, COLOUR_THRESHOLD, colour_parts
+from registry.colour import (
+    COLOUR_BYTES,
+    COLOUR_CONFIRM_THRESHOLD,
+    COLOUR_THRESHOLD,
+    LAYOUT_MARKER,
+    LAYOUT_SCALE,
+    LAYOUT_THRESHOLD,
+    colour_parts,
+    layout_parts,
+)
 from registry.hashing import decode, hash_bytes
 from registry.variants import (
     DEFAULT_VARIANTS,
@@ -89,7 +98,11 @@ C4 = slice(0, 32)  # 4x4 cells x (r, g) chromaticity minus 1/3
 C3 = slice(32, 50)  # 3x3 cells x (r, g)
 LAB4 = slice(50, 82)  # 4x4 cells x (a*, b*)
 COLOURFUL = 82  # mean over a 16x16 grid of |chromaticity - neutral|
-SIG_LEN = 83
+# The product's luminance layout of a grey signature (registry.colour), in
+# units of 1/LAYOUT_SCALE, and whether the signature carries one.
+LAYOUT = slice(83, 99)
+HAS_LAYOUT = 99
+SIG_LEN = 100
 
 
 def _cells(image: Image.Image, size: int) -> np.ndarray:
@@ -115,7 +128,7 @@ def signature(image: Image.Image) -> np.ndarray:
     c4 = c16.reshape(4, 4, 4, 4, 3).mean(axis=(1, 3))
     c3 = _cells(image, 3)
     lab = rgb2lab(np.clip(c4 / 255.0, 0, 1))[..., 1:]
-    out = np.empty(SIG_LEN, dtype=np.float64)
+    out = np.zeros(SIG_LEN, dtype=np.float64)
     out[C4] = _chroma(c4).reshape(-1)
     out[C3] = _chroma(c3).reshape(-1)
     out[LAB4] = lab.reshape(-1)
@@ -167,6 +180,10 @@ def product_vector(colour: str) -> np.ndarray:
     out = np.zeros(SIG_LEN, dtype=np.float64)
     out[LAB4] = ab.reshape(-1)
     out[COLOURFUL] = colourful
+    layout = layout_parts(colour)
+    if layout is not None:
+        out[LAYOUT] = np.rint(layout * LAYOUT_SCALE)
+        out[HAS_LAYOUT] = 1
     return out
 
 
@@ -406,8 +423,22 @@ def q(x: np.ndarray, p: float) -> str:
 # --------------------------------------------------------------------------
 def _product_hex(vector: np.ndarray) -> str:
     """The product signature (registry.colour) a ``product_vector`` came from."""
+    head = bytes((round(vector[COLOURFUL] * 1000),))
+    if vector[HAS_LAYOUT]:
+        layout = np.rint(vector[LAYOUT]).astype(np.int8).tobytes()
+        return (head + bytes((LAYOUT_MARKER,)) + layout + bytes(COLOUR_BYTES - 18)).hex()
     ab = np.rint(vector[LAB4]).astype(np.int8)
-    return (bytes((round(vector[COLOURFUL] * 1000),)) + ab.tobytes()).hex()
+    return (head + ab.tobytes()).hex()
+
+
+def layout_pass(q_sig: np.ndarray, r_sig: np.ndarray) -> np.ndarray:
+    """(pairs, V) bool: the product's layout check between a grey record and a
+    grey variant that both carry a layout (others pass): the mean cell
+    difference, rounded as ``layout_compare`` does, within LAYOUT_THRESHOLD."""
+    both = (q_sig[:, HAS_LAYOUT] > 0)[:, None] & (r_sig[:, :, HAS_LAYOUT] > 0)
+    total = np.abs(q_sig[:, None, LAYOUT] - r_sig[:, :, LAYOUT]).sum(axis=-1)
+    distance = np.round(total / (16 * LAYOUT_SCALE), 2)
+    return ~both | (distance <= LAYOUT_THRESHOLD)
 
 
 def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
@@ -438,6 +469,11 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     ok_conf = colour_pass(fd, fq_colour, fr_colour, COLOUR_CONFIRM_THRESHOLD, grey)
     low_pair = (reg.quality[pi] < rule.min_quality) | (qs.quality[pj] < rule.min_quality)[:, None]
     ok = np.where(low_pair, ok_conf, colour_pass(fd, fq_colour, fr_colour, t, grey))
+    # Two grey signatures with layouts: the layouts must agree.
+    layout_ok = layout_pass(
+        np.stack([pq_sig[int(j)] for j in pj]), np.stack([preg_sig[int(i)] for i in pi])
+    )
+    ok &= layout_ok
     ok_conf &= ~fq_skip[:, None]
     levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
     # A grey record against a colourful variant: g levels further.
@@ -529,6 +565,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         low_true = (rs.photos.quality < rule.min_quality) | low_record[:, None]
         okc = colour_pass(d, q_col, r_col, tc, grey)
         okt = np.where(low_true, okc, colour_pass(d, q_col, r_col, t, grey))
+        okt &= layout_pass(qsig, reg_sig_recall)
         okc &= (q_col >= grey)[:, None]
         gv = (q_col < grey)[:, None] & (r_col >= 2 * grey)
         accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
@@ -617,6 +654,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         agree_tc = colour_pass(fd, fq_colour, fr_colour, tc, grey)
         ok_tc = agree_tc & ~fq_skip[:, None]
         ok_veto = np.where(low_pair, agree_tc, colour_pass(fd, fq_colour, fr_colour, t, grey))
+        ok_veto &= layout_ok
         counts = []
         for k in range(kmax + 1):
             accepted = ((levels_g <= k) & ok_veto) | ((levels_c <= k) & ok_tc)

@@ -114,6 +114,8 @@ def parquet_schema(decision: str) -> Any:
             ("quality", pa.string()),
             ("colour_distance", pa.float64()),  # null when the colours were not compared
             ("colour_threshold", pa.float64()),
+            ("layout_distance", pa.float64()),  # null when the layouts were not compared
+            ("layout_threshold", pa.float64()),
         ]
     )
     match = pa.struct(

@@ -196,6 +196,18 @@ class MatchEvidenceSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The colour distance the rule allowed; null when the colours were not compared.",
     )
+    layout_distance = serializers.FloatField(
+        allow_null=True,
+        help_text=(
+            "For a grayscale record against a grayscale photo: the mean difference between "
+            "corresponding cells of their luminance layouts (z-scores of a 4 x 4 grid); null "
+            "when not compared (either is in colour, or a signature carries no layout)."
+        ),
+    )
+    layout_threshold = serializers.FloatField(
+        allow_null=True,
+        help_text="The layout distance the rule allowed; null when the layouts were not compared.",
+    )
 
 
 class LookupMatchSerializer(serializers.Serializer):

@@ -12,6 +12,16 @@ matches between colour photographs below what the calibration corpus measures.
 Stored and exchanged as 66 lowercase hex digits (33 bytes): colourfulness in
 thousandths (one byte, capped at 255), then a* and b* of the 16 cells in rows
 from the top left, each rounded to a signed byte. Pure: Pillow and numpy.
+
+A grey image (colourfulness below GREY_COLOURFULNESS: grayscale, black and
+white) has no chroma to record; its cell bytes hold the **layout of its
+luminance** instead, the confirming signal of a grey record against a grey
+photo: a marker byte no a* takes (-128), then the z-scores of the 16 cells'
+mean luminance (minus the image's mean, over the cells' standard deviation
+floored at 16 of 255, so that brightness and contrast cancel while a caption
+on a low-contrast photo moves little) times LAYOUT_SCALE as signed bytes, then
+15 zero bytes. Signatures written before 2026-11-27 carry no layout: their
+grey pairs are not compared (docs/matching.md, "The layout of a grey photo").
 """
 
 from __future__ import annotations
@@ -52,9 +62,23 @@ COLOUR_THRESHOLD = 28.4
 # 15.3 (until 2026-11-27) as many true copies gained, on the package photos and
 # on PDQ's test photos, and two to six times the false pairs.
 COLOUR_CONFIRM_THRESHOLD = 9.9
+# The luminance layout of a grey signature: marker, scale of the z-scores,
+# and the floor of the cells' standard deviation (16 of 255: a low-contrast
+# photo's layout is mostly noise, and a caption would stretch it).
+LAYOUT_MARKER = 0x80
+LAYOUT_SCALE = 32
+_LAYOUT_FLOOR = 16.0
+# The largest mean cell difference of z-scores between a grey record and a
+# grey variant that still match: every true pair of the target edits on the
+# package photographs and on two sets of outside photographs is within 0.32
+# (captions on low-contrast photos), 0.38 with a margin, plus 1/32 for the
+# rounding of both signatures. benchmarks/bench_luma_layout.py measures it.
+LAYOUT_THRESHOLD = 0.41
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, as Pillow's "L"
 _GREY_UNITS = round(GREY_COLOURFULNESS * 1000)
 _COLOURFUL_UNITS = round(COLOURFUL_RECORD * 1000)
 _CELLS = struct.Struct(f"{2 * GRID * GRID}b")
+_LAYOUT = struct.Struct(f"{GRID * GRID}b")
 
 # sRGB (D65) to XYZ, and the D65 white point: the same constants as
 # skimage.color.rgb2lab, which the tests compare against.
@@ -107,24 +131,61 @@ def _colourfulness(cells: np.ndarray) -> float:
 
 
 def colour_signature(image: Image.Image) -> str:
-    """The colour signature of an upright image, as 66 hex digits."""
+    """The colour signature of an upright image, as 66 hex digits (a grey
+    image's holds the layout of its luminance)."""
     fine = _cells(image, _FINE_GRID)
     step = _FINE_GRID // GRID
     coarse = fine.reshape(GRID, step, GRID, step, 3).mean(axis=(1, 3))
-    ab = np.clip(np.rint(_lab_ab(coarse)), -127, 127).astype(np.int8)
     colourful = min(255, round(_colourfulness(fine) * 1000))
+    if colourful < _GREY_UNITS:
+        luma = (coarse @ _LUMA).reshape(-1)
+        z = (luma - luma.mean()) / max(float(luma.std()), _LAYOUT_FLOOR)
+        layout = np.clip(np.rint(z * LAYOUT_SCALE), -127, 127).astype(np.int8)
+        padding = bytes(COLOUR_BYTES - 2 - GRID * GRID)
+        return (bytes((colourful, LAYOUT_MARKER)) + layout.tobytes() + padding).hex()
+    ab = np.clip(np.rint(_lab_ab(coarse)), -127, 127).astype(np.int8)
     return (bytes((colourful,)) + ab.tobytes()).hex()
 
 
 def colour_parts(signature: str) -> tuple[float, np.ndarray]:
-    """(colourfulness, (16, 2) a*b* of the cells) of a signature."""
+    """(colourfulness, (16, 2) a*b* of the cells) of a signature (zeros for a
+    grey signature's layout)."""
     data = _decoded(signature)
-    ab = np.frombuffer(data, dtype=np.int8, offset=1).astype(np.float64).reshape(GRID * GRID, 2)
+    ab = np.array(_cells_ab(data), dtype=np.float64).reshape(GRID * GRID, 2)
     return data[0] / 1000, ab
 
 
+def layout_parts(signature: str) -> np.ndarray | None:
+    """The (16,) luminance z-scores of a grey signature's cells, or None when
+    it carries no layout (a colourful one, or one written before layouts)."""
+    data = _decoded(signature)
+    if not _has_layout(data):
+        return None
+    cells = np.frombuffer(data, dtype=np.int8, count=GRID * GRID, offset=2)
+    return cells.astype(np.float64) / LAYOUT_SCALE
+
+
+def _has_layout(data: bytes) -> bool:
+    return data[0] < _GREY_UNITS and data[1] == LAYOUT_MARKER
+
+
+_NO_CHROMA = (0,) * (2 * GRID * GRID)
+
+
 def _cells_ab(data: bytes) -> tuple[int, ...]:
-    return _CELLS.unpack_from(data, 1)
+    return _NO_CHROMA if _has_layout(data) else _CELLS.unpack_from(data, 1)
+
+
+def layout_compare(record: str, registered: str) -> float | None:
+    """How far a grey record's luminance layout is from a grey registered
+    variant's: the mean cell difference of their z-scores, or None when
+    either carries no layout."""
+    a, b = _decoded(record), _decoded(registered)
+    if not (_has_layout(a) and _has_layout(b)):
+        return None
+    cells_a, cells_b = _LAYOUT.unpack_from(a, 2), _LAYOUT.unpack_from(b, 2)
+    total = sum(abs(x - y) for x, y in zip(cells_a, cells_b, strict=True))
+    return round(total / (GRID * GRID * LAYOUT_SCALE), 2)
 
 
 def colour_distance(a: str, b: str) -> float:

@@ -25,6 +25,10 @@ matching" and "Precision"):
   both carry colour, a low-quality pair's colours must agree within
   ``confirm_threshold`` (the veto's ``colour_threshold`` is not enough: two
   distinct blue skies fall inside the low-quality boxes and the veto).
+- **Grey layouts confirm.** A grey record against a grey variant has no
+  colours to compare; when both signatures carry the layout of their
+  luminance (``registry.colour``), the match stands only if the layouts
+  agree within ``layout_threshold``.
 - **One hash kind only.** A record with only a PDQ or only a pHash is held to a
   stricter single-hash threshold, and only against the photo (PDQ or pHash) and
   its mirror image (PDQ).
@@ -54,8 +58,10 @@ from typing import Any
 from registry.colour import (
     COLOUR_CONFIRM_THRESHOLD,
     COLOUR_THRESHOLD,
+    LAYOUT_THRESHOLD,
     colour_compare,
     grey_against_colour,
+    layout_compare,
 )
 
 PDQ_BITS = 256
@@ -143,6 +149,12 @@ class Evidence:
     # either side, or a grey record).
     colour_distance: float | None = None
     colour_threshold: float | None = None
+    # The luminance layouts of a grey record and a grey variant (registry.
+    # colour.layout_compare): their distance and the threshold it was held
+    # to; both None when not compared (no box matched, not both grey, or a
+    # signature without a layout).
+    layout_distance: float | None = None
+    layout_threshold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +167,8 @@ class Evidence:
             "quality": self.quality,
             "colour_distance": self.colour_distance,
             "colour_threshold": self.colour_threshold,
+            "layout_distance": self.layout_distance,
+            "layout_threshold": self.layout_threshold,
         }
 
 
@@ -230,6 +244,9 @@ class MatchRule:
     # grey_against_colour) carries no colour evidence to confirm it: it is
     # judged by the rule shifted by this many steps (0: as any other record).
     grey_record_shift: int = 0
+    # Largest luminance-layout distance (registry.colour.layout_compare) of a
+    # match between a grey record and a grey variant that both carry one.
+    layout_threshold: float = LAYOUT_THRESHOLD
 
     @cached_property
     def grey_record_rule(self) -> MatchRule:
@@ -328,8 +345,14 @@ class MatchRule:
                 low = low_registered or low_query
                 limit = self.confirm_threshold if low else self.colour_threshold
                 colour_threshold = None if colour is None else limit
-                # Colours that disagree stop every box (they all share the check).
+                # Two grey images: their luminance layouts instead.
+                layout = None
+                if colour is None and query.colour and variant.colour:
+                    layout = layout_compare(query.colour, variant.colour)
+                # Colours (or layouts) that disagree stop every box (they all
+                # share the check).
                 agree = colour is None or colour <= limit
+                agree = agree and (layout is None or layout <= self.layout_threshold)
                 return Evidence(
                     matched=agree,
                     variant=variant.name,
@@ -342,6 +365,8 @@ class MatchRule:
                     quality=quality,
                     colour_distance=colour,
                     colour_threshold=colour_threshold,
+                    layout_distance=layout,
+                    layout_threshold=None if layout is None else self.layout_threshold,
                 )
         both_known = pdq_distance is not None and phash_distance is not None
         confirmed = (
@@ -409,6 +434,7 @@ class MatchRule:
             colour_threshold=self.colour_threshold,
             confirm_threshold=self.confirm_threshold,
             grey_record_shift=self.grey_record_shift,
+            layout_threshold=self.layout_threshold,
         )
 
     def search_plan(self) -> SearchPlan:

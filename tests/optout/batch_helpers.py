@@ -28,6 +28,8 @@ SHA256_EVIDENCE = {
     "quality": "ok",
     "colour_distance": None,
     "colour_threshold": None,
+    "layout_distance": None,
+    "layout_threshold": None,
 }
 
 

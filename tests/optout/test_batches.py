@@ -155,6 +155,8 @@ def near_match(registry: Registry) -> dict[str, object]:
             "quality": "ok",
             "colour_distance": None,
             "colour_threshold": None,
+            "layout_distance": None,
+            "layout_threshold": None,
         },
     }
 

@@ -543,7 +543,11 @@ def test_a_black_and_white_photo_never_matches_a_colour_record():
         )
 
     assert decide_single(snapshot, record(COFFEE)).decision == "allow"
-    assert decide_single(snapshot, record(COFFEE_GREY)).decision == "exclude"
+    # A grey record of the same photo matches; of another, its luminance
+    # layout refuses it even at equal hashes.
+    assert decide_single(snapshot, record(CAMERA)).decision == "exclude"
+    grey_other = decide_single(snapshot, record(COFFEE_GREY))
+    assert grey_other.decision == "allow"
     # SHA-256 equality is not a perceptual match: no colour check.
     exact = Record(id="r", sha256=given_photo.sha256, pdq=given_photo.pdq, colour=COFFEE)
     assert [m.kind for m in decide_single(snapshot, exact).matches] == ["sha256"]

@@ -149,6 +149,8 @@ def evidence(
         "quality": quality,
         "colour_distance": colour,
         "colour_threshold": colour_threshold,
+        "layout_distance": None,
+        "layout_threshold": None,
     }
 
 
@@ -816,7 +818,7 @@ def test_the_lookup_schema_documents_the_evidence_of_a_match(world: World) -> No
     assert set(evidence_schema["required"]) == set(properties)
     for name in ("pdq_distance", "pdq_threshold", "phash_distance", "phash_threshold"):
         assert (properties[name]["type"], properties[name]["nullable"]) == ("integer", True)
-    for name in ("colour_distance", "colour_threshold"):
+    for name in ("colour_distance", "colour_threshold", "layout_distance", "layout_threshold"):
         assert (properties[name]["type"], properties[name]["nullable"]) == ("number", True)
     enums = {
         name: schemas[properties[name]["allOf"][0]["$ref"].rsplit("/", 1)[-1]]["enum"]

@@ -40,8 +40,10 @@ from optout.matching.rule import (
 from registry.colour import (
     COLOUR_CONFIRM_THRESHOLD,
     COLOUR_THRESHOLD,
+    LAYOUT_THRESHOLD,
     colour_distance,
     colour_signature,
+    layout_parts,
 )
 from tests.images import encode, skimage_photo
 
@@ -90,6 +92,7 @@ COFFEE_JPEG = colour_signature(_jpeg_again(skimage_photo("coffee"), 50))
 CAT = colour_signature(skimage_photo("chelsea"))
 COFFEE_GREY = colour_signature(skimage_photo("coffee").convert("L"))
 CAMERA = colour_signature(skimage_photo("camera"))
+COFFEE_GREY_JPEG = colour_signature(_jpeg_again(skimage_photo("coffee").convert("L"), 50))
 
 
 def test_flip_changes_exactly_the_requested_bits() -> None:
@@ -160,6 +163,8 @@ def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
         "quality": "ok",
         "colour_distance": None,
         "colour_threshold": None,
+        "layout_distance": None,
+        "layout_threshold": None,
     }
 
 
@@ -528,7 +533,40 @@ def test_a_grey_record_skips_the_colour_check() -> None:
 
     assert evidence.matched
     assert (evidence.colour_distance, evidence.colour_threshold) == (None, None)
-    assert DEFAULT_RULE.evaluate(query(8, 2, 90, COFFEE_GREY), variant(colour=CAMERA)).matched
+
+
+def test_a_grey_record_against_a_grey_variant_compares_the_luminance_layouts() -> None:
+    """Two grey images carry no colours to compare: their luminance layouts
+    (registry.colour) confirm a copy and refuse another photo."""
+    record = query(8, 2, 90, COFFEE_GREY)
+
+    copy = DEFAULT_RULE.evaluate(record, variant(colour=COFFEE_GREY_JPEG))
+    other = DEFAULT_RULE.evaluate(record, variant(colour=CAMERA))
+
+    assert copy.matched and copy.basis == "pdq+phash"
+    assert copy.layout_distance is not None and copy.layout_distance <= LAYOUT_THRESHOLD / 4
+    assert copy.layout_threshold == LAYOUT_THRESHOLD
+    assert (copy.colour_distance, copy.colour_threshold) == (None, None)
+    assert copy.as_dict()["layout_distance"] == copy.layout_distance
+    assert not other.matched
+    assert other.layout_distance is not None and other.layout_distance > LAYOUT_THRESHOLD
+    assert other.layout_threshold == LAYOUT_THRESHOLD
+    # The threshold is inclusive and kept by shifted.
+    at = replace(DEFAULT_RULE, layout_threshold=other.layout_distance)
+    assert at.evaluate(record, variant(colour=CAMERA)).matched
+    assert (
+        not replace(at, layout_threshold=other.layout_distance - 0.01)
+        .evaluate(record, variant(colour=CAMERA))
+        .matched
+    )
+    assert DEFAULT_RULE.shifted(-1).layout_threshold == LAYOUT_THRESHOLD
+    # A grey signature written before layouts (no marker) is not compared.
+    unmarked = "00" * 33
+    assert layout_parts(unmarked) is None
+    before = DEFAULT_RULE.evaluate(record, variant(colour=unmarked))
+    assert before.matched and (before.layout_distance, before.layout_threshold) == (None, None)
+    # Nor is a colourful pair (its colours are).
+    assert DEFAULT_RULE.evaluate(query(8, 2, 90, CAT), variant(colour=CAT)).layout_distance is None
 
 
 def test_a_grey_record_against_a_colourful_variant_is_held_two_steps_stricter() -> None:
@@ -539,7 +577,7 @@ def test_a_grey_record_against_a_colourful_variant_is_held_two_steps_stricter() 
     grey = query(32, 18, 90, COFFEE_GREY)
 
     assert not DEFAULT_RULE.evaluate(grey, variant(colour=COFFEE)).matched
-    assert DEFAULT_RULE.evaluate(grey, variant(colour=CAMERA)).matched
+    assert DEFAULT_RULE.evaluate(grey, variant(colour=COFFEE_GREY_JPEG)).matched
     assert DEFAULT_RULE.evaluate(grey, variant()).matched
     assert DEFAULT_RULE.evaluate(replace(grey, colour=""), variant(colour=COFFEE)).matched
     # A colourful record at the same distances is judged by the colours.

@@ -26,10 +26,13 @@ from registry.colour import (
     COLOUR_HEX_LENGTH,
     COLOUR_THRESHOLD,
     COLOURFUL_RECORD,
+    LAYOUT_THRESHOLD,
     colour_compare,
     colour_distance,
     colour_parts,
     colour_signature,
+    layout_compare,
+    layout_parts,
 )
 from tests.images import SKIMAGE_PHOTOS, encode, generated_photo, jpeg_bytes, skimage_photo
 
@@ -809,6 +812,55 @@ def test_a_grayscale_photo_has_no_colour() -> None:
     assert not ab.any()
     # A grey record carries no colour evidence: the check is skipped.
     assert colour_compare(signature, colour_signature(skimage_photo("coffee"))) is None
+
+
+GREY_PHOTOS = ("camera", "coins", "page", "moon", "text", "clock", "horse", "grass", "gravel")
+CONTRASTY_GREY_PHOTOS = ("camera", "coins", "page", "moon", "text", "clock")
+
+
+def test_a_grayscale_photo_carries_the_layout_of_its_luminance() -> None:
+    image = cropped_to_the_grid(skimage_photo("camera"))
+    luma = np.asarray(image.convert("L"), dtype=np.float64)
+    height, width = luma.shape
+    cells = luma.reshape(4, height // 4, 4, width // 4).mean(axis=(1, 3)).reshape(-1)
+    expected = (cells - cells.mean()) / max(cells.std(), 16.0)
+
+    layout = layout_parts(colour_signature(image))
+
+    assert layout is not None
+    # Rounded to 1/32 (Pillow's "L" rounds each pixel: half a level more).
+    assert np.abs(layout - expected).max() <= 1 / 64 + 0.5 / 16 + 1e-6
+    assert layout_parts(colour_signature(skimage_photo("coffee"))) is None
+
+
+@pytest.mark.parametrize("name", GREY_PHOTOS)
+def test_a_grey_photo_keeps_its_layout_under_captions_and_brightness(name: str) -> None:
+    """The layout confirms a grey copy: captions (letters 1/20 and 1/16 of
+    the height) and brightness +-20 % stay within LAYOUT_THRESHOLD, on
+    contrasty photos and on low-contrast textures (grass, gravel) alike."""
+    photo = skimage_photo(name)
+    signature = colour_signature(photo)
+    edited = [
+        text_overlay(photo, seed, lines_per_height=lines) for seed in range(3) for lines in (20, 16)
+    ]
+    edited += [ImageEnhance.Brightness(photo).enhance(factor) for factor in (1.2, 0.8)]
+
+    for copy in edited:
+        distance = layout_compare(colour_signature(copy), signature)
+        assert distance is not None and distance <= LAYOUT_THRESHOLD, distance
+
+
+def test_distinct_grey_photos_have_distinct_layouts() -> None:
+    signatures = {name: colour_signature(skimage_photo(name)) for name in CONTRASTY_GREY_PHOTOS}
+
+    closest = min(
+        layout_compare(signatures[a], signatures[b]) or 0.0
+        for a in CONTRASTY_GREY_PHOTOS
+        for b in CONTRASTY_GREY_PHOTOS
+        if a < b
+    )
+
+    assert closest > LAYOUT_THRESHOLD  # the closest: camera and page, 0.54
 
 
 @pytest.mark.parametrize("name", COLOUR_PHOTOS)
