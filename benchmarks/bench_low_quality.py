@@ -16,7 +16,8 @@ low-quality pair
   ``COLOUR_CONFIRM_THRESHOLD`` (a grey record cannot confirm); ``…,
   registered low`` / ``…, both low``: the same only when the registered side
   / both sides are of low quality;
-- ``closer veto`` (the product since 2026-11-27): when both carry colour
+- ``closer veto`` (the product since 2026-11-27; this script leaves out the
+  luminance-layout check of grey pairs built after it): when both carry colour
   evidence, the colours must agree within ``COLOUR_CONFIRM_THRESHOLD``; a
   grey record (no colour evidence) keeps the low-quality boxes alone;
 - ``never``: never matches perceptually (SHA-256 only).
