@@ -15,7 +15,7 @@ measures the alternatives on the same hashes, false pairs and recall:
   mostly meets registered photos that are smooth themselves.
 
 A pair's level under each policy is taken per variant from the rule's
-per-variant levels (``bench_colour._variant_levels`` with the record's quality
+per-variant levels (``bench_colour.variant_levels`` with the record's quality
 unknown): the rule shifted by k is matched at level <= k. False pairs: the
 cross pairs of ``matchbench.precision_corpus``, estimated at k = 0 by the
 tail fit of ``bench_colour.fit_at_zero``; recall: ``matchbench.recall_set``.
@@ -47,12 +47,7 @@ KMAX = 6
 
 def bare_levels(reg, qs, pi, pj):  # type: ignore[no-untyped-def]
     """(pairs, V) levels of DEFAULT_RULE with the record's quality unknown."""
-    bp, bh = mb.box_tables(DEFAULT_RULE, reg.names, "both")
-    return bc._variant_levels(
-        reg.pdq, reg.phash, reg.quality, pi.astype(np.int64),
-        qs.pdq, qs.phash, qs.quality, pj.astype(np.int64),
-        bp, bh, False, DEFAULT_RULE.min_quality, PDQ_STEP, PHASH_STEP,
-    )  # fmt: skip
+    return bc.variant_levels(reg, qs, pi, pj, query_quality=False)
 
 
 def policy_levels(levels: np.ndarray, quality: np.ndarray, policy: tuple) -> np.ndarray:  # type: ignore[type-arg]

@@ -315,12 +315,14 @@ def _variant_levels(rp, rh, rq, pi, qp, qh, qq, pj, bp, bh, use_qq, minq, pstep,
     return out
 
 
-def variant_levels(reg, qs, pi, pj, rule=DEFAULT_RULE):  # type: ignore[no-untyped-def]
+def variant_levels(reg, qs, pi, pj, rule=DEFAULT_RULE, query_quality=True):  # type: ignore[no-untyped-def]
+    """(pairs, V) levels; ``query_quality=False`` leaves the record's PDQ
+    quality unknown (a bare record: only the variant's quality gates)."""
     bp, bh = mb.box_tables(rule, reg.names, "both")
     return _variant_levels(
         reg.pdq, reg.phash, reg.quality, pi.astype(np.int64),
         qs.pdq, qs.phash, qs.quality, pj.astype(np.int64),
-        bp, bh, True, rule.min_quality, PDQ_STEP, PHASH_STEP,
+        bp, bh, query_quality, rule.min_quality, PDQ_STEP, PHASH_STEP,
     )  # fmt: skip
 
 
