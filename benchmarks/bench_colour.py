@@ -448,8 +448,8 @@ def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
 
 
 def confirmed_section(  # type: ignore[no-untyped-def]
-    out, args, reg, qs, pi, pj, levels_f, fd, fq_colour, fr_colour, grey, pairs_total,
-    colour_pairs, pq_sig, preg_sig, rs, true_levels, true_qsig, reg_sig_recall, cal,
+    out, args, reg, qs, pi, pj, levels_f, fd, fq, fr, grey, pairs_total,
+    colour_pairs, rs, true_levels, true_qsig, reg_sig_recall, cal,
 ) -> None:  # fmt: skip
     """The product rule with its colour-confirmed boxes (``KindRule.confirmed``):
     a pair matches in the rule's boxes with the colour check, or in the
@@ -465,6 +465,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     kmax = args.kmax - 2
     t = COLOUR_THRESHOLD
     g = -rule.grey_record_shift  # a grey record against colour: g levels further
+    fq_colour, fr_colour = fq[:, COLOURFUL], fr[:, :, COLOURFUL]
     fq_skip = fq_colour < grey
     # The confirmed boxes need the closer agreement, and so does a pair whose
     # registered variant or record is of low PDQ quality (a featureless pair).
@@ -472,9 +473,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     low_pair = (reg.quality[pi] < rule.min_quality) | (qs.quality[pj] < rule.min_quality)[:, None]
     ok = np.where(low_pair, ok_conf, colour_pass(fd, fq_colour, fr_colour, t, grey))
     # Two grey signatures with layouts: the layouts must agree.
-    layout_ok = layout_pass(
-        np.stack([pq_sig[int(j)] for j in pj]), np.stack([preg_sig[int(i)] for i in pi])
-    )
+    layout_ok = layout_pass(fq, fr)
     ok &= layout_ok
     ok_conf &= ~fq_skip[:, None]
     levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
@@ -496,9 +495,9 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     checked = 0
     for c in sorted(chosen):
         i, j = int(pi[c]), int(pj[c])
-        query = query_at(qs, j, _product_hex(pq_sig[j]))
+        query = query_at(qs, j, _product_hex(fq[c]))
         for v, name in enumerate(reg.names):
-            variant = variant_at(reg, i, v, _product_hex(preg_sig[i][v]))
+            variant = variant_at(reg, i, v, _product_hex(fr[c, v]))
             for k, shifted_rule in rules.items():
                 expected = bool(
                     (levels_g[c, v] <= k and ok[c, v]) or (levels_c[c, v] <= k and ok_conf[c, v])
@@ -1040,9 +1039,8 @@ def main() -> None:
             )
     if PRODUCT:
         confirmed_section(
-            out, args, reg, qs, pi, pj, levels_f, per_sig["lab-ab4x4-max"][2], fq_colour,
-            fr_colour, grey, pairs_total, colour_pairs, pq_sig, preg_sig, rs, true_levels,
-            true_qsig, reg_sig_recall, cal,
+            out, args, reg, qs, pi, pj, levels_f, per_sig["lab-ab4x4-max"][2], fq, fr,
+            grey, pairs_total, colour_pairs, rs, true_levels, true_qsig, reg_sig_recall, cal,
         )  # fmt: skip
     out(
         f"\n(base estimate check: {base_est:.3g} pairs at k=0 from k=1..4; "
