@@ -64,13 +64,13 @@ from optout.matching.rule import (
     VariantHashes,
 )
 from registry.colour import (
-    COLOUR_BYTES,
     COLOUR_CONFIRM_THRESHOLD,
     COLOUR_THRESHOLD,
-    LAYOUT_MARKER,
+    GRID,
     LAYOUT_SCALE,
     LAYOUT_THRESHOLD,
     colour_parts,
+    grey_signature,
     layout_parts,
 )
 from registry.hashing import decode, hash_bytes
@@ -425,12 +425,11 @@ def q(x: np.ndarray, p: float) -> str:
 # --------------------------------------------------------------------------
 def _product_hex(vector: np.ndarray) -> str:
     """The product signature (registry.colour) a ``product_vector`` came from."""
-    head = bytes((round(vector[COLOURFUL] * 1000),))
+    colourful = round(vector[COLOURFUL] * 1000)
     if vector[HAS_LAYOUT]:
-        layout = np.rint(vector[LAYOUT]).astype(np.int8).tobytes()
-        return (head + bytes((LAYOUT_MARKER,)) + layout + bytes(COLOUR_BYTES - 18)).hex()
+        return grey_signature(colourful, np.rint(vector[LAYOUT]))
     ab = np.rint(vector[LAB4]).astype(np.int8)
-    return (head + ab.tobytes()).hex()
+    return (bytes((colourful,)) + ab.tobytes()).hex()
 
 
 def layout_pass(q_sig: np.ndarray, r_sig: np.ndarray) -> np.ndarray:
@@ -439,7 +438,7 @@ def layout_pass(q_sig: np.ndarray, r_sig: np.ndarray) -> np.ndarray:
     difference, rounded as ``layout_compare`` does, within LAYOUT_THRESHOLD."""
     both = (q_sig[:, HAS_LAYOUT] > 0)[:, None] & (r_sig[:, :, HAS_LAYOUT] > 0)
     total = np.abs(q_sig[:, None, LAYOUT] - r_sig[:, :, LAYOUT]).sum(axis=-1)
-    distance = np.round(total / (16 * LAYOUT_SCALE), 2)
+    distance = np.round(total / (GRID * GRID * LAYOUT_SCALE), 2)
     return ~both | (distance <= LAYOUT_THRESHOLD)
 
 

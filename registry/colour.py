@@ -140,11 +140,17 @@ def colour_signature(image: Image.Image) -> str:
     if colourful < _GREY_UNITS:
         luma = (coarse @ _LUMA).reshape(-1)
         z = (luma - luma.mean()) / max(float(luma.std()), _LAYOUT_FLOOR)
-        layout = np.clip(np.rint(z * LAYOUT_SCALE), -127, 127).astype(np.int8)
-        padding = bytes(COLOUR_BYTES - 2 - GRID * GRID)
-        return (bytes((colourful, LAYOUT_MARKER)) + layout.tobytes() + padding).hex()
+        return grey_signature(colourful, np.rint(z * LAYOUT_SCALE))
     ab = np.clip(np.rint(_lab_ab(coarse)), -127, 127).astype(np.int8)
     return (bytes((colourful,)) + ab.tobytes()).hex()
+
+
+def grey_signature(colourful: int, layout: np.ndarray) -> str:
+    """The signature of a grey image: its colourfulness in thousandths and
+    its 16 cells' z-scores in units of 1/LAYOUT_SCALE (clipped to a byte)."""
+    cells = np.clip(layout, -127, 127).astype(np.int8).tobytes()
+    padding = bytes(COLOUR_BYTES - 2 - GRID * GRID)
+    return (bytes((colourful, LAYOUT_MARKER)) + cells + padding).hex()
 
 
 def colour_parts(signature: str) -> tuple[float, np.ndarray]:
