@@ -379,6 +379,14 @@ def colour_pass(dist, q_colour, r_colour, t, grey):  # type: ignore[no-untyped-d
     return skip | ((dist <= t) & ~grey_reg)
 
 
+def faint_pair(q_colour, r_colour, grey):  # type: ignore[no-untyped-def]
+    """(pairs, V) bool: the record's or the variant's colours are faint
+    (``registry.colour.faint_colour``: grey <= colourfulness < 2 grey); a
+    featureless pair with faint colours never matches."""
+    q_faint = ((q_colour >= grey) & (q_colour < 2 * grey))[:, None]
+    return q_faint | ((r_colour >= grey) & (r_colour < 2 * grey))
+
+
 def pair_distances(name, q_sig, r_sig):  # type: ignore[no-untyped-def]
     """(pairs, V) distance between each query and each variant of its photo."""
     n, V, D = r_sig.shape
@@ -471,6 +479,8 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     ok_conf = colour_pass(fd, fq_colour, fr_colour, COLOUR_CONFIRM_THRESHOLD, grey)
     low_pair = (reg.quality[pi] < rule.min_quality) | (qs.quality[pj] < rule.min_quality)[:, None]
     ok = np.where(low_pair, ok_conf, colour_pass(fd, fq_colour, fr_colour, t, grey))
+    featureless_faint = low_pair & faint_pair(fq_colour, fr_colour, grey)
+    ok &= ~featureless_faint
     # Two grey signatures with layouts: the layouts must agree.
     layout_ok = layout_pass(fq, fr)
     ok &= layout_ok
@@ -565,6 +575,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         low_true = (rs.photos.quality < rule.min_quality) | low_record[:, None]
         okc = colour_pass(d, q_col, r_col, tc, grey)
         okt = np.where(low_true, okc, colour_pass(d, q_col, r_col, t, grey))
+        okt &= ~(low_true & faint_pair(q_col, r_col, grey))
         okt &= layout_pass(qsig, reg_sig_recall)
         okc &= (q_col >= grey)[:, None]
         gv = (q_col < grey)[:, None] & (r_col >= 2 * grey)
@@ -654,7 +665,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         agree_tc = colour_pass(fd, fq_colour, fr_colour, tc, grey)
         ok_tc = agree_tc & ~fq_skip[:, None]
         ok_veto = np.where(low_pair, agree_tc, colour_pass(fd, fq_colour, fr_colour, t, grey))
-        ok_veto &= layout_ok
+        ok_veto &= layout_ok & ~featureless_faint
         counts = []
         for k in range(kmax + 1):
             accepted = ((levels_g <= k) & ok_veto) | ((levels_c <= k) & ok_tc)

@@ -16,10 +16,16 @@ low-quality pair
   ``COLOUR_CONFIRM_THRESHOLD`` (a grey record cannot confirm); ``…,
   registered low`` / ``…, both low``: the same only when the registered side
   / both sides are of low quality;
-- ``closer veto`` (the product since 2026-11-27; this script leaves out the
+- ``closer veto`` (the product on 2026-11-27; this script leaves out the
   luminance-layout check of grey pairs built after it): when both carry colour
   evidence, the colours must agree within ``COLOUR_CONFIRM_THRESHOLD``; a
   grey record (no colour evidence) keeps the low-quality boxes alone;
+- ``closer veto, weak colour refused`` (the product since 2026-11-27,
+  ``registry.colour.faint_colour``): as ``closer veto``, but a pair where
+  either side is only weakly coloured (colourfulness 0.010-0.020: its a*b*
+  near zero, so "agreeing" colours say little) does not match;
+- ``colourful and agreeing``: only when both sides are clearly colourful
+  (>= 0.020) and their colours agree within ``COLOUR_CONFIRM_THRESHOLD``;
 - ``never``: never matches perceptually (SHA-256 only).
 
 Needs the caches of
@@ -59,6 +65,8 @@ POLICIES = (
     "colours agree, registered low",
     "colours agree, both low",
     "closer veto",
+    "closer veto, weak colour refused",
+    "colourful and agreeing",
     "never",
 )
 
@@ -93,6 +101,13 @@ def accepted(
         out &= ~low_registered | agree
     elif policy == "closer veto":  # colour pairs agree closely; grey pairs as now
         out &= ~low | agree | grey_record
+    elif policy == "closer veto, weak colour refused":
+        weak = ((q_colour >= GREY) & (q_colour < 2 * GREY))[:, None] | (
+            (r_colour >= GREY) & (r_colour < 2 * GREY)
+        )
+        out &= ~low | ((agree | grey_record) & ~weak)
+    elif policy == "colourful and agreeing":
+        out &= ~low | (agree & (q_colour >= 2 * GREY)[:, None] & (r_colour >= 2 * GREY))
     elif policy == "colours agree, both low":
         out &= ~(low_registered & low_record) | agree
     elif policy == "never":

@@ -223,6 +223,13 @@ def grey_against_colour(record: str, registered: str) -> bool:
     return _decoded(record)[0] < _GREY_UNITS and _decoded(registered)[0] >= _COLOURFUL_UNITS
 
 
+def faint_colour(signature: str) -> bool:
+    """Colours too faint to tell one featureless image from another: at least
+    ``GREY_COLOURFULNESS`` (so the signature holds a*b*, not a luminance
+    layout) but below ``COLOURFUL_RECORD`` (every a*b* cell near zero)."""
+    return _GREY_UNITS <= _decoded(signature)[0] < _COLOURFUL_UNITS
+
+
 def colour_compare(record: str, registered: str) -> float | None:
     """How far a record's colours are from a registered variant's: the cell
     distance, ``math.inf`` when a grey variant meets a colourful record, or

@@ -60,6 +60,7 @@ from registry.colour import (
     COLOUR_THRESHOLD,
     LAYOUT_THRESHOLD,
     colour_compare,
+    faint_colour,
     grey_against_colour,
     layout_compare,
 )
@@ -353,6 +354,12 @@ class MatchRule:
                 # share the check).
                 agree = colour is None or colour <= limit
                 agree = agree and (layout is None or layout <= self.layout_threshold)
+                # Faint colours on either side of a featureless pair confirm
+                # nothing (two near-grey flat patches agree in every signal).
+                if low and query.colour and variant.colour:
+                    agree = agree and not (
+                        faint_colour(query.colour) or faint_colour(variant.colour)
+                    )
                 return Evidence(
                     matched=agree,
                     variant=variant.name,

@@ -43,6 +43,7 @@ from registry.colour import (
     LAYOUT_THRESHOLD,
     colour_distance,
     colour_signature,
+    faint_colour,
     layout_parts,
 )
 from tests.images import encode, skimage_photo
@@ -237,6 +238,42 @@ def test_a_featureless_pair_needs_colours_that_agree_closely() -> None:
     registered = variant("original", quality=low, colour=sky)
     assert not stricter.evaluate(query(4, 0, 80, other_sky), registered).matched
     assert stricter.evaluate(query(4, 0, 80, same_sky), registered).matched
+
+
+def test_a_featureless_pair_with_faint_colours_never_matches() -> None:
+    """Two flat, near-grey patches (a street's shadow and a bird's blurred
+    background on 45 outside photographs) agree in every signal: their
+    colours are too faint (colourfulness 0.010-0.020) to confirm anything."""
+    low = DEFAULT_RULE.min_quality - 1
+    faint, other_faint = uniform_colour(1, 2, colourful=18), uniform_colour(2, 3, colourful=12)
+    clear = uniform_colour(1, 2, colourful=20)
+    grey = uniform_colour(0, 0, colourful=0)
+    assert faint_colour(faint) and faint_colour(other_faint)
+    assert not faint_colour(clear) and not faint_colour(uniform_colour(0, 0, colourful=9))
+    assert colour_distance(faint, other_faint) <= COLOUR_CONFIRM_THRESHOLD
+
+    def judged(record: str, registered: str, case: tuple[int, int, str, int, int]) -> bool:
+        record_quality, registered_quality, kind, pdq_bits, phash_bits = case
+        return DEFAULT_RULE.evaluate(
+            query(pdq_bits, phash_bits, record_quality, record),
+            variant(kind, quality=registered_quality, colour=registered),
+        ).matched
+
+    for qualities in ((80, low), (low, 100), (low, low)):
+        for kind, bits in (("original", (10, 2)), ("mirror", (10, 2)), ("crop", (4, 0))):
+            case = (*qualities, kind, *bits)
+            # Faint on either side, or a grey record against a faint variant: no match.
+            assert not judged(other_faint, faint, case), case
+            assert not judged(clear, faint, case), case
+            assert not judged(faint, clear, case), case
+            assert not judged(grey, faint, case), case
+            # Clearly colourful and agreeing, or grey on both sides: as before.
+            assert judged(clear, clear, case), case
+            assert judged(grey, grey, case), case
+    # Photos of good quality on both sides: faint colours are judged as any.
+    assert DEFAULT_RULE.evaluate(
+        query(10, 2, 80, other_faint), variant("original", colour=faint)
+    ).matched
 
 
 def test_single_hash_records_are_held_to_stricter_thresholds() -> None:

