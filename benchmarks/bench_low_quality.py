@@ -20,11 +20,11 @@ low-quality pair
   luminance-layout check of grey pairs built after it): when both carry colour
   evidence, the colours must agree within ``COLOUR_CONFIRM_THRESHOLD``; a
   grey record (no colour evidence) keeps the low-quality boxes alone;
-- ``closer veto, weak colour refused`` (the product since 2026-11-27,
+- ``closer veto, faint colours refused`` (the product since 2026-11-27,
   ``registry.colour.faint_colour``): as ``closer veto``, but a pair where
-  either side is only weakly coloured (colourfulness 0.010-0.020: its a*b*
+  either side's colours are faint (colourfulness 0.010-0.020: its a*b*
   near zero, so "agreeing" colours say little) does not match;
-- ``colourful and agreeing``: only when both sides are clearly colourful
+- ``clearly colourful and agreeing``: only when both sides are clearly colourful
   (>= 0.020) and their colours agree within ``COLOUR_CONFIRM_THRESHOLD``;
 - ``never``: never matches perceptually (SHA-256 only).
 
@@ -65,8 +65,8 @@ POLICIES = (
     "colours agree, registered low",
     "colours agree, both low",
     "closer veto",
-    "closer veto, weak colour refused",
-    "colourful and agreeing",
+    "closer veto, faint colours refused",
+    "clearly colourful and agreeing",
     "never",
 )
 
@@ -101,12 +101,9 @@ def accepted(
         out &= ~low_registered | agree
     elif policy == "closer veto":  # colour pairs agree closely; grey pairs as now
         out &= ~low | agree | grey_record
-    elif policy == "closer veto, weak colour refused":
-        weak = ((q_colour >= GREY) & (q_colour < 2 * GREY))[:, None] | (
-            (r_colour >= GREY) & (r_colour < 2 * GREY)
-        )
-        out &= ~low | ((agree | grey_record) & ~weak)
-    elif policy == "colourful and agreeing":
+    elif policy == "closer veto, faint colours refused":
+        out &= ~low | ((agree | grey_record) & ~bc.faint_pair(q_colour, r_colour, GREY))
+    elif policy == "clearly colourful and agreeing":
         out &= ~low | (agree & (q_colour >= 2 * GREY)[:, None] & (r_colour >= 2 * GREY))
     elif policy == "colours agree, both low":
         out &= ~(low_registered & low_record) | agree
