@@ -119,10 +119,12 @@ def write_photo(data: bytes, name: str, out: Path) -> Path:
         target = out / f"{stem}.jpg"
         target.write_bytes(data)
         return target
-    return save_array_or_image(image, stem, out)
+    return save_shrunk_jpeg(image, stem, out)
 
 
-def save_array_or_image(image: Image.Image, stem: str, out: Path) -> Path:
+def save_shrunk_jpeg(image: Image.Image, stem: str, out: Path) -> Path:
+    """Save ``image`` into ``out`` as ``stem``.jpg at quality 95, its longest
+    side shrunk to LONGEST when larger."""
     image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
     if max(image.size) > LONGEST:
         image.thumbnail((LONGEST, LONGEST), Image.Resampling.LANCZOS)
@@ -161,7 +163,7 @@ def build_packages(out: Path, work: Path) -> list[Path]:
             with np.load(io.BytesIO(data)) as npz:
                 pixels = npz[npz.files[0]]
             image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-            written.append(save_array_or_image(image, Path(member).stem, out))
+            written.append(save_shrunk_jpeg(image, Path(member).stem, out))
         else:
             written.append(write_photo(data, member, out))
     return written
