@@ -323,6 +323,22 @@ def pipeline_error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     }
 
 
+def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    # Django's verdict before any view ran (a Host header not in ALLOWED_HOSTS,
+    # another SuspiciousOperation): its message names what was wrong in the
+    # log, not here, as Django's own 400 page does.
+    return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+
+
+def json_permission_denied(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
+    return JsonResponse(
+        error_body("permission_denied", "You do not have permission to perform this action."),
+        status=403,
+    )
+
+
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "Not found."), status=404)
 

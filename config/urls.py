@@ -25,6 +25,21 @@ urlpatterns = [
 ]
 
 
+# Errors Django answers itself, before or outside any API view, are JSON under
+# /api/ too: with DEBUG off, a Host header not in ALLOWED_HOSTS (400) or a
+# PermissionDenied raised by middleware (403) would otherwise get an HTML page.
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return api.json_bad_request(request, exception)
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return api.json_permission_denied(request, exception)
+    return defaults.permission_denied(request, exception)
+
+
 def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return api.json_not_found(request, exception)

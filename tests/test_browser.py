@@ -132,11 +132,16 @@ def desktop_journey(browser: Browser, base: str, tmp_path: Path) -> None:
     # Log out and in again.
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("navigation").get_by_role("link", name="Log in")).to_be_visible()
+    # This time with the keyboard alone: the password follows the email in tab
+    # order, and Enter submits the form.
     page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Email").fill(EMAIL)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Email").focus()
+    page.keyboard.type(EMAIL)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    expect(page.get_by_label("Password")).to_have_value(PASSWORD)
     shot(page, "login")
-    page.get_by_role("button", name="Log in").click()
+    page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Your dashboard")).to_be_visible()
     shot(page, "dashboard")
 
@@ -233,7 +238,14 @@ def phone_journey_without_javascript(browser: Browser, base: str) -> None:
     assert (filed.uses, filed.scope) == (["ai_inference"], "photos")
     assert [photo.original_filename for photo in filed.photos.all()] == ["forest.jpg"]
     shot(page, "phone-opt-outs")
-    page.get_by_role("button", name=re.compile("^Withdraw")).click()
+    # Nothing wider than the phone's screen: no sideways scrolling to read a page.
+    for path in ("/me/", "/me/photos/", "/me/opt-outs/", "/me/consent/"):
+        page.goto(f"{base}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    page.goto(f"{base}/me/opt-outs/")
+    # Withdrawn from the keyboard: the button takes the focus and Enter presses it.
+    page.get_by_role("button", name=re.compile("^Withdraw")).focus()
+    page.keyboard.press("Enter")
     expect(page.get_by_text("Opt-out withdrawn")).to_be_visible()
     assert OptOut.objects.filter(withdrawn_at__isnull=True).count() == 0
     phone.close()

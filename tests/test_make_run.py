@@ -121,6 +121,42 @@ def admin_login(base: str) -> tuple[int, str, str]:
         return response.status, response.url, response.read().decode()
 
 
+def sign_up_and_confirm(base: str, output: Output, email: str) -> tuple[int, str]:
+    """Sign up through the form; the confirmation email is printed on the
+    console (development's email backend): follow its link."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    status, page = get(f"{base}/accounts/signup/", opener)
+    assert status == 200
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert match is not None
+    password = "a new creator's passphrase 42"
+    form = urlencode(
+        {
+            "csrfmiddlewaretoken": match.group(1),
+            "email": email,
+            "password1": password,
+            "password2": password,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{base}/accounts/signup/", data=form, headers={"Referer": f"{base}/accounts/signup/"}
+    )
+    with opener.open(request, timeout=10) as response:
+        assert response.url == f"{base}/accounts/signup/done/"
+    deadline = time.monotonic() + 10
+    link = None
+    while link is None and time.monotonic() < deadline:
+        link = re.search(
+            rf"To: {re.escape(email)}\n(?:.*\n)*?.*?(/accounts/confirm/\S+/)", output.text
+        )
+        time.sleep(0.1)
+    assert link is not None, output.text
+    with opener.open(f"{base}{link.group(1)}", timeout=10) as response:
+        return response.status, response.url
+
+
 def demo_creator_rows(database: Path) -> tuple[str, str | None, int, list[str]]:
     with sqlite3.connect(database) as db:
         password, confirmed_at, creator_id = db.execute(
@@ -159,6 +195,7 @@ def test_make_run_starts_the_registry_with_demo_data(tmp_path: Path) -> None:
         health = wait_until_healthy(base, process, output)
         login_status, login_page = get(f"{base}/accounts/login/")
         admin_status, admin_url, admin_page = admin_login(base)
+        confirmed_status, confirmed_url = sign_up_and_confirm(base, output, "new@example.org")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -177,8 +214,62 @@ def test_make_run_starts_the_registry_with_demo_data(tmp_path: Path) -> None:
     assert login_status == 200, login_page
     assert (admin_status, admin_url) == (200, f"{base}/admin/")
     assert "Site administration" in admin_page
+    assert "Subject: Confirm your email for the Opt-Out Registry" in output.text
+    assert (confirmed_status, confirmed_url) == (200, f"{base}/me/")
     password, confirmed_at, photos, active = demo_creator_rows(run_dir / "db.sqlite3")
     assert check_password("demo-password-1234", password)
     assert confirmed_at is not None
     assert photos == 6
     assert [json.loads(uses) for uses in active] == [["ai_training"]]
+
+
+def make_dry_run(target: str) -> list[str]:
+    """The commands `make TARGET` would run when pyproject.toml has changed since
+    the last install (as on a fresh clone), printed by `make -n`, not run."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PORT", "HOST", "PYTHON", "PYTEST_ARGS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
+    result = subprocess.run(
+        ["make", "-n", "-W", "pyproject.toml", target],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+# Creating (or refreshing) .venv and installing the project with its dev extras
+# from pyproject.toml: nothing is installed by hand.
+INSTALL = [
+    "test -x .venv/bin/python || python3 -m venv .venv",
+    ".venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip",
+    ".venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'",
+    "touch .venv/.installed",
+]
+
+
+def test_make_run_installs_into_the_venv_then_migrates_seeds_and_serves_on_port_8000() -> None:
+    commands = make_dry_run("run")
+
+    assert commands == [
+        *INSTALL,
+        "DJANGO_DEBUG=1 .venv/bin/python manage.py migrate --noinput",
+        "DJANGO_DEBUG=1 .venv/bin/python manage.py seed_demo",
+        'echo "Opt-Out Registry on http://127.0.0.1:8000/"',
+        "DJANGO_DEBUG=1 .venv/bin/python manage.py runserver --noreload 127.0.0.1:8000",
+    ]
+
+
+def test_make_test_installs_into_the_venv_then_runs_pytest() -> None:
+    commands = make_dry_run("test")
+
+    assert commands[: len(INSTALL)] == INSTALL
+    assert commands[-1].strip() == ".venv/bin/python -m pytest"
+    # Between them, `make browser` installs Debian's chromium when it is missing.
+    assert any("apt-get install -y -qq chromium" in line for line in commands)

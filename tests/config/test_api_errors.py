@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import override_settings
+from django.test import Client, RequestFactory, override_settings
 from rest_framework.test import APIClient
 
+from config import urls
+from registry import api as registry_api
 from registry import services
 from registry.models import Claim, ConsentEvent, Photo
 from tests.factories import CreatorFactory
@@ -235,3 +241,83 @@ def test_broken_multipart_body_is_400_json(api: APIClient) -> None:
     assert response.status_code == 400
     assert response.json()["error"] == "parse_error"
     assert Photo.objects.count() == 0
+
+
+# --- errors Django answers before or outside an API view -----------------------
+
+
+def test_a_host_header_not_allowed_is_400_json_on_api_paths_only() -> None:
+    # DisallowedHost is raised while Django builds the request, before any view:
+    # handler400 answers it (DEBUG is off in tests, as in production).
+    api_response = APIClient().get("/api/v1/me/photos", HTTP_HOST="evil.example")
+    page_response = Client().get("/me/photos/", HTTP_HOST="evil.example")
+
+    assert api_response.status_code == 400
+    assert api_response["Content-Type"] == "application/json"
+    assert api_response.json() == {"error": "bad_request", "detail": "Bad request."}
+    assert page_response.status_code == 400
+    assert not page_response["Content-Type"].startswith("application/json")
+
+
+def test_an_unexpected_error_in_an_api_view_is_500_json_and_logged(
+    api: APIClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fault injection: nothing in a healthy registry raises here.
+    def broken(self: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(registry_api.PhotoListRegisterView, "get_queryset", broken)
+    api.raise_request_exception = False
+
+    with caplog.at_level(logging.ERROR):
+        response = api.get("/api/v1/me/photos")
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": "server_error",
+        "detail": "Internal error; it has been logged.",
+    }
+    assert "disk on fire" not in response.content.decode()
+    assert any(
+        record.exc_info and "disk on fire" in str(record.exc_info[1]) for record in caplog.records
+    )
+
+
+def test_an_unexpected_error_outside_the_api_views_is_500_json_on_api_paths_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A middleware failing (here the session middleware, by fault injection)
+    # reaches Django's handler500, not DRF's exception handler.
+    def broken(self: object, request: object) -> None:
+        raise RuntimeError("session store on fire")
+
+    monkeypatch.setattr(SessionMiddleware, "process_request", broken)
+
+    api_response = Client(raise_request_exception=False).get("/api/v1/me/photos")
+    page_response = Client(raise_request_exception=False).get("/me/photos/")
+
+    assert api_response.status_code == 500
+    assert api_response["Content-Type"] == "application/json"
+    assert api_response.json() == {
+        "error": "server_error",
+        "detail": "Internal error; it has been logged.",
+    }
+    assert page_response.status_code == 500
+    assert not page_response["Content-Type"].startswith("application/json")
+
+
+def test_permission_denied_outside_the_api_views_is_403_json_on_api_paths_only() -> None:
+    # No route raises it today (API views answer 403 themselves); the handler
+    # is the net for middleware that would.
+    api_response = urls.handler403(RequestFactory().get("/api/v1/me/photos"), PermissionDenied())
+    page_response = urls.handler403(RequestFactory().get("/me/photos/"), PermissionDenied())
+
+    assert api_response.status_code == 403
+    assert api_response["Content-Type"] == "application/json"
+    assert api_response.content == (
+        b'{"error": "permission_denied", '
+        b'"detail": "You do not have permission to perform this action."}'
+    )
+    assert page_response.status_code == 403
+    assert not page_response["Content-Type"].startswith("application/json")

@@ -6,6 +6,8 @@ import secrets
 from dataclasses import dataclass
 
 import pytest
+from django.apps import apps
+from django.contrib import admin
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -14,7 +16,13 @@ from django.utils import timezone
 from optout.models import EngineState, OptOut, Organization
 from optout.services import opt_out_file, opt_out_withdraw
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
-from registry.services import claim_add, photos_register_from_hashes, token_create
+from registry.services import (
+    claim_add,
+    creator_suspend,
+    photos_register_from_hashes,
+    token_create,
+    token_revoke,
+)
 from registry.uploads import HashLine
 from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
 
@@ -93,6 +101,89 @@ def test_changelist_and_change_page_of_every_model_render(
     assert pk in [obj.pk for obj in changelist.context["cl"].result_list]
     assert change.status_code == 200
     assert change.context["original"].pk == pk
+
+
+def test_every_model_of_the_creator_side_has_an_admin_with_search_and_filters() -> None:
+    models = [*apps.get_app_config("registry").get_models(), Organization, OptOut]
+
+    missing = [
+        model._meta.label
+        for model in models
+        if not admin.site.is_registered(model)
+        or not admin.site.get_model_admin(model).search_fields
+        or not admin.site.get_model_admin(model).list_filter
+    ]
+
+    assert {model._meta.label for model in models} >= {
+        "registry.Creator",
+        "registry.Photo",
+        "registry.Claim",
+        "registry.PersonalToken",
+        "registry.ConsentEvent",
+    }
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("model", "query", "expected"),
+    [
+        ("registry/creator", {"suspended_at__isempty": "0"}, "creator"),
+        ("registry/creator", {"email_confirmed_at__isempty": "1"}, "creator"),
+        ("registry/photo", {"channel__exact": "api"}, "photo"),
+        ("registry/claim", {"kind__exact": "handle"}, "claim"),
+        ("registry/claim", {"channel__exact": "api"}, "claim"),
+        ("registry/personaltoken", {"revoked_at__isempty": "0"}, "token"),
+        ("registry/consentevent", {"kind__exact": "opt_out_withdrawn"}, "event"),
+        ("registry/consentevent", {"channel__exact": "api"}, "event"),
+        ("optout/organization", {"suspended_at__isempty": "0"}, "organization"),
+        ("optout/optout", {"withdrawn_at__isempty": "0"}, "opt_out"),
+        ("optout/optout", {"scope__exact": "all_photos"}, "opt_out"),
+    ],
+)
+def test_each_filter_narrows_the_list_to_the_matching_object(
+    admin_client: Client, world: World, model: str, query: dict[str, str], expected: str
+) -> None:
+    # The world's objects are the ordinary ones (web, domain, active, ...): each
+    # filter must drop them and find only the object made to match it.
+    other = CreatorFactory(email_confirmed_at=None)
+    creator_suspend(creator=other)
+    [outcome] = photos_register_from_hashes(
+        creator=other,
+        items=[(None, HashLine(sha256=secrets.token_hex(32)))],
+        channel=Channel.API,
+    )
+    claim, _ = claim_add(creator=other, kind="handle", value="instagram:bob", channel="api")
+    token, _ = token_create(creator=other, name="old")
+    token_revoke(token=token)
+    organization = OrganizationFactory(name="Gone Lab", suspended_at=timezone.now())
+    opt_out = opt_out_file(creator=other, uses=["data_mining"], scope="all_photos", channel="api")
+    opt_out = opt_out_withdraw(creator=other, opt_out_id=opt_out.public_id, channel="api")
+    matching = {
+        "creator": other,
+        "photo": Photo.objects.get(public_id=outcome.photo),
+        "claim": claim,
+        "token": token,
+        "event": ConsentEvent.objects.get(kind="opt_out_withdrawn"),
+        "organization": organization,
+        "opt_out": opt_out,
+    }
+    if model == "registry/consentevent" and "channel__exact" in query:
+        # Every ledger row of the other creator came through the API.
+        expected_pks = set(
+            ConsentEvent.objects.filter(creator_public_id=other.public_id).values_list(
+                "pk", flat=True
+            )
+        )
+    else:
+        expected_pks = {matching[expected].pk}
+
+    unfiltered = admin_client.get(f"/admin/{model}/")
+    response = admin_client.get(f"/admin/{model}/", query)
+
+    assert response.status_code == 200
+    assert response.context["cl"].has_filters
+    assert getattr(world, expected).pk in [o.pk for o in unfiltered.context["cl"].result_list]
+    assert {obj.pk for obj in response.context["cl"].result_list} == expected_pks
 
 
 def test_the_admin_is_closed_to_creators(client: Client, world: World) -> None:

@@ -590,6 +590,30 @@ def test_session_login_works_for_the_api(creator: Creator) -> None:
     assert Photo.objects.get().creator == creator
 
 
+def test_a_session_post_without_the_csrf_token_is_403_json_and_a_token_post_needs_none(
+    creator: Creator, client_for: ClientFor
+) -> None:
+    # A logged-in browser session must not be usable by another site's form:
+    # session requests need the CSRF token; token requests cannot be forged.
+    session = APIClient(enforce_csrf_checks=True)
+    assert session.login(username=creator.user.username, password=PASSWORD)
+    token_client = client_for(creator)
+    token_client.handler.enforce_csrf_checks = True
+
+    refused = session.post("/api/v1/me/claims", {"kind": "domain", "value": "a.example"}, "json")
+    accepted = token_client.post(
+        "/api/v1/me/claims", {"kind": "domain", "value": "b.example"}, "json"
+    )
+
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "error": "permission_denied",
+        "detail": "CSRF Failed: CSRF cookie not set.",
+    }
+    assert accepted.status_code == 201
+    assert list(Claim.objects.values_list("value", flat=True)) == ["b.example"]
+
+
 @pytest.mark.parametrize("state", ["unconfirmed", "suspended", "no_creator_profile"])
 def test_accounts_that_are_not_active_confirmed_creators_get_403(
     state: str, client_for: ClientFor

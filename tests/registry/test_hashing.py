@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -954,3 +956,25 @@ def test_colour_of_a_small_image_is_its_exact_signature() -> None:
     small = skimage_photo("coffee").resize((60, 40), Image.Resampling.BOX)
 
     assert hashing.colour_of(small) == colour_signature(small)
+
+
+def test_hashing_imports_no_django() -> None:
+    # Pure functions, shared with the `optout hash` tool that runs without Django.
+    snippet = (
+        "import sys\n"
+        "from registry import colour, fast_hashing, hashing, variants\n"
+        "hashing.hash_bytes(open(sys.argv[1], 'rb').read())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('django', 'rest_framework', 'psycopg', 'celery')))\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", snippet, str(SKIMAGE_DATA / "astronaut.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
@@ -21,7 +22,7 @@ from registry.services import (
     token_revoke,
 )
 from registry.uploads import HashLine, hash_files
-from tests.factories import CreatorFactory, UserFactory
+from tests.factories import CreatorFactory, PhotoFactory, UserFactory
 from tests.images import jpeg_bytes
 
 SHA_A = "a" * 64
@@ -140,6 +141,18 @@ def test_the_same_photo_may_be_registered_by_two_creators() -> None:
     assert (first[0].status, second[0].status) == ("registered", "registered")
     assert first[0].photo != second[0].photo
     assert Photo.objects.filter(sha256=SHA_A).count() == 2
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_second_row_for_one_creator_and_sha256() -> None:
+    # The service answers "already registered" first; the constraint is what
+    # holds when two requests race (test_ledger's concurrent uploads).
+    photo = PhotoFactory(sha256=SHA_A)
+
+    with pytest.raises(IntegrityError, match="photo_unique_per_creator"), transaction.atomic():
+        PhotoFactory(creator=photo.creator, sha256=SHA_A)
+
+    assert Photo.objects.filter(sha256=SHA_A).count() == 1
 
 
 @pytest.mark.django_db

@@ -399,15 +399,23 @@ def test_upload_names_corrupt_files_and_decompression_bombs(client: Client) -> N
     Image.new("1", (8000, 7000)).save(canvas, "PNG")
     bomb = upload("bomb.png", canvas.getvalue(), "image/png")
     damaged = upload("bad.jpg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    good = jpeg_bytes(5)
 
-    response = client.post("/me/photos/upload/", {"photos": [bomb, damaged]})
+    response = client.post(
+        "/me/photos/upload/", {"photos": [bomb, upload("good.jpg", good), damaged]}
+    )
 
-    assert outcomes(response) == [("bomb.png", "decompression_bomb"), ("bad.jpg", "corrupt")]
+    assert response.status_code == 200
+    assert outcomes(response) == [
+        ("bomb.png", "decompression_bomb"),
+        ("good.jpg", "registered"),
+        ("bad.jpg", "corrupt"),
+    ]
     html = response.content.decode()
     assert "decompression bomb" in html
     assert "image is 8000x7000 pixels; the limit is 50000000 pixels" in html
     assert "JPEG header is damaged" in html
-    assert Photo.objects.count() == 0
+    assert list(Photo.objects.values_list("sha256", flat=True)) == [sha(good)]
 
 
 def test_upload_of_a_zip_registers_its_good_members_and_reports_the_bad(client: Client) -> None:
@@ -668,3 +676,103 @@ def test_revoke_is_a_post(client: Client) -> None:
     assert response.status_code == 405
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+# --- CSRF everywhere -----------------------------------------------------------------------
+
+POST_FORM = re.compile(r"<form\b[^>]*\bmethod=\"post\"[^>]*>(.*?)</form>", re.S | re.I)
+CSRF_INPUT = re.compile(r'<input type="hidden" name="csrfmiddlewaretoken" value="([^"]+)">')
+
+
+def post_forms(html: str) -> list[str]:
+    return POST_FORM.findall(html)
+
+
+def test_every_post_form_of_every_page_carries_a_csrf_token() -> None:
+    from optout.services import opt_out_file
+
+    anonymous = Client(enforce_csrf_checks=True)
+    client = Client(enforce_csrf_checks=True)
+    creator = signed_in(client)
+    token_create(creator=creator, name="laptop")
+    opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel="web")
+    # Page -> number of post forms on it (the log-out form of the navigation included).
+    expected = {
+        "/accounts/signup/": (anonymous, 1),
+        "/accounts/login/": (anonymous, 1),
+        "/accounts/password-reset/": (anonymous, 1),
+        "/me/": (client, 1),
+        "/me/photos/": (client, 3),  # upload files, upload hashes
+        "/me/claims/": (client, 2),
+        "/me/tokens/": (client, 3),  # create, revoke
+        "/me/opt-outs/": (client, 3),  # withdraw, file
+        "/me/delete/": (client, 2),
+    }
+
+    for path, (who, count) in expected.items():
+        html = who.get(path).content.decode()
+        forms = post_forms(html)
+        assert len(forms) == count, (path, len(forms))
+        assert all(CSRF_INPUT.search(form) for form in forms), path
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing() -> None:
+    from optout.models import OptOut
+    from optout.services import opt_out_file
+
+    client = Client(enforce_csrf_checks=True)
+    creator = signed_in(client)
+    token, _ = token_create(creator=creator, name="laptop")
+    opt_out = opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel="web")
+    events = ConsentEvent.objects.count()
+    posts: list[tuple[str, dict[str, object]]] = [
+        ("/me/photos/upload/", {"photos": [upload("a.jpg", jpeg_bytes(1))]}),
+        ("/me/photos/hashes/", {"hashes": upload("h.jsonl", b'{"sha256": "' + b"a" * 64 + b'"}')}),
+        ("/me/claims/", {"kind": "domain", "value": "example.com"}),
+        ("/me/tokens/", {"name": "forged"}),
+        (f"/me/tokens/{token.public_id}/revoke/", {}),
+        ("/me/opt-outs/", {"uses": ["data_mining"], "scope": "all_photos"}),
+        (f"/me/opt-outs/{opt_out.public_id}/withdraw/", {}),
+        ("/me/delete/", {"opt_outs": "withdraw", "password": PASSWORD}),
+        ("/accounts/logout/", {}),
+    ]
+    anonymous_posts: list[tuple[str, dict[str, object]]] = [
+        ("/accounts/signup/", {"email": "x@example.org", "password1": NEW_PASSWORD}),
+        ("/accounts/login/", {"username": "x@example.org", "password": NEW_PASSWORD}),
+        ("/accounts/password-reset/", {"email": creator.user.email}),  # type: ignore[union-attr]
+        ("/accounts/confirm/resend/", {"email": creator.user.email}),  # type: ignore[union-attr]
+    ]
+
+    statuses = [client.post(path, data).status_code for path, data in posts]
+    anonymous = Client(enforce_csrf_checks=True)
+    anonymous_statuses = [anonymous.post(path, data).status_code for path, data in anonymous_posts]
+
+    assert statuses == [403] * len(posts)
+    assert anonymous_statuses == [403] * len(anonymous_posts)
+    assert Photo.objects.count() == Claim.objects.count() == 0
+    assert PersonalToken.objects.filter(creator=creator).count() == 1
+    token.refresh_from_db()
+    opt_out.refresh_from_db()
+    assert (token.revoked_at, opt_out.withdrawn_at) == (None, None)
+    assert OptOut.objects.count() == 1
+    assert ConsentEvent.objects.count() == events
+    creator.refresh_from_db()
+    assert creator.user is not None and creator.anonymized_at is None
+    assert get_user_model().objects.count() == 1
+    assert mail.outbox == []
+    assert client.get("/me/").status_code == 200  # still logged in
+
+
+def test_a_post_with_the_csrf_token_of_the_page_goes_through() -> None:
+    client = Client(enforce_csrf_checks=True)
+    creator = signed_in(client)
+    token = CSRF_INPUT.search(post_forms(client.get("/me/claims/").content.decode())[-1])
+    assert token is not None
+
+    response = client.post(
+        "/me/claims/",
+        {"kind": "domain", "value": "example.com", "csrfmiddlewaretoken": token.group(1)},
+    )
+
+    assert response.status_code == 302
+    assert Claim.objects.filter(creator=creator).count() == 1
