@@ -274,6 +274,11 @@ SPECTACULAR_SETTINGS = {
     # and the page loads no third-party script.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Pipeline responses carry exactly the fields their schemas name (optout/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "optout.schema.pipeline_response_schemas_close",
+    ],
     # Two models have a `kind` field with different choices; name their enums.
     "ENUM_NAME_OVERRIDES": {
         "ClaimKindEnum": "registry.models.Claim.Kind",

@@ -49,7 +49,8 @@ from optout.pipeline_auth import (
     PipelineClient,
     pipeline_client,
 )
-from optout.pipeline_serializers import threshold_field
+from optout.pipeline_serializers import ThresholdsSerializer, threshold_field
+from optout.receipt_api import ReceiptSerializer
 from optout.throttles import ApiKeyRateThrottle
 from optout.uses import USES
 
@@ -239,11 +240,6 @@ class BatchAcceptedSerializer(serializers.Serializer):
         return _absolute(self.context["request"], "api-batch", batch.public_id)
 
 
-class BatchThresholdsSerializer(serializers.Serializer):
-    pdq = serializers.IntegerField()
-    phash = serializers.IntegerField()
-
-
 class BatchCountsSerializer(serializers.Serializer):
     excluded = serializers.IntegerField()
     invalid = serializers.IntegerField()
@@ -256,7 +252,7 @@ class BatchSerializer(serializers.Serializer):
     use = serializers.CharField()
     format = serializers.CharField(help_text="`jsonl` | `csv` | `parquet` | `webdataset`.")
     manifest_sha256 = serializers.CharField()
-    thresholds = BatchThresholdsSerializer()
+    thresholds = ThresholdsSerializer()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -268,8 +264,7 @@ class BatchSerializer(serializers.Serializer):
     progress = serializers.SerializerMethodField(help_text="Share of chunks decided, 0 to 1.")
     counts = serializers.SerializerMethodField()
     failure_reason = serializers.CharField()
-    receipt = serializers.JSONField(
-        allow_null=True,
+    receipt = serializers.SerializerMethodField(
         help_text=(
             "Once done: the signed receipt `{statement, algorithm, signature, public_key, "
             "key_id}`; verify it with the key at /api/v1/receipts/public-key."
@@ -282,6 +277,12 @@ class BatchSerializer(serializers.Serializer):
         if batch.status == Batch.Status.DONE:
             return 1.0
         return batch.chunks_done / batch.chunk_count if batch.chunk_count else 0.0
+
+    # Returned exactly as stored and signed: re-serializing could alter what the
+    # signature covers. The schema documents it field by field (closed).
+    @extend_schema_field(ReceiptSerializer(allow_null=True))
+    def get_receipt(self, batch: Batch) -> dict[str, Any] | None:
+        return cast(dict[str, Any] | None, batch.receipt)
 
     @extend_schema_field(BatchCountsSerializer)
     def get_counts(self, batch: Batch) -> dict[str, int]:

@@ -364,3 +364,10 @@ class UrlQueryResultSerializer(serializers.Serializer):
 
 class UrlQueryResponseSerializer(serializers.Serializer):
     urls = UrlQueryResultSerializer(many=True, help_text="One per URL, in request order.")
+
+
+class ThresholdsSerializer(serializers.Serializer):
+    """The PDQ and pHash thresholds a batch was decided with (its own, or the registry's)."""
+
+    pdq = serializers.IntegerField()
+    phash = serializers.IntegerField()

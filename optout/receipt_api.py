@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from config.api import ErrorSerializer, error_responses
 from optout import receipts
+from optout.pipeline_serializers import ThresholdsSerializer
 
 logger = logging.getLogger(__name__)
 TAGS = ["receipts"]
@@ -36,6 +37,49 @@ class ReceiptPublicKeySerializer(serializers.Serializer):
     key_id = serializers.CharField(
         help_text="First 16 hex digits of sha256 over the raw key; receipts name it as `key_id`."
     )
+
+
+class ReceiptAlgorithmsSerializer(serializers.Serializer):
+    sha256 = serializers.CharField()
+    pdq = serializers.CharField()
+    phash = serializers.CharField()
+    decision = serializers.CharField(help_text="The decision rule, with its fingerprint.")
+
+
+class ReceiptStatementSerializer(serializers.Serializer):
+    """What a batch receipt states and signs (optout.batches.batch_receipt_statement).
+    Documentation only: a receipt is returned exactly as it was signed."""
+
+    type = serializers.CharField(help_text="Always `optout-registry.batch-receipt`.")
+    version = serializers.IntegerField(help_text="Version of the statement's layout (1).")
+    batch = serializers.UUIDField()
+    organization = serializers.UUIDField()
+    use = serializers.CharField()
+    manifest_sha256 = serializers.CharField()
+    manifest_format = serializers.CharField()
+    record_count = serializers.IntegerField()
+    excluded_count = serializers.IntegerField()
+    invalid_count = serializers.IntegerField()
+    excluded_ids_sha256 = serializers.CharField(
+        help_text="sha256 over the excluded records' ids, in manifest order."
+    )
+    registry_version = serializers.IntegerField()
+    thresholds = ThresholdsSerializer()
+    algorithms = ReceiptAlgorithmsSerializer()
+    started_at = serializers.CharField(help_text="ISO 8601.")
+    finished_at = serializers.CharField(help_text="ISO 8601.")
+
+
+class ReceiptSerializer(serializers.Serializer):
+    """A signed batch receipt. Documentation only (see ReceiptStatementSerializer)."""
+
+    statement = ReceiptStatementSerializer()
+    algorithm = serializers.CharField(help_text="Always `Ed25519`.")
+    signature = serializers.CharField(
+        help_text="base64 of the signature over the statement's canonical JSON."
+    )
+    public_key = serializers.CharField(help_text="The signing key, raw, base64 (informative).")
+    key_id = serializers.CharField()
 
 
 class ReceiptPublicKeyView(APIView):

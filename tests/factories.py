@@ -4,12 +4,14 @@ test needs matching; otherwise random hex is enough."""
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from optout.models import Organization
+from optout.models import Organization, OrganizationAPIKey
+from optout.services import api_key_create, api_keys_revoke
 from registry.models import Creator, Photo
 
 
@@ -55,3 +57,19 @@ class PhotoFactory(factory.django.DjangoModelFactory):
 
 
 PASSWORD = "correct horse battery staple"
+
+
+def revoked_api_key(organization: Organization) -> str:
+    """A raw API key of ``organization`` that has been revoked."""
+    key, raw = api_key_create(organization=organization, name="old")
+    api_keys_revoke(key_ids=[key.pk])
+    return raw
+
+
+def expired_api_key(organization: Organization) -> str:
+    """A raw API key of ``organization`` that expired a second ago."""
+    key, raw = api_key_create(organization=organization, name="old")
+    OrganizationAPIKey.objects.filter(pk=key.pk).update(
+        expiry_date=timezone.now() - timedelta(seconds=1)
+    )
+    return raw

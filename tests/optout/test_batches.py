@@ -22,6 +22,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.http import StreamingHttpResponse
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, FakePayload, encode_multipart
 from django.utils import timezone
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
@@ -36,7 +39,13 @@ from optout.tasks import batch_chunk_decide_task, batch_chunks_sweep_task, batch
 from registry import hashing
 from registry.colour import COLOUR_THRESHOLD, colour_signature
 from registry.models import Channel, Claim, Photo
-from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
+from tests.factories import (
+    CreatorFactory,
+    OrganizationFactory,
+    PhotoFactory,
+    expired_api_key,
+    revoked_api_key,
+)
 from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
 from tests.optout.batch_helpers import (
     SHA256_EVIDENCE,
@@ -1381,3 +1390,135 @@ def test_submissions_are_rate_limited_per_key_but_reading_is_not(
     assert codes == [202, 202, 429]
     assert reads == [200, 200, 200]
     assert Batch.objects.count() == 2
+
+
+class CountingPayload(FakePayload):
+    """A request body that counts the bytes the application reads from it."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__(content)
+        self.bytes_read = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def readline(self, size: int = -1, /) -> bytes:
+        data = super().readline(size)
+        self.bytes_read += len(data)
+        return data
+
+
+def test_a_manifest_far_over_the_limit_is_refused_before_its_body_is_read(
+    client: APIClient, settings: Settings
+) -> None:
+    settings.OPTOUT_MAX_MANIFEST_BYTES = 1000
+    manifest = jsonl([{"id": f"r{i}", "url": f"https://a.org/{i}"} for i in range(100_000)])
+    body = encode_multipart(
+        BOUNDARY,
+        {"manifest": SimpleUploadedFile("m.jsonl", manifest), "use": "ai_training"},
+    )
+    payload = CountingPayload(body)
+    assert len(body) > 3_000_000
+
+    response = client.generic(
+        "POST",
+        "/api/v1/batches",
+        body,
+        content_type=MULTIPART_CONTENT,
+        HTTP_IDEMPOTENCY_KEY="far",
+        **{"wsgi.input": payload},
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "too_large",
+        "detail": "The manifest is larger than the limit of 1000 bytes.",
+    }
+    # Not one byte of the body was read (its Content-Length decided).
+    assert payload.bytes_read == 0
+    assert Batch.objects.count() == 0 and PipelineRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv", "parquet"])
+def test_exclusions_are_streamed_in_pieces_read_from_the_database_as_they_go(
+    client: APIClient, output_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from optout import exclusions
+
+    registry = registry_with_opt_outs()
+    batch = batch_of(submit(client, b"\n".join(mixed_records(registry))))
+    run_chunks(batch)
+    monkeypatch.setattr(exclusions, "ROWS_PER_PIECE", 2)
+
+    with CaptureQueriesContext(connection) as answering:
+        response = client.get(
+            f"/api/v1/batches/{batch.public_id}/exclusions?format={output_format}"
+        )
+    with CaptureQueriesContext(connection) as streaming:
+        pieces = [piece for piece in response.streaming_content if piece]  # type: ignore[attr-defined]
+
+    assert response.status_code == 200
+    assert isinstance(response, StreamingHttpResponse) and response.streaming
+    # The results are read while the body is sent, not before the answer starts.
+    assert not any("optout_batchresult" in q["sql"] for q in answering.captured_queries)
+    assert any("optout_batchresult" in q["sql"] for q in streaming.captured_queries)
+    # Three exclusions, two rows a piece: more than one piece.
+    assert len(pieces) >= 2
+    if output_format == "jsonl":
+        assert [row["id"] for row in jsonl_rows(b"".join(pieces))] == ["exact", "near", "claimed"]
+
+
+def test_the_sweeper_is_scheduled_every_minute_on_the_beat_the_workers_read(
+    settings: Settings,
+) -> None:
+    from config.celery import app
+
+    entry = app.conf.beat_schedule["batch-chunks-sweep"]
+
+    assert entry["task"] == batch_chunks_sweep_task.name
+    assert batch_chunks_sweep_task.name in app.tasks
+    assert float(entry["schedule"]) <= 60
+    # A swept chunk is taken again once its lease ran out: the sweep is more
+    # frequent than a lease is long.
+    assert float(entry["schedule"]) < settings.OPTOUT_CHUNK_LEASE_SECONDS
+
+
+@pytest.mark.parametrize(
+    "route", ["submit", "list", "detail", "exclusions"], ids=lambda route: route
+)
+@pytest.mark.parametrize(
+    ("header", "status", "detail"),
+    [
+        (lambda org: f"Api-Key {revoked_api_key(org)}", 401, "Invalid or revoked API key."),
+        (lambda org: f"Api-Key {expired_api_key(org)}", 401, "This API key has expired."),
+        (lambda org: "Api-Key not.a-key", 401, "Invalid or revoked API key."),
+        (lambda org: "Api-Key", 401, "Malformed Authorization header: expected 'Api-Key <key>'."),
+        (lambda org: "Api-Key é", 401, "API key contains invalid characters."),
+    ],
+    ids=["revoked", "expired", "garbled", "no-key", "non-ascii"],
+)
+def test_batch_routes_refuse_revoked_expired_and_garbled_keys_with_json(
+    client: APIClient, organization: Organization, route: str, header: Any, status: int, detail: str
+) -> None:
+    batch = batch_of(submit(client, jsonl([{"id": "a", "sha256": "ab" * 32}]), key="mine"))
+    run_chunks(batch)
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=header(organization))
+    base = f"/api/v1/batches/{batch.public_id}"
+
+    if route == "submit":
+        response = submit(other, jsonl([{"id": "b", "sha256": "cd" * 32}]), key="theirs")
+    else:
+        response = other.get(
+            {"list": "/api/v1/batches", "detail": base, "exclusions": f"{base}/exclusions"}[route]
+        )
+
+    assert response.status_code == status
+    assert response.json() == {"error": "authentication_failed", "detail": detail}
+    assert response["WWW-Authenticate"] == "Api-Key"
+    assert Batch.objects.count() == 1

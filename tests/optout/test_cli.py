@@ -17,6 +17,7 @@ from PIL import Image
 from optout import cli
 from registry import hashing, uploads, variants
 from registry.colour import COLOUR_HEX_LENGTH, colour_distance
+from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
 
 OPTOUT = Path(sys.executable).parent / "optout"
@@ -294,19 +295,10 @@ def test_hash_imports_no_django(good_folder: Path, tmp_path: Path) -> None:
         "import sys\n"
         "from optout import cli\n"
         f"code = cli.main(['hash', {str(good_folder)!r}, '-o', {str(output)!r}, '--quiet'])\n"
-        "loaded = sorted(name for name in sys.modules if name.split('.')[0] in "
-        "('django', 'rest_framework', 'psycopg', 'celery'))\n"
-        "print(code, loaded)\n"
+        f"print(code, {LOADED_FRAMEWORKS})\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", snippet],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    result = run_python(snippet)
 
     assert result.stdout == "0 []\n"
     assert len(output.read_text().splitlines()) == 5

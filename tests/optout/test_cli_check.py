@@ -30,6 +30,7 @@ from registry.models import Channel, Creator
 from registry.services import photos_register_from_hashes
 from registry.uploads import HashLine
 from tests.factories import CreatorFactory, OrganizationFactory
+from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import jpeg_bytes
 from tests.workers import broker_at, worker_start, worker_stop
 
@@ -303,19 +304,10 @@ def test_check_of_an_unreachable_registry_exits_1_and_imports_no_django(
         "from optout import cli\n"
         f"code = cli.main(['check', {str(small_manifest)!r}, '--url', {url!r}, '--key', 'k',"
         " '--quiet'])\n"
-        "loaded = sorted(name for name in sys.modules if name.split('.')[0] in "
-        "('django', 'rest_framework', 'psycopg', 'celery'))\n"
-        "print(code, loaded)\n"
+        f"print(code, {LOADED_FRAMEWORKS})\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", snippet],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
+    result = run_python(snippet, cwd=tmp_path)
 
     assert result.stdout == "1 []\n"
     assert result.stderr.splitlines()[-1] == (
@@ -594,16 +586,27 @@ def test_check_with_a_receipt_from_another_key_exits_1_and_writes_no_filtered_ma
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("via", ["--key", "environment"])
 def test_check_with_a_revoked_key_prints_the_registry_detail_and_exits_1(
-    live_server: Any, tmp_path: Path, small_manifest: Path
+    live_server: Any, tmp_path: Path, small_manifest: Path, via: str
 ) -> None:
     organization = OrganizationFactory()
     key, raw = OrganizationAPIKey.objects.create_key(organization=organization, name="old")
     key.revoked = True
     key.save()
+    # Sent either way, the key reaches the registry (without one it would answer
+    # "Authentication credentials were not provided.").
+    key_args = ["--key", raw] if via == "--key" else []
 
     result = optout(
-        "check", str(small_manifest), "--url", live_server.url, "-q", cwd=tmp_path, api_key=raw
+        "check",
+        str(small_manifest),
+        "--url",
+        live_server.url,
+        "-q",
+        *key_args,
+        cwd=tmp_path,
+        api_key=None if key_args else raw,
     )
 
     assert result.stderr == (

@@ -31,6 +31,7 @@ from optout.matching.rule import (
 from optout.matching.urls import claim_hits, host_suffixes
 from registry.colour import COLOUR_THRESHOLD, colour_signature
 from registry.variants import DEFAULT_VARIANTS, Variant, variant_kind, variants_pack
+from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import skimage_photo
 from tests.optout.batch_helpers import SHA256_EVIDENCE
 
@@ -551,3 +552,19 @@ def test_a_black_and_white_photo_never_matches_a_colour_record():
     # SHA-256 equality is not a perceptual match: no colour check.
     exact = Record(id="r", sha256=given_photo.sha256, pdq=given_photo.pdq, colour=COFFEE)
     assert [m.kind for m in decide_single(snapshot, exact).matches] == ["sha256"]
+
+
+def test_the_decision_core_imports_no_django_orm_or_database_driver() -> None:
+    """decide() and everything it reads through (rule, snapshot, live index, URLs)
+    is a pure core: importing it loads neither Django nor a database driver."""
+    snippet = (
+        "import sys\n"
+        "import optout.matching, optout.matching.decide, optout.matching.live\n"
+        "import optout.matching.rule, optout.matching.snapshot, optout.matching.urls\n"
+        f"print({LOADED_FRAMEWORKS})\n"
+    )
+
+    result = run_python(snippet)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"

@@ -10,7 +10,6 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,20 +17,27 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from jsonschema import Draft202012Validator
 from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from optout import changes, services
 from optout.matching import DEFAULT_THRESHOLDS
 from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box, KindRule
-from optout.models import OptOut, Organization, OrganizationAPIKey, PipelineRequest
+from optout.models import OptOut, Organization, PipelineRequest
 from registry import services as registry_services
 from registry.colour import COLOUR_HEX_LENGTH, COLOUR_THRESHOLD, colour_signature
 from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, ConsentEvent, Creator, Photo
 from registry.uploads import HashLine
 from registry.variants import Variant
-from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
+from tests.factories import (
+    CreatorFactory,
+    OrganizationFactory,
+    UserFactory,
+    expired_api_key,
+    revoked_api_key,
+)
 from tests.images import skimage_photo
 from tests.optout.batch_helpers import SHA256_EVIDENCE
 
@@ -995,20 +1001,6 @@ ENDPOINTS: dict[str, Callable[[APIClient], Response]] = {
 }
 
 
-def _revoked(organization: Organization) -> str:
-    key, raw = services.api_key_create(organization=organization, name="old")
-    services.api_keys_revoke(key_ids=[key.pk])
-    return raw
-
-
-def _expired(organization: Organization) -> str:
-    key, raw = services.api_key_create(organization=organization, name="old")
-    OrganizationAPIKey.objects.filter(pk=key.pk).update(
-        expiry_date=timezone.now() - timedelta(seconds=1)
-    )
-    return raw
-
-
 def _creator_token(organization: Organization) -> str:
     _, raw = registry_services.token_create(creator=CreatorFactory(), name="laptop")
     return raw
@@ -1038,13 +1030,13 @@ def _creator_token(organization: Organization) -> str:
             "API key contains invalid characters.",
         ),
         (
-            lambda org: f"Api-Key {_revoked(org)}",
+            lambda org: f"Api-Key {revoked_api_key(org)}",
             401,
             "authentication_failed",
             "Invalid or revoked API key.",
         ),
         (
-            lambda org: f"Api-Key {_expired(org)}",
+            lambda org: f"Api-Key {expired_api_key(org)}",
             401,
             "authentication_failed",
             "This API key has expired.",
@@ -1139,6 +1131,56 @@ def test_the_spawning_scheme_api_is_accepted_too(world: World) -> None:
     assert response.json()["results"][0]["decision"] == "exclude"
 
 
+@pytest.mark.worker  # needs Redis: the quota lives in the shared cache
+def test_quotas_are_counted_in_the_shared_redis_cache(world: World, settings: Any) -> None:
+    """Every web process reads and writes one history per key in Redis: emptied
+    there (as if by another process's view of it), the key has its quota back."""
+    import os
+
+    import redis
+
+    rates = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**rates, "lookup": "2/min"},
+    }
+    key, raw = services.api_key_create(organization=world.acme, name="quota")
+    api = pipeline(raw)
+    shared = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+    first = [lookup(api, []).status_code for _ in range(2)]
+    names = list(shared.scan_iter(match=f"*throttle_lookup_{key.prefix}", count=10_000))
+    refused = lookup(api, []).status_code
+    shared.delete(*names)
+    after_reset = lookup(api, []).status_code
+
+    # (The history expires by itself a minute later.)
+    assert first == [200, 200]
+    assert len(names) == 1
+    assert refused == 429
+    assert after_reset == 200
+
+
+def test_an_all_photos_opt_out_covers_photos_registered_after_it(world: World) -> None:
+    records = [{"id": "alice-later", "sha256": SHA_B}, {"id": "carol-later", "sha256": "d" * 64}]
+    file(world.carol, ["ai_training"], "photos", photos=[world.photo_c.public_id])
+    before = lookup(world.api, records).json()
+
+    [alice_later] = register(world.alice, HashLine(sha256=SHA_B))
+    [carol_later] = register(world.carol, HashLine(sha256="d" * 64))
+    after = lookup(world.api, records).json()
+
+    assert alice_later.registered_version > world.opt_alice.filed_version
+    assert [r["decision"] for r in before["results"]] == ["allow", "allow"]
+    # Alice's opt-out over all her photos covers the one registered later; Carol's
+    # over chosen photos does not.
+    assert after["results"] == [
+        {"id": "alice-later", "decision": "exclude", "matches": [sha_match(world.opt_alice)]},
+        {"id": "carol-later", "decision": "allow", "matches": []},
+    ]
+    assert after["registry_version"] == carol_later.registered_version
+
+
 # --- audit log ---------------------------------------------------------------------------
 
 
@@ -1222,6 +1264,169 @@ def test_no_pipeline_response_names_a_creator_photo_or_claim(world: World) -> No
     assert '"evidence"' in bodies[0].decode()
     assert str(world.opt_bob.public_id) in bodies[1].decode()
     assert SHA_B in bodies[1].decode()
+
+
+def openapi_to_json_schema(node: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema: ``nullable`` becomes a null alternative."""
+    if isinstance(node, list):
+        return [openapi_to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: openapi_to_json_schema(value) for key, value in node.items()}
+    if converted.pop("nullable", False):
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def undocumented(schema: dict[str, Any], method: str, path: str, response: Response) -> list[str]:
+    """What in a JSON response its operation's schema for that status does not allow."""
+    responses = schema["paths"][path][method]["responses"]
+    body_schema = responses[str(response.status_code)]["content"]["application/json"]["schema"]
+    root = {
+        **openapi_to_json_schema(body_schema),
+        "components": openapi_to_json_schema(schema["components"]),
+    }
+    validator = Draft202012Validator(root)
+    return [
+        f"{method} {path} {response.status_code} at /{'/'.join(map(str, e.absolute_path))}: "
+        f"{e.message}"
+        for e in validator.iter_errors(response.json())
+    ]
+
+
+def pipeline_response_objects(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every object schema reachable from a pipeline operation's responses (every
+    path outside the creator API), by the component or operation it is found in."""
+    components = schema["components"]["schemas"]
+    found: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, where)
+        elif isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in seen:
+                    seen.add(name)
+                    walk(components[name], name)
+            if node.get("type") == "object" and "properties" in node:
+                found[f"{where}:{','.join(node['properties'])}"] = node
+            for value in node.values():
+                walk(value, where)
+
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/api/v1/me/"):
+            for method, operation in operations.items():
+                walk(operation.get("responses", {}), f"{method.upper()} {path}")
+    return found
+
+
+def test_every_pipeline_response_schema_is_closed(world: World) -> None:
+    schema = world.api.get("/api/schema/?format=json").json()
+
+    objects = pipeline_response_objects(schema)
+
+    names = {where.split(":")[0] for where in objects}
+    # The walk reaches every response body a pipeline reads, down to the evidence.
+    assert {
+        "LookupResponse",
+        "LookupResult",
+        "LookupMatch",
+        "MatchEvidence",
+        "ChangesPage",
+        "Change",
+        "ChangeHash",
+        "ChangeVariant",
+        "ChangeClaim",
+        "UrlQueryResult",
+        "BatchAccepted",
+        "Batch",
+        "BatchCounts",
+        "Receipt",
+        "ReceiptStatement",
+        "ReceiptPublicKey",
+        "RegistryEngine",
+        "Error",
+    } <= names
+    assert {
+        where: node.get("additionalProperties") for where, node in objects.items()
+    } == dict.fromkeys(objects, False)
+
+
+def test_pipeline_responses_hold_only_the_fields_their_schemas_name(
+    world: World, settings: Any
+) -> None:
+    from optout import receipts
+    from optout.models import Batch, Chunk
+    from optout.tasks import batch_chunk_decide_task
+    from tests.optout.batch_helpers import jsonl, submit
+
+    settings.OPTOUT_RECEIPT_SIGNING_KEY = receipts.private_key_pem(receipts.private_key_generate())
+    receipts.signing_key_cache_clear()
+    schema = world.api.get("/api/schema/?format=json").json()
+    records = [
+        {"id": "sha", "sha256": SHA_A},
+        {"id": "both", "pdq": PDQ_A, "phash": PHASH_A, "pdq_quality": GOOD_QUALITY},
+        {"id": "domain", "url": "https://cdn.bob.example/x.jpg"},
+        {"id": "carol", "sha256": SHA_C},
+        {"id": "short", "sha256": "abc"},
+    ]
+    submitted = submit(world.api, jsonl(records), key="closed")
+    batch = Batch.objects.get(public_id=submitted.json()["id"])
+    for chunk_id in Chunk.objects.filter(batch=batch).values_list("pk", flat=True):
+        batch_chunk_decide_task(chunk_id)
+    anonymous = APIClient()
+
+    responses = [
+        ("post", "/api/v1/lookup", lookup(world.api, records)),
+        ("get", "/api/v1/changes", world.api.get("/api/v1/changes", {"since": 0})),
+        (
+            "post",
+            "/api/v2/query/urls/",
+            world.api.post(
+                "/api/v2/query/urls/",
+                "https://bob.example/x.jpg\nhttps://example.org/a.jpg",
+                content_type="text/plain",
+            ),
+        ),
+        ("post", "/api/v1/batches", submitted),
+        ("get", "/api/v1/batches/{id}", world.api.get(f"/api/v1/batches/{batch.public_id}")),
+        ("get", "/api/v1/batches", world.api.get("/api/v1/batches")),
+        ("get", "/api/v1/receipts/public-key", anonymous.get("/api/v1/receipts/public-key")),
+        ("get", "/api/v1/registry", world.api.get("/api/v1/registry")),
+        ("post", "/api/v1/lookup", lookup(world.api, records, use="scraping")),
+        ("get", "/api/v1/changes", anonymous.get("/api/v1/changes")),
+        ("get", "/api/v1/batches/{id}", world.api.get(f"/api/v1/batches/{uuid.uuid4()}")),
+    ]
+
+    statuses = [response.status_code for _, _, response in responses]
+    assert statuses == [200, 200, 200, 202, 200, 200, 200, 200, 400, 401, 404]
+    detail = responses[4][2].json()
+    assert detail["status"] == "done" and detail["receipt"]["statement"]["excluded_count"] == 3
+    lookup_body = responses[0][2].json()
+    assert [r["decision"] for r in lookup_body["results"]] == [
+        "exclude",
+        "exclude",
+        "exclude",
+        "allow",
+        "invalid",
+    ]
+    assert "evidence" in lookup_body["results"][1]["matches"][0]
+    assert [problem for m, p, r in responses for problem in undocumented(schema, m, p, r)] == []
+    # The check can fail: one field more, anywhere in a body, is refused.
+    grown = APIClient().get("/api/v1/receipts/public-key")
+    grown.json = lambda: {**lookup_body, "creator": str(world.alice.public_id)}  # type: ignore[method-assign]
+    assert undocumented(schema, "post", "/api/v1/lookup", grown) == [
+        "post /api/v1/lookup 200 at /: Additional properties are not allowed "
+        "('creator' was unexpected)"
+    ]
+    lookup_body["results"][1]["matches"][0]["evidence"]["photo"] = "x"
+    grown.json = lambda: lookup_body  # type: ignore[method-assign]
+    assert len(undocumented(schema, "post", "/api/v1/lookup", grown)) == 1
+    receipts.signing_key_cache_clear()
 
 
 # --- GET /api/v1/changes ------------------------------------------------------------------

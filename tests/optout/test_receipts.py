@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 
 from optout import receipts
 from optout.receipts import ReceiptInvalid
+from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 
 OPTOUT = Path(sys.executable).parent / "optout"
 REPO = Path(__file__).resolve().parents[2]
@@ -592,19 +593,10 @@ def test_verify_imports_no_django(receipt_file: Path, key_file: Path) -> None:
         "import sys\n"
         "from optout import cli\n"
         f"code = cli.main(['verify', {str(receipt_file)!r}, '--public-key', {str(key_file)!r}])\n"
-        "loaded = sorted(name for name in sys.modules if name.split('.')[0] in "
-        "('django', 'rest_framework', 'psycopg', 'celery'))\n"
-        "print(code, loaded)\n"
+        f"print(code, {LOADED_FRAMEWORKS})\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", snippet],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=REPO,
-    )
+    result = run_python(snippet)
 
     assert result.stdout.splitlines()[-1] == "0 []"
     assert result.returncode == 0

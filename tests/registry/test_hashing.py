@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import struct
-import subprocess
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -36,6 +34,7 @@ from registry.colour import (
     layout_compare,
     layout_parts,
 )
+from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import SKIMAGE_PHOTOS, encode, generated_photo, jpeg_bytes, skimage_photo
 
 SKIMAGE_DATA = Path(skimage.data.__file__).parent
@@ -964,17 +963,9 @@ def test_hashing_imports_no_django() -> None:
         "import sys\n"
         "from registry import colour, fast_hashing, hashing, variants\n"
         "hashing.hash_bytes(open(sys.argv[1], 'rb').read())\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('django', 'rest_framework', 'psycopg', 'celery')))\n"
+        f"print({LOADED_FRAMEWORKS})\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", snippet, str(SKIMAGE_DATA / "astronaut.png")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    result = run_python(snippet, str(SKIMAGE_DATA / "astronaut.png"))
 
     assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
