@@ -23,6 +23,7 @@ from optout.models import (
     Batch,
     BatchResult,
     Chunk,
+    ChunkShardResult,
     EngineState,
     OptOut,
     Organization,
@@ -331,6 +332,23 @@ class BatchResultAdmin(ReadOnlyAdmin):
     search_fields = ("=batch__public_id", "=record_id")
     fields = ("batch", "row", "record_id", "decision", "matches", "reason")
     readonly_fields = fields
+
+
+@admin.register(ChunkShardResult)
+class ChunkShardResultAdmin(ReadOnlyAdmin):
+    """One index shard's answer for one chunk (OPTOUT_SHARDS > 1), before the
+    answers are merged into batch results."""
+
+    list_display = ("chunk", "shard", "shards", "registry_version", "created_at")
+    list_select_related = ("chunk__batch",)
+    list_filter = ("shards", "shard")
+    search_fields = ("=chunk__batch__public_id",)
+    # Not the decisions: thousands of rows of them per chunk.
+    fields = list_display
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChunkShardResult]:
+        return super().get_queryset(request).defer("decisions")
 
 
 @admin.register(EngineState)

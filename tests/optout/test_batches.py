@@ -1358,6 +1358,30 @@ def test_operators_see_batches_chunks_and_results_read_only(
     assert admin_client.post(f"/admin/optout/batch/{batch.pk}/delete/").status_code == 403  # type: ignore[attr-defined]
 
 
+def test_operators_see_shard_answers_read_only(client: APIClient, admin_client: object) -> None:
+    from optout.models import ChunkShardResult
+
+    registry = registry_with_opt_outs()
+    batch = batch_of(submit(client, b"\n".join(mixed_records(registry))))
+    chunk = batch.chunks.get()
+    answer = ChunkShardResult.objects.create(
+        chunk=chunk, shards=2, shard=1, decisions=[], registry_version=7
+    )
+
+    listing = admin_client.get(f"/admin/optout/chunkshardresult/?q={batch.public_id}&shard=1")  # type: ignore[attr-defined]
+    other = admin_client.get(
+        "/admin/optout/chunkshardresult/?q=00000000-0000-0000-0000-000000000000"
+    )  # type: ignore[attr-defined]
+    page = admin_client.get(f"/admin/optout/chunkshardresult/{answer.pk}/change/")  # type: ignore[attr-defined]
+
+    assert [row.pk for row in listing.context["cl"].result_list] == [answer.pk]
+    assert list(other.context["cl"].result_list) == []
+    assert page.status_code == 200 and "Save" not in page.content.decode()
+    assert (
+        admin_client.post(f"/admin/optout/chunkshardresult/{answer.pk}/delete/").status_code == 403
+    )  # type: ignore[attr-defined]
+
+
 def test_the_list_costs_the_same_queries_for_one_batch_or_many(client: APIClient) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext

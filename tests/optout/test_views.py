@@ -171,6 +171,39 @@ def test_filing_an_opt_out_over_another_creators_photo_is_refused(client: Client
     assert OptOut.objects.count() == 0
 
 
+def test_filing_an_opt_out_for_chosen_claims(client: Client) -> None:
+    creator = signed_in(client)
+    chosen, _ = claim_add(creator=creator, kind="domain", value="alice.example", channel="web")
+    other, _ = claim_add(creator=creator, kind="handle", value="instagram:alice", channel="web")
+
+    response = client.post(
+        "/me/opt-outs/",
+        {"uses": ["ai_training"], "scope": "claims", "claims": [str(chosen.public_id)]},
+    )
+
+    assert response.status_code == 302
+    opt_out = OptOut.objects.get(creator=creator)
+    assert (opt_out.scope, list(opt_out.claims.all())) == ("claims", [chosen])
+    assert other not in opt_out.claims.all()
+    assert ledger(creator)[-1] == "opt_out_filed"
+
+
+def test_filing_an_opt_out_over_another_creators_claim_is_refused(client: Client) -> None:
+    signed_in(client)
+    theirs, _ = claim_add(
+        creator=CreatorFactory(), kind="domain", value="bob.example", channel="web"
+    )
+
+    response = client.post(
+        "/me/opt-outs/",
+        {"uses": ["ai_training"], "scope": "claims", "claims": [str(theirs.public_id)]},
+    )
+
+    assert response.status_code == 400
+    assert "is not one of the available choices" in response.content.decode()
+    assert OptOut.objects.count() == 0
+
+
 def test_withdrawing_an_opt_out_is_one_post(client: Client) -> None:
     creator = signed_in(client)
     opt_out = file_all_photos(creator)
