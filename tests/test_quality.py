@@ -233,7 +233,7 @@ def test_compose_runs_gunicorn_workers_beat_postgresql_and_redis_with_health_che
     assert services["beat"]["command"].startswith("celery -A config beat")
     assert services["db"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
-    for name in ("web", "worker", "db", "redis"):
+    for name in ("web", "worker", "beat", "db", "redis"):
         assert services[name]["healthcheck"]["test"], name
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"] == {
