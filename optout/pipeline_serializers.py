@@ -45,7 +45,7 @@ class LookupRecordSerializer(serializers.Serializer):
             "The PDQ quality (0-100) computed with the PDQ, as `optout hash` and pdqhash "
             "report it. Records that state it are held to the registry's rule; bare "
             "hashes to a stricter one, under which a pHash without a PDQ never excludes "
-            "(docs/matching.md, \"Bare records\")."
+            '(docs/matching.md, "Bare records").'
         ),
     )
     colour = serializers.CharField(
