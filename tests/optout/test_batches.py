@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import StreamingHttpResponse
+from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, FakePayload, encode_multipart
 from django.utils import timezone
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
@@ -1358,7 +1359,7 @@ def test_operators_see_batches_chunks_and_results_read_only(
     assert admin_client.post(f"/admin/optout/batch/{batch.pk}/delete/").status_code == 403  # type: ignore[attr-defined]
 
 
-def test_operators_see_shard_answers_read_only(client: APIClient, admin_client: object) -> None:
+def test_operators_see_shard_answers_read_only(client: APIClient, admin_client: Client) -> None:
     from optout.models import ChunkShardResult
 
     registry = registry_with_opt_outs()
@@ -1368,18 +1369,18 @@ def test_operators_see_shard_answers_read_only(client: APIClient, admin_client: 
         chunk=chunk, shards=2, shard=1, decisions=[], registry_version=7
     )
 
-    listing = admin_client.get(f"/admin/optout/chunkshardresult/?q={batch.public_id}&shard=1")  # type: ignore[attr-defined]
+    listing = admin_client.get(f"/admin/optout/chunkshardresult/?q={batch.public_id}&shard=1")
     other = admin_client.get(
         "/admin/optout/chunkshardresult/?q=00000000-0000-0000-0000-000000000000"
-    )  # type: ignore[attr-defined]
-    page = admin_client.get(f"/admin/optout/chunkshardresult/{answer.pk}/change/")  # type: ignore[attr-defined]
+    )
+    page = admin_client.get(f"/admin/optout/chunkshardresult/{answer.pk}/change/")
 
     assert [row.pk for row in listing.context["cl"].result_list] == [answer.pk]
     assert list(other.context["cl"].result_list) == []
     assert page.status_code == 200 and "Save" not in page.content.decode()
     assert (
         admin_client.post(f"/admin/optout/chunkshardresult/{answer.pk}/delete/").status_code == 403
-    )  # type: ignore[attr-defined]
+    )
 
 
 def test_the_list_costs_the_same_queries_for_one_batch_or_many(client: APIClient) -> None:
