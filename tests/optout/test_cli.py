@@ -7,8 +7,10 @@ The script exists once the project is installed in the virtualenv
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,49 @@ def test_hash_of_good_photos_writes_the_output_file_and_exits_zero(
     assert lines == [expected_line(good_folder, path) for path in GOOD_PATHS]
     assert result.stderr.splitlines()[-1] == "hashed 5, failed 0"
     assert result.returncode == 0
+
+
+def forked_children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` and that run its command line (forked
+    pool workers, not helpers it starts with a command of their own)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return set()
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and (entry / "cmdline").read_bytes() == command:
+                children.add(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children
+
+
+@pytest.mark.parametrize(("workers", "pool"), [("1", 0), ("2", 2)])
+def test_hash_spreads_the_photos_over_a_pool_of_processes(
+    tmp_path: Path, workers: str, pool: int
+) -> None:
+    root = tmp_path / "photos"
+    large = skimage_photo("astronaut").resize((1024, 1024))
+    for index in range(24):
+        write(root / f"{index:02}.jpg", encode(large.rotate(index), "JPEG", quality=90))
+    seen: set[int] = set()
+
+    process = subprocess.Popen(
+        [str(OPTOUT), "hash", str(root), "--workers", workers, "--quiet", "-o", os.devnull],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while process.poll() is None:
+        seen |= forked_children(process.pid)
+        time.sleep(0.01)
+
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    assert len(seen) == pool
 
 
 def test_hash_output_is_the_same_with_one_worker_and_with_two(mixed_folder: Path) -> None:
