@@ -1,8 +1,9 @@
 """Operator admin for organizations and opt-outs.
 
-Opt-outs are evidence: they are filed by creators and withdrawn, never deleted
-or edited. The one operator change is the "withdraw" action, which goes through
-the same service as a creator's own withdrawal and so takes its ledger version.
+Opt-outs are evidence: they are filed by creators, changed (superseded by a new
+opt-out that ``replaces`` them) and withdrawn, never deleted or edited. The one
+operator change is the "withdraw" action, which goes through the same service
+as a creator's own withdrawal and so takes its ledger version.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class OptOutAdmin(admin.ModelAdmin):
         "filed_version",
         "withdrawn_at",
         "withdrawn_version",
+        "replaces",
         "notice_sent_at",
         "created_at",
     )
@@ -108,7 +110,7 @@ class OptOutAdmin(admin.ModelAdmin):
     actions = ("withdraw",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OptOut]:
-        return super().get_queryset(request).select_related("creator__user")
+        return super().get_queryset(request).select_related("creator__user", "replaces")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,4 +1,4 @@
-"""Creator REST API for opt-outs: file, list, read, withdraw.
+"""Creator REST API for opt-outs: file, list, read, change, withdraw.
 
 Same authentication as registry/api.py; every queryset is the creator's own.
 """
@@ -36,7 +36,8 @@ class CreatorOptOutView(generics.GenericAPIView):
         # request_creator is None only for drf-spectacular's fake request: no rows.
         return (
             OptOut.objects.filter(creator=request_creator(self.request))
-            .prefetch_related("photos", "claims", "exceptions")
+            .select_related("replaces")
+            .prefetch_related("photos", "claims", "exceptions", "replaced_by")
             .order_by("-created_at", "-id")
         )
 
@@ -99,3 +100,38 @@ class OptOutWithdrawView(CreatorOptOutView):
             creator=creator_of(request), opt_out_id=id, channel=Channel.API
         )
         return Response(OptOutSerializer(opt_out).data)
+
+
+class OptOutChangeView(CreatorOptOutView):
+    @extend_schema(
+        tags=TAGS,
+        summary="Change one of my opt-outs",
+        description=(
+            "Takes the same body as filing. The change supersedes the opt-out: a new "
+            "opt-out (201) whose `replaces` names the old one, filed at the registry "
+            "version at which the old one is withdrawn. A body equal to the opt-out "
+            "as it is changes nothing and returns it (200). A withdrawn opt-out "
+            "cannot be changed (400): file a new one."
+        ),
+        request=OptOutFileSerializer,
+        responses={
+            201: OpenApiResponse(OptOutSerializer, "Opt-out changed: the new opt-out."),
+            200: OpenApiResponse(OptOutSerializer, "Nothing changed: the same opt-out."),
+            **error_responses(400, 401, 403, 404, 413, 415),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID) -> Response:
+        serializer = OptOutFileSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        # Another creator's opt-out raises OptOut.DoesNotExist: a 404, like a missing one.
+        opt_out = services.opt_out_change(
+            creator=creator_of(request),
+            public_id=id,
+            channel=Channel.API,
+            **serializer.validated_data,
+        )
+        changed = opt_out.public_id != id
+        return Response(
+            OptOutSerializer(opt_out).data,
+            status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK,
+        )

@@ -7,6 +7,7 @@ from optout import api
 urlpatterns: list[URLPattern] = [
     path("opt-outs", api.OptOutListFileView.as_view(), name="api-opt-outs"),
     path("opt-outs/<uuid:id>", api.OptOutDetailView.as_view(), name="api-opt-out"),
+    path("opt-outs/<uuid:id>/change", api.OptOutChangeView.as_view(), name="api-opt-out-change"),
     path(
         "opt-outs/<uuid:id>/withdraw", api.OptOutWithdrawView.as_view(), name="api-opt-out-withdraw"
     ),

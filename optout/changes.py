@@ -2,14 +2,19 @@
 decisions are concerned. Reads only.
 
 A ledger event changes decisions when it is
-- ``opt_out_filed`` (or ``opt_out_changed``): the opt-out matches from its version;
+- ``opt_out_filed``: the opt-out matches from its version;
+- ``opt_out_changed``: the new opt-out matches from its version and the one it
+  ``replaces`` stops matching at that same version (one event, both effects);
 - ``opt_out_withdrawn``: the opt-out stops matching from its version;
 - ``photo_registered`` for a creator with an ``all_photos`` opt-out active at that
   version (such an opt-out covers future photos too).
 No other event does: a photo no opt-out covers cannot exclude anything, and a
 claim is covered only by opt-outs that name it, which are filed after the claim
 exists and whose ``opt_out_filed`` change lists it. Opt-outs granting the
-caller's organization an exception never change its decisions and are left out.
+caller's organization an exception never change its decisions and are left out:
+a change into an opt-out excepting the organization is, for it, the withdrawal
+of the replaced one (listed as ``opt_out_withdrawn``), and a change of an
+opt-out that excepted it lists no ``replaces``.
 
 A change lists the hashes and claims it affects and never who: no creator, no
 photo or claim id. The hashes are the photos as registered now (a photo deleted
@@ -61,12 +66,14 @@ class Change:
     claims: list[dict[str, str]]
     at: datetime
     hashes_complete: bool = True
+    replaces: str | None = None  # opt_out_changed: the opt-out that stops here
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "registry_version": self.registry_version,
             "kind": self.kind,
             "opt_out": self.opt_out,
+            "replaces": self.replaces,
             "uses": self.uses,
             "scope": self.scope,
             "hashes": self.hashes,
@@ -96,6 +103,8 @@ class ChangesPage:
 class _OptOutEvent:
     event: ConsentEvent
     opt_out: OptOut
+    kind: str  # the event's, or opt_out_withdrawn for a change the caller sees half of
+    replaces: OptOut | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,21 @@ def _active_at(opt_out: OptOut, version: int) -> bool:
     return opt_out.filed_version <= version and (withdrawn is None or withdrawn > version)
 
 
+def _opt_out_event(event: ConsentEvent, opt_out: OptOut, excepted: set[int]) -> _OptOutEvent | None:
+    """The event as the organization sees it; None if it changes nothing for it."""
+    applies = opt_out.pk not in excepted
+    if event.kind != Kind.OPT_OUT_CHANGED:
+        return _OptOutEvent(event, opt_out, event.kind) if applies else None
+    old = opt_out.replaces
+    old_applied = old is not None and old.pk not in excepted
+    if applies:
+        return _OptOutEvent(event, opt_out, event.kind, old if old_applied else None)
+    if old_applied:
+        assert old is not None
+        return _OptOutEvent(event, old, Kind.OPT_OUT_WITHDRAWN)
+    return None
+
+
 def _opt_out_events(events: list[ConsentEvent], organization_id: int) -> dict[int, _OptOutEvent]:
     subjects = {
         event.subject_public_id
@@ -145,17 +169,29 @@ def _opt_out_events(events: list[ConsentEvent], organization_id: int) -> dict[in
     }
     if not subjects:
         return {}
+    claims = Prefetch("claims", queryset=Claim.objects.order_by("kind", "value"))
     opt_outs = {
         opt_out.public_id: opt_out
         for opt_out in OptOut.objects.filter(public_id__in=subjects)
-        .exclude(exceptions=organization_id)
-        .prefetch_related(Prefetch("claims", queryset=Claim.objects.order_by("kind", "value")))
+        .select_related("replaces")
+        .prefetch_related(claims, Prefetch("replaces__claims", queryset=claims.queryset))
     }
-    return {
-        event.registry_version: _OptOutEvent(event, opt_outs[event.subject_public_id])
-        for event in events
-        if event.kind in OPT_OUT_KINDS and event.subject_public_id in opt_outs
+    ids = {o.pk for o in opt_outs.values()} | {
+        o.replaces_id for o in opt_outs.values() if o.replaces_id is not None
     }
+    excepted = set(
+        OptOut.exceptions.through.objects.filter(
+            optout_id__in=ids, organization_id=organization_id
+        ).values_list("optout_id", flat=True)
+    )
+    found = {}
+    for event in events:
+        subject = event.subject_public_id
+        opt_out = opt_outs.get(subject) if subject and event.kind in OPT_OUT_KINDS else None
+        item = None if opt_out is None else _opt_out_event(event, opt_out, excepted)
+        if item is not None:
+            found[event.registry_version] = item
+    return found
 
 
 def _photo_events(events: list[ConsentEvent], organization_id: int) -> dict[int, _PhotoEvent]:
@@ -215,8 +251,9 @@ def _opt_out_change(found: _OptOutEvent, *, after: str, budget: int) -> Change:
     claims = opt_out.claims.all() if opt_out.scope == OptOut.Scope.CLAIMS else []
     return Change(
         registry_version=event.registry_version,
-        kind=event.kind,
+        kind=found.kind,
         opt_out=str(opt_out.public_id),
+        replaces=None if found.replaces is None else str(found.replaces.public_id),
         uses=list(opt_out.uses),
         scope=opt_out.scope,
         hashes=[_hash(*row) for row in rows[:budget]],

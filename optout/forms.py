@@ -67,6 +67,17 @@ class OptOutFileForm(forms.Form):
             "exceptions", [(str(org.public_id), org.name) for org in choices.organizations]
         )
 
+    @staticmethod
+    def initial_of(opt_out: OptOut) -> dict[str, Any]:
+        """The form's values for ``opt_out`` as it is (to change it)."""
+        return {
+            "uses": list(opt_out.uses),
+            "scope": opt_out.scope,
+            "photos": [str(photo.public_id) for photo in opt_out.photos.all()],
+            "claims": [str(claim.public_id) for claim in opt_out.claims.all()],
+            "exceptions": [str(org.public_id) for org in opt_out.exceptions.all()],
+        }
+
     def _set_choices(self, name: str, choices: list[tuple[str, str]]) -> None:
         field = self.fields[name]
         assert isinstance(field, forms.MultipleChoiceField)

@@ -31,7 +31,8 @@ class Organization(models.Model):
 
 
 class OptOut(models.Model):
-    """A creator's refusal of some uses. Withdrawn, never deleted."""
+    """A creator's refusal of some uses. Withdrawn or superseded by a changed
+    one (``replaces``), never deleted or edited."""
 
     class Scope(models.TextChoices):
         ALL_PHOTOS = "all_photos", "all my photos, including future ones"
@@ -52,6 +53,11 @@ class OptOut(models.Model):
     filed_version = models.BigIntegerField()
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     withdrawn_version = models.BigIntegerField(null=True, blank=True)
+    # The opt-out this one superseded (a change): that one was withdrawn at this
+    # one's filed_version, in the same ledger event (opt_out_changed).
+    replaces = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="replaced_by"
+    )
     # When the creator was emailed the confirmation of this opt-out (GDPR Art. 7:
     # consent must be demonstrable). NULL means not sent yet: this row, not the
     # Celery queue, is the record of the work still to do.

@@ -309,13 +309,23 @@ class ChangeSerializer(serializers.Serializer):
         choices=["opt_out_filed", "opt_out_changed", "opt_out_withdrawn", "photo_registered"],
         help_text=(
             "`opt_out_filed`/`opt_out_changed`: the opt-out matches the hashes and claims "
-            "listed; `opt_out_withdrawn`: it no longer does; `photo_registered`: a new photo "
-            "falls under active `all_photos` opt-outs."
+            "listed (a change also ends the opt-out it `replaces`); `opt_out_withdrawn`: it "
+            "no longer does; `photo_registered`: a new photo falls under active "
+            "`all_photos` opt-outs."
         ),
     )
     opt_out = serializers.UUIDField(
         allow_null=True,
         help_text="The opt-out (as lookup matches name it); null for `photo_registered`.",
+    )
+    replaces = serializers.UUIDField(
+        allow_null=True,
+        help_text=(
+            "`opt_out_changed`: the opt-out it replaces, which stops matching at this "
+            "`registry_version` (the new one, `opt_out`, matches from it); null otherwise. "
+            "A change into an opt-out excepting your organization is listed as the "
+            "`opt_out_withdrawn` of the replaced one."
+        ),
     )
     uses = serializers.ListField(
         child=serializers.ChoiceField(choices=USES), help_text="The uses refused."

@@ -3,10 +3,11 @@ the creator it is given: nothing here can reach another creator's rows."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
@@ -55,6 +56,8 @@ def opt_outs_for_creator(*, creator: Creator) -> QuerySet[OptOut]:
         OptOut.objects.filter(creator=creator)
         .annotate(photo_count=Count("photos", distinct=True))
         .annotate(claim_count=Count("claims", distinct=True))
+        # Ended by a change (superseded) rather than withdrawn.
+        .annotate(changed=Exists(OptOut.objects.filter(replaces=OuterRef("pk"))))
         .prefetch_related(
             Prefetch("exceptions", queryset=Organization.objects.order_by("name")),
             Prefetch("claims", queryset=Claim.objects.order_by("kind", "value")),
@@ -71,19 +74,36 @@ class OptOutChoices:
     organizations: list[Organization]
 
 
-def opt_out_choices(*, creator: Creator) -> OptOutChoices:
+def opt_out_choices(*, creator: Creator, opt_out: OptOut | None = None) -> OptOutChoices:
     """What the opt-out form offers: the creator's newest photos, their claims,
-    and the organizations that may receive an exception."""
+    and the organizations that may receive an exception. Changing ``opt_out``
+    also offers everything it covers now (an older photo, a suspended
+    organization), so the prefilled form keeps what the creator does not untick."""
     photos = Photo.objects.filter(creator=creator).order_by("-created_at", "-id")
+    fields = ("public_id", "original_filename", "sha256", "created_at")
+    newest = list(photos.only(*fields)[:OPT_OUT_FORM_MAX_PHOTOS])
+    organizations = Organization.objects.filter(suspended_at__isnull=True)
+    if opt_out is not None:
+        shown = {photo.pk for photo in newest}
+        newest += list(photos.filter(opt_outs=opt_out).exclude(pk__in=shown).only(*fields))
+        organizations = Organization.objects.filter(
+            Q(suspended_at__isnull=True) | Q(opt_out_exceptions=opt_out)
+        ).distinct()
     return OptOutChoices(
-        photos=list(
-            photos.only("public_id", "original_filename", "sha256", "created_at")[
-                :OPT_OUT_FORM_MAX_PHOTOS
-            ]
-        ),
+        photos=newest,
         photos_total=photos.count(),
         claims=list(Claim.objects.filter(creator=creator).order_by("kind", "value")),
-        organizations=list(Organization.objects.filter(suspended_at__isnull=True).order_by("name")),
+        organizations=list(organizations.order_by("name")),
+    )
+
+
+def opt_out_active_for_creator(*, creator: Creator, public_id: uuid.UUID) -> OptOut | None:
+    """One of the creator's active opt-outs, with what it covers; None if it is
+    withdrawn, another creator's or unknown."""
+    return (
+        OptOut.objects.filter(creator=creator, public_id=public_id, withdrawn_at__isnull=True)
+        .prefetch_related("photos", "claims", "exceptions")
+        .first()
     )
 
 
@@ -162,9 +182,12 @@ def creator_export(creator: Creator) -> dict[str, Any]:
             "effective_at": _iso(opt_out.effective_at),
             "withdrawn_version": opt_out.withdrawn_version,
             "withdrawn_at": _iso(opt_out.withdrawn_at),
+            # The opt-out this one changed (superseded), or None.
+            "replaces": None if opt_out.replaces is None else str(opt_out.replaces.public_id),
         }
         for opt_out in OptOut.objects.filter(creator=creator)
         .order_by("created_at", "id")
+        .select_related("replaces")
         .prefetch_related(
             Prefetch("photos", queryset=Photo.objects.only("public_id")),
             Prefetch("claims", queryset=Claim.objects.only("public_id")),

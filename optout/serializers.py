@@ -55,6 +55,15 @@ class OptOutSerializer(serializers.ModelSerializer):
         many=True, read_only=True, slug_field="public_id"
     )
     status = serializers.SerializerMethodField()
+    replaces: serializers.SlugRelatedField[OptOut] = serializers.SlugRelatedField(
+        read_only=True,
+        slug_field="public_id",
+        allow_null=True,
+        help_text="The opt-out this one changed (it stopped at this one's `filed_version`).",
+    )
+    replaced_by = serializers.SerializerMethodField(
+        help_text="The opt-out this one was changed into (then it is withdrawn), or null."
+    )
 
     class Meta:
         model = OptOut
@@ -70,9 +79,18 @@ class OptOutSerializer(serializers.ModelSerializer):
             "effective_at",
             "withdrawn_at",
             "withdrawn_version",
+            "replaces",
+            "replaced_by",
         ]
         read_only_fields = fields
 
     @extend_schema_field(serializers.ChoiceField(choices=["active", "withdrawn"]))
     def get_status(self, opt_out: OptOut) -> str:
         return "active" if opt_out.is_active else "withdrawn"
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_replaced_by(self, opt_out: OptOut) -> str | None:
+        # .all(): served by the list's prefetch. At most one: only an active
+        # opt-out can be changed, and changing it withdraws it.
+        successors = [str(successor.public_id) for successor in opt_out.replaced_by.all()]
+        return successors[0] if successors else None

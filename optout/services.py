@@ -1,4 +1,4 @@
-"""Every write of the optout app: filing and withdrawing opt-outs, deleting a
+"""Every write of the optout app: filing, changing and withdrawing opt-outs, deleting a
 creator's account (it must settle their opt-outs, so it lives here, not in
 registry, which never imports optout)."""
 
@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -37,19 +39,36 @@ def _owned(
     return found
 
 
-@transaction.atomic
-def opt_out_file(
-    *,
+@dataclass(frozen=True)
+class _OptOutRequest:
+    """An opt-out as asked for, validated: what filing or changing one records."""
+
+    uses: list[str]  # in USES order
+    scope: str
+    photos: list[Photo]
+    claims: list[Claim]
+    exceptions: list[Organization]
+
+    def details(self) -> dict[str, Any]:
+        """The ledger details of filing (or changing to) this opt-out."""
+        return {
+            "uses": self.uses,
+            "scope": self.scope,
+            "photos": sorted(str(photo.public_id) for photo in self.photos),
+            "claims": sorted(str(claim.public_id) for claim in self.claims),
+            "exceptions": sorted(str(org.public_id) for org in self.exceptions),
+        }
+
+
+def _opt_out_request_validate(
     creator: Creator,
     uses: Sequence[str],
     scope: str,
-    photos: Sequence[uuid.UUID] = (),
-    claims: Sequence[uuid.UUID] = (),
-    exceptions: Sequence[uuid.UUID] = (),
-    channel: str,
-    actor: str = ACTOR_CREATOR,
-) -> OptOut:
-    """File an opt-out; effective from the registry version it is given."""
+    photos: Sequence[uuid.UUID],
+    claims: Sequence[uuid.UUID],
+    exceptions: Sequence[uuid.UUID],
+) -> _OptOutRequest:
+    """The rules every opt-out obeys, filed or changed. Raises ValidationError."""
     if not uses:
         raise ValidationError({"uses": f"choose at least one use from {', '.join(USES)}"})
     unknown = unknown_uses(list(uses))
@@ -78,36 +97,137 @@ def opt_out_file(
         raise ValidationError(
             {"exceptions": f"unknown organization: {', '.join(sorted(map(str, missing)))}"}
         )
+    return _OptOutRequest(
+        uses=[use for use in USES if use in set(uses)],
+        scope=scope,
+        photos=chosen_photos,
+        claims=chosen_claims,
+        exceptions=organizations,
+    )
 
-    refused = [use for use in USES if use in set(uses)]
-    opt_out = OptOut(public_id=uuid.uuid4(), creator=creator, uses=refused, scope=scope)
+
+def _opt_out_create(
+    *,
+    creator: Creator,
+    request: _OptOutRequest,
+    kind: str,
+    channel: str,
+    actor: str,
+    replaces: OptOut | None = None,
+) -> OptOut:
+    """Append the ledger event filing (or changing to) ``request`` and create the
+    opt-out, effective from the event's registry version. A change also ends
+    ``replaces`` at that same version: one event, both effects."""
+    opt_out = OptOut(
+        public_id=uuid.uuid4(),
+        creator=creator,
+        uses=request.uses,
+        scope=request.scope,
+        replaces=replaces,
+    )
+    details = request.details()
+    if replaces is not None:
+        details["replaces"] = str(replaces.public_id)
     event = entry_append(
         entry=LedgerEntry(
-            kind=ConsentEvent.Kind.OPT_OUT_FILED,
+            kind=kind,
             creator_public_id=creator.public_id,
             subject_public_id=opt_out.public_id,
-            details={
-                "uses": refused,
-                "scope": scope,
-                "photos": sorted(str(photo.public_id) for photo in chosen_photos),
-                "claims": sorted(str(claim.public_id) for claim in chosen_claims),
-                "exceptions": sorted(str(org.public_id) for org in organizations),
-            },
+            details=details,
         ),
         actor=actor,
         channel=channel,
         notice_version=settings.OPTOUT_NOTICE_VERSION,
     )
+    if replaces is not None:
+        replaces.withdrawn_at = event.created_at
+        replaces.withdrawn_version = event.registry_version
+        replaces.save(update_fields=["withdrawn_at", "withdrawn_version"])
     opt_out.channel = channel
     opt_out.notice_version = settings.OPTOUT_NOTICE_VERSION
     opt_out.filed_version = event.registry_version
     opt_out.effective_at = event.created_at
     opt_out.save()
-    opt_out.photos.set(chosen_photos)
-    opt_out.claims.set(chosen_claims)
-    opt_out.exceptions.set(organizations)
+    opt_out.photos.set(request.photos)
+    opt_out.claims.set(request.claims)
+    opt_out.exceptions.set(request.exceptions)
     _opt_out_notice_enqueue_on_commit(opt_out_id=opt_out.pk)
     return opt_out
+
+
+@transaction.atomic
+def opt_out_file(
+    *,
+    creator: Creator,
+    uses: Sequence[str],
+    scope: str,
+    photos: Sequence[uuid.UUID] = (),
+    claims: Sequence[uuid.UUID] = (),
+    exceptions: Sequence[uuid.UUID] = (),
+    channel: str,
+    actor: str = ACTOR_CREATOR,
+) -> OptOut:
+    """File an opt-out; effective from the registry version it is given."""
+    request = _opt_out_request_validate(creator, uses, scope, photos, claims, exceptions)
+    return _opt_out_create(
+        creator=creator,
+        request=request,
+        kind=ConsentEvent.Kind.OPT_OUT_FILED,
+        channel=channel,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def opt_out_change(
+    *,
+    creator: Creator,
+    public_id: uuid.UUID,
+    uses: Sequence[str],
+    scope: str,
+    photos: Sequence[uuid.UUID] = (),
+    claims: Sequence[uuid.UUID] = (),
+    exceptions: Sequence[uuid.UUID] = (),
+    channel: str,
+    actor: str = ACTOR_CREATOR,
+) -> OptOut:
+    """Change an opt-out: supersede it by a new one, validated as filing is.
+
+    One ledger event (opt_out_changed, subject the new opt-out) gives one
+    registry version v: the old opt-out is withdrawn at v and the new one,
+    which ``replaces`` it, is filed at v, so no version has both or neither.
+    Asking for what the opt-out already is changes nothing and returns it.
+    Raises OptOut.DoesNotExist for another creator's opt-out, ValidationError
+    for a withdrawn one (or an invalid request)."""
+    current = (
+        OptOut.objects.select_for_update()
+        .select_related("creator")
+        .get(creator=creator, public_id=public_id)
+    )
+    if not current.is_active:
+        raise ValidationError(
+            f"opt-out {current.public_id} is withdrawn: a withdrawn opt-out cannot be "
+            "changed; file a new one"
+        )
+    request = _opt_out_request_validate(creator, uses, scope, photos, claims, exceptions)
+    unchanged = (
+        request.uses == list(current.uses)
+        and request.scope == current.scope
+        and {p.pk for p in request.photos} == set(current.photos.values_list("pk", flat=True))
+        and {c.pk for c in request.claims} == set(current.claims.values_list("pk", flat=True))
+        and {o.pk for o in request.exceptions}
+        == set(current.exceptions.values_list("pk", flat=True))
+    )
+    if unchanged:
+        return current
+    return _opt_out_create(
+        creator=creator,
+        request=request,
+        kind=ConsentEvent.Kind.OPT_OUT_CHANGED,
+        channel=channel,
+        actor=actor,
+        replaces=current,
+    )
 
 
 def _withdraw_locked(*, opt_out: OptOut, channel: str, actor: str) -> OptOut:
@@ -304,12 +424,19 @@ def _opt_out_notice_enqueue_on_commit(*, opt_out_id: int) -> None:
 def _notice_text(opt_out: OptOut) -> tuple[str, str]:
     uses = "\n".join(f"  - {use}: {USE_LABELS.get(use, use)}" for use in opt_out.uses)
     subject = f"Your opt-out {opt_out.public_id} is on file"
+    replaced = (
+        ""
+        if opt_out.replaces is None
+        else f"Replaces your opt-out {opt_out.replaces.public_id}, which stops applying "
+        "at this registry version\n"
+    )
     body = (
         "The Opt-Out Registry has recorded your opt-out.\n\n"
         f"Opt-out: {opt_out.public_id}\n"
         f"Refused uses:\n{uses}\n"
         f"Scope: {opt_out.scope} ({opt_out.get_scope_display()})\n"
         f"Filed at registry version: {opt_out.filed_version}\n"
+        f"{replaced}"
         f"Effective since: {opt_out.effective_at.isoformat()}\n"
         f"Privacy notice version: {opt_out.notice_version}\n\n"
         "Training pipelines checking the registry exclude matching records from this "
@@ -329,7 +456,9 @@ def opt_out_notice_send(*, opt_out_id: int) -> bool:
     error re-raised for the task to retry. A worker killed between claim and
     send leaves the notice marked sent: at most one email, never two.
     """
-    opt_out = OptOut.objects.select_related("creator__user").filter(pk=opt_out_id).first()
+    opt_out = (
+        OptOut.objects.select_related("creator__user", "replaces").filter(pk=opt_out_id).first()
+    )
     if opt_out is None:
         return False
     user = opt_out.creator.user

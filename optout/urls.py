@@ -10,6 +10,11 @@ urlpatterns = [
     path("me/", views.dashboard, name="dashboard"),
     path("me/opt-outs/", views.opt_outs, name="opt_outs"),
     path(
+        "me/opt-outs/<uuid:opt_out_id>/change/",
+        views.opt_out_change,
+        name="opt_out_change",
+    ),
+    path(
         "me/opt-outs/<uuid:opt_out_id>/withdraw/",
         views.opt_out_withdraw,
         name="opt_out_withdraw",

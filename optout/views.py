@@ -1,6 +1,6 @@
-"""Creator pages of the optout app: dashboard, opt-outs, export, account
-deletion. Each view validates a form, calls one service and renders; every
-read goes through optout.selectors, filtered by the signed-in creator."""
+"""Creator pages of the optout app: dashboard, opt-outs (file, change,
+withdraw), export, account deletion. Each view validates a form, calls one
+service and renders; every read goes through optout.selectors, filtered by the signed-in creator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -63,6 +63,50 @@ def opt_outs(request: HttpRequest, creator: Creator) -> HttpResponse:
         "notice_version": settings.OPTOUT_NOTICE_VERSION,
     }
     return render(request, "optout/opt_outs.html", context, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@creator_required
+def opt_out_change(request: HttpRequest, creator: Creator, opt_out_id: uuid.UUID) -> HttpResponse:
+    """The filing form, prefilled with an active opt-out; posting it supersedes
+    the opt-out. A withdrawn, unknown or another creator's opt-out is a 404."""
+    opt_out = selectors.opt_out_active_for_creator(creator=creator, public_id=opt_out_id)
+    if opt_out is None:
+        raise Http404("No such active opt-out.")
+    choices = selectors.opt_out_choices(creator=creator, opt_out=opt_out)
+    form = OptOutFileForm(
+        request.POST or None, choices=choices, initial=OptOutFileForm.initial_of(opt_out)
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            changed = services.opt_out_change(
+                creator=creator,
+                public_id=opt_out.public_id,
+                channel=Channel.WEB,
+                **form.service_arguments(),
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            if changed.pk == opt_out.pk:
+                messages.info(request, "You changed nothing; the opt-out stays as it was.")
+            else:
+                messages.success(
+                    request,
+                    f"Opt-out changed; from registry version {changed.filed_version} on "
+                    "pipelines apply the changed opt-out instead of the old one.",
+                )
+            return redirect("optout:opt_outs")
+    context = {
+        "form": form,
+        "opt_out": opt_out,
+        "photos_total": choices.photos_total,
+        "photos_shown": len(choices.photos),
+        "notice_version": settings.OPTOUT_NOTICE_VERSION,
+    }
+    return render(
+        request, "optout/opt_out_change.html", context, status=400 if form.errors else 200
+    )
 
 
 @require_POST

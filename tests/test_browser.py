@@ -190,20 +190,36 @@ def desktop_journey(browser: Browser, base: str, tmp_path: Path) -> None:
         None,
     )
 
+    # Change it: the filing form, prefilled; data mining allowed again.
+    page.get_by_role("link", name=re.compile("^Change the opt-out")).click()
+    expect(page.get_by_label("Data mining")).to_be_checked()
+    page.get_by_label("Data mining").uncheck()
+    shot(page, "opt-out-change")
+    page.get_by_role("button", name="Change opt-out").click()
+    expect(page.get_by_text("changed from an earlier opt-out")).to_be_visible()
+    changed = OptOut.objects.get(replaces=opt_out)
+    opt_out.refresh_from_db()
+    assert (changed.uses, changed.scope, changed.filed_version) == (
+        ["ai_training"],
+        "all_photos",
+        opt_out.withdrawn_version,
+    )
+
     # Withdraw it: one click.
     page.get_by_role("button", name=re.compile("^Withdraw")).click()
-    expect(page.get_by_text("Opt-out withdrawn")).to_be_visible()
+    expect(page.get_by_text(re.compile("^Opt-out withdrawn;"))).to_be_visible()
     expect(page.get_by_role("button", name=re.compile("^Withdraw"))).to_have_count(0)
     shot(page, "opt-outs-withdrawn")
-    opt_out.refresh_from_db()
-    assert opt_out.withdrawn_version is not None
+    changed.refresh_from_db()
+    assert changed.withdrawn_version is not None
 
     # Consent history, tokens, delete account.
     nav(page, "Consent history").click()
     history = page.locator("tbody tr")
-    expect(history).to_have_count(5)
+    expect(history).to_have_count(6)
     expect(history.nth(0)).to_contain_text("opt-out withdrawn")
-    expect(history.nth(1)).to_contain_text("opt-out filed: data_mining, ai_training")
+    expect(history.nth(1)).to_contain_text("opt-out changed: ai_training")
+    expect(history.nth(2)).to_contain_text("opt-out filed: data_mining, ai_training")
     shot(page, "consent-history")
     nav(page, "API tokens").click()
     page.get_by_label("Token name").fill("my laptop")
@@ -246,6 +262,6 @@ def phone_journey_without_javascript(browser: Browser, base: str) -> None:
     # Withdrawn from the keyboard: the button takes the focus and Enter presses it.
     page.get_by_role("button", name=re.compile("^Withdraw")).focus()
     page.keyboard.press("Enter")
-    expect(page.get_by_text("Opt-out withdrawn")).to_be_visible()
+    expect(page.get_by_text(re.compile("^Opt-out withdrawn;"))).to_be_visible()
     assert OptOut.objects.filter(withdrawn_at__isnull=True).count() == 0
     phone.close()

@@ -68,8 +68,16 @@ def test_every_creator_api_operation_documents_auth_errors(tmp_path: Path) -> No
         for method, operation in operations.items()
         if method != "parameters"
     ]
-    assert len(creator_operations) == 10
+    assert len(creator_operations) == 11
     assert all({"401", "403"} <= set(op["responses"]) for op in creator_operations)
+    change = schema["paths"]["/api/v1/me/opt-outs/{id}/change"]["post"]
+    assert {"200", "201", "400", "404"} <= set(change["responses"])
+    assert change["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OptOutFileRequest"
+    }
+    assert {"replaces", "replaced_by"} <= set(
+        schema["components"]["schemas"]["OptOut"]["properties"]
+    )
 
 
 @pytest.mark.django_db

@@ -63,6 +63,8 @@ def test_filing_an_all_photos_opt_out_is_201_with_the_opt_out(
         "effective_at": iso(opt_out.effective_at),
         "withdrawn_at": None,
         "withdrawn_version": None,
+        "replaces": None,
+        "replaced_by": None,
     }
     event = ConsentEvent.objects.get(subject_public_id=opt_out.public_id)
     assert (event.kind, event.channel, event.registry_version) == (
@@ -220,8 +222,9 @@ def test_opt_out_list_shows_only_mine_with_constant_queries(
     ]
     file_opt_out(client_for(CreatorFactory()), uses=["data_mining"])
 
-    # token + count + page + photos, claims and exceptions prefetched
-    with django_assert_num_queries(6):
+    # token + count + page (with replaces) + photos, claims, exceptions and
+    # replaced_by prefetched
+    with django_assert_num_queries(7):
         response = api.get("/api/v1/me/opt-outs")
 
     assert response.status_code == 200
@@ -339,3 +342,148 @@ def test_opt_out_routes_need_credentials() -> None:
 
     assert statuses == [401, 401, 401, 401]
     assert OptOut.objects.count() == 0
+
+
+# --- POST /api/v1/me/opt-outs/<uuid>/change ------------------------------------------
+
+
+def test_changing_is_201_with_the_new_opt_out_which_replaces_the_old(
+    api: APIClient, creator: Creator
+) -> None:
+    photo_a, photo_b = PhotoFactory(creator=creator), PhotoFactory(creator=creator)
+    filed = file_opt_out(api, uses=["ai_training"], scope="photos", photos=[str(photo_a.public_id)])
+
+    response = api.post(
+        f"/api/v1/me/opt-outs/{filed['id']}/change",
+        {"uses": ["data_mining"], "scope": "photos", "photos": [str(photo_b.public_id)]},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    new = OptOut.objects.get(replaces__public_id=filed["id"])
+    old = OptOut.objects.get(public_id=filed["id"])
+    assert response.json() == {
+        "id": str(new.public_id),
+        "uses": ["data_mining"],
+        "scope": "photos",
+        "photos": [str(photo_b.public_id)],
+        "claims": [],
+        "exceptions": [],
+        "status": "active",
+        "filed_version": new.filed_version,
+        "effective_at": iso(new.effective_at),
+        "withdrawn_at": None,
+        "withdrawn_version": None,
+        "replaces": filed["id"],
+        "replaced_by": None,
+    }
+    assert old.withdrawn_version == new.filed_version
+    event = ConsentEvent.objects.get(subject_public_id=new.public_id)
+    assert (event.kind, event.channel, event.registry_version) == (
+        "opt_out_changed",
+        "api",
+        new.filed_version,
+    )
+    assert api.get(f"/api/v1/me/opt-outs/{filed['id']}").json() == {
+        **filed,
+        "status": "withdrawn",
+        "withdrawn_at": iso(old.withdrawn_at),
+        "withdrawn_version": new.filed_version,
+        "replaced_by": str(new.public_id),
+    }
+    listed = api.get("/api/v1/me/opt-outs").json()["results"]
+    assert [(o["id"], o["replaces"], o["replaced_by"]) for o in listed] == [
+        (str(new.public_id), filed["id"], None),
+        (filed["id"], None, str(new.public_id)),
+    ]
+
+
+def test_changing_to_the_same_opt_out_is_200_with_it_and_writes_nothing(
+    api: APIClient, creator: Creator
+) -> None:
+    organization = OrganizationFactory()
+    filed = file_opt_out(
+        api, uses=["ai_training", "ai_inference"], exceptions=[str(organization.public_id)]
+    )
+    events_before = ConsentEvent.objects.count()
+
+    response = api.post(
+        f"/api/v1/me/opt-outs/{filed['id']}/change",
+        {
+            "uses": ["ai_inference", "ai_training"],
+            "scope": "all_photos",
+            "exceptions": [str(organization.public_id)],
+        },
+        format="json",
+    )
+
+    assert (response.status_code, response.json()) == (200, filed)
+    assert ConsentEvent.objects.count() == events_before
+    assert OptOut.objects.filter(creator=creator).count() == 1
+
+
+def test_an_invalid_change_or_a_withdrawn_opt_out_is_a_400_json_and_changes_nothing(
+    api: APIClient, creator: Creator
+) -> None:
+    filed = file_opt_out(api, uses=["ai_training"])
+    withdrawn = file_opt_out(api, uses=["data_mining"])
+    api.post(f"/api/v1/me/opt-outs/{withdrawn['id']}/withdraw")
+    events_before = ConsentEvent.objects.count()
+
+    no_uses = api.post(
+        f"/api/v1/me/opt-outs/{filed['id']}/change", {"uses": [], "scope": "all_photos"}, "json"
+    )
+    no_photos = api.post(
+        f"/api/v1/me/opt-outs/{filed['id']}/change",
+        {"uses": ["ai_training"], "scope": "photos"},
+        format="json",
+    )
+    of_withdrawn = api.post(
+        f"/api/v1/me/opt-outs/{withdrawn['id']}/change",
+        {"uses": ["ai_training"], "scope": "all_photos"},
+        format="json",
+    )
+
+    assert no_uses.status_code == 400
+    assert no_uses.json()["fields"] == {
+        "uses": ["choose at least one use from data_mining, ai_training, "
+                 "ai_generative_training, ai_inference"]
+    }  # fmt: skip
+    assert (no_photos.status_code, no_photos.json()) == (
+        400,
+        {
+            "error": "invalid",
+            "detail": "choose at least one photo for scope 'photos'",
+            "fields": {"photos": ["choose at least one photo for scope 'photos'"]},
+        },
+    )
+    message = (
+        f"opt-out {withdrawn['id']} is withdrawn: a withdrawn opt-out cannot be changed; "
+        "file a new one"
+    )
+    assert (of_withdrawn.status_code, of_withdrawn.json()) == (
+        400,
+        {"error": "invalid", "detail": message, "fields": {"non_field_errors": [message]}},
+    )
+    assert ConsentEvent.objects.count() == events_before
+    assert OptOut.objects.get(public_id=filed["id"]).is_active
+
+
+def test_changing_another_creators_or_an_unknown_opt_out_is_404_and_changes_nothing(
+    api: APIClient, creator: Creator, client_for: ClientFor
+) -> None:
+    filed = file_opt_out(api, uses=["ai_training"])
+    other = client_for(CreatorFactory())
+    events_before = ConsentEvent.objects.count()
+    body = {"uses": ["data_mining"], "scope": "all_photos"}
+
+    responses = [
+        other.post(f"/api/v1/me/opt-outs/{filed['id']}/change", body, format="json"),
+        api.post(f"/api/v1/me/opt-outs/{uuid.UUID(int=3)}/change", body, format="json"),
+    ]
+
+    assert [(r.status_code, r.json()) for r in responses] == [
+        (404, {"error": "not_found", "detail": "Not found."})
+    ] * 2
+    assert OptOut.objects.get(public_id=filed["id"]).is_active
+    assert ConsentEvent.objects.count() == events_before

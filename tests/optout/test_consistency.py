@@ -1,4 +1,4 @@
-"""The whole story of one registry change, through the pipeline API: a batch is
+"""The whole story of registry changes, through the pipeline API: a batch is
 checked and signed, the creator withdraws, another opt-out is filed; lookups see
 each change from the next registry version on, the change feed lists both, and
 the earlier receipt still verifies and still names the version it was made at."""
@@ -14,8 +14,8 @@ from pytest_django.fixtures import Settings
 
 from optout import receipts
 from optout.engine import engines
-from optout.models import Batch, Chunk
-from optout.services import opt_out_file, opt_out_withdraw
+from optout.models import Batch, BatchResult, Chunk
+from optout.services import opt_out_change, opt_out_file, opt_out_withdraw
 from optout.tasks import batch_chunk_decide_task
 from registry.models import Channel
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
@@ -107,3 +107,62 @@ def test_withdrawal_and_new_opt_out_show_in_lookups_and_feed_and_old_receipts_st
     receipts.receipt_verify(receipt, published["public_key_pem"])
     assert receipt["statement"]["registry_version"] == version_checked
     assert version_checked < after_withdrawal["registry_version"]  # type: ignore[operator]
+
+
+def test_a_change_applies_from_its_version_while_a_batch_fixed_before_it_keeps_the_old_one(
+    client: Client, settings: Settings
+) -> None:
+    settings.OPTOUT_CHUNK_RECORDS = 1
+    creator = CreatorFactory()
+    photo_a, photo_b = PhotoFactory(creator=creator), PhotoFactory(creator=creator)
+    old = opt_out_file(
+        creator=creator,
+        uses=["ai_training"],
+        scope="photos",
+        photos=[photo_a.public_id],
+        channel=Channel.WEB,
+    )
+    api = pipeline_client(OrganizationFactory(name="Lab"))
+    records = [{"id": "b", "sha256": photo_b.sha256}, {"id": "a", "sha256": photo_a.sha256}]
+    assert decisions(lookup(api, *records)) == {"a": "exclude", "b": "allow"}
+
+    # A batch starts (its first chunk fixes its registry version) before the change...
+    response = submit(api, jsonl(records), key="before-change")
+    assert response.status_code == 202, response.content
+    batch = Batch.objects.get(public_id=response.json()["id"])
+    first_chunk, second_chunk = Chunk.objects.filter(batch=batch).order_by("index")
+    batch_chunk_decide_task(first_chunk.pk)
+    batch.refresh_from_db()
+    version_fixed = batch.registry_version
+    assert version_fixed is not None
+
+    # ...the creator changes the opt-out from photo A to photo B...
+    new = opt_out_change(
+        creator=creator,
+        public_id=old.public_id,
+        uses=["ai_training"],
+        scope="photos",
+        photos=[photo_b.public_id],
+        channel=Channel.WEB,
+    )
+    v = new.filed_version
+    assert v > version_fixed
+
+    # ...lookups from then on apply the new opt-out only, and name version v...
+    after = lookup(api, *records)
+    assert decisions(after) == {"a": "allow", "b": "exclude"}
+    assert after["registry_version"] == v
+    [match] = after["results"][0]["matches"]  # type: ignore[index]
+    assert match["opt_out"] == str(new.public_id)
+
+    # ...while the batch's remaining chunk, decided after the change, is decided
+    # as of the version fixed before it: the old opt-out excludes photo A.
+    batch_chunk_decide_task(second_chunk.pk)
+    done = api.get(f"/api/v1/batches/{batch.public_id}").json()
+    assert done["status"] == "done"
+    statement = done["receipt"]["statement"]
+    assert (statement["registry_version"], statement["excluded_count"]) == (version_fixed, 1)
+    excluded = BatchResult.objects.filter(batch=batch, decision="exclude")
+    assert [(r.record_id, r.matches[0]["opt_out"]) for r in excluded] == [("a", str(old.public_id))]
+    published = client.get("/api/v1/receipts/public-key").json()
+    receipts.receipt_verify(done["receipt"], published["public_key_pem"])

@@ -85,6 +85,17 @@ def file(creator: Creator, uses: list[str], scope: str = "all_photos", **kwargs:
     )
 
 
+def change_to(opt_out: OptOut, uses: list[str], scope: str = "all_photos", **kwargs: Any) -> OptOut:
+    return services.opt_out_change(
+        creator=opt_out.creator,
+        public_id=opt_out.public_id,
+        uses=uses,
+        scope=scope,
+        channel=Channel.WEB,
+        **kwargs,
+    )
+
+
 def withdraw(opt_out: OptOut) -> OptOut:
     return services.opt_out_withdraw(
         creator=opt_out.creator, opt_out_id=opt_out.public_id, channel=Channel.WEB
@@ -867,6 +878,7 @@ def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_
                 "registry_version": withdrawn.withdrawn_version,
                 "kind": "opt_out_withdrawn",
                 "opt_out": str(world.opt_alice.public_id),
+                "replaces": None,
                 "uses": ["ai_training"],
                 "scope": "all_photos",
                 "hashes": [
@@ -887,6 +899,7 @@ def test_a_withdrawal_and_a_new_opt_out_apply_from_the_next_version_and_show_in_
                 "registry_version": opt_carol.filed_version,
                 "kind": "opt_out_filed",
                 "opt_out": str(opt_carol.public_id),
+                "replaces": None,
                 "uses": ["ai_training"],
                 "scope": "photos",
                 "hashes": [plain(SHA_C)],
@@ -1441,11 +1454,14 @@ def change(
     scope: str | None = None,
     claims: list[dict[str, str]] | None = None,
     complete: bool = True,
+    kind: str | None = None,
+    replaces: OptOut | None = None,
 ) -> dict[str, Any]:
     return {
         "registry_version": event.registry_version,
-        "kind": event.kind,
+        "kind": kind or event.kind,
         "opt_out": str(opt_out.public_id) if opt_out else None,
+        "replaces": str(replaces.public_id) if replaces else None,
         "uses": uses if uses is not None else opt_out.uses if opt_out else [],
         "scope": scope or (opt_out.scope if opt_out else "all_photos"),
         "hashes": hashes,
@@ -1567,6 +1583,71 @@ def test_changes_leave_out_opt_outs_excepting_the_organization() -> None:
         "opt_out_filed",
         "photo_registered",
         "opt_out_withdrawn",
+    ]
+
+
+def test_a_changed_opt_out_matches_from_its_version_and_the_one_it_replaces_stops_there() -> None:
+    dave = CreatorFactory()
+    photo_a, photo_b = register(dave, HashLine(sha256=SHA_A), HashLine(sha256=SHA_B))
+    old = file(dave, ["ai_training"], "photos", photos=[photo_a.public_id])
+    api = pipeline(raw_key(OrganizationFactory()))
+    records = [{"id": "a", "sha256": SHA_A}, {"id": "b", "sha256": SHA_B}]
+    before = lookup(api, records).json()
+
+    new = change_to(old, ["ai_training"], "photos", photos=[photo_b.public_id])
+    after = lookup(api, records).json()
+    feed = api.get("/api/v1/changes", {"since": before["registry_version"]})
+
+    changed = event_of("opt_out_changed", new.public_id)
+    v = changed.registry_version
+    assert [r["decision"] for r in before["results"]] == ["exclude", "allow"]
+    assert before["results"][0]["matches"] == [sha_match(old)]
+    assert [r["decision"] for r in after["results"]] == ["allow", "exclude"]
+    assert after["results"][1]["matches"] == [sha_match(new)]
+    assert after["registry_version"] == v == before["registry_version"] + 1
+    assert new.filed_version == OptOut.objects.get(pk=old.pk).withdrawn_version == v
+    # One change tells both effects at v: the new opt-out matches (with its
+    # hashes, as a filing would list them), the one it replaces stops.
+    assert feed.status_code == 200
+    assert feed.json() == {
+        "registry_version": v,
+        "next": None,
+        "results": [change(new, changed, [plain(SHA_B)], replaces=old)],
+    }
+    assert str(dave.public_id) not in feed.content.decode()
+    assert str(photo_b.public_id) not in feed.content.decode()
+
+
+def test_a_change_into_or_out_of_an_exception_is_listed_as_the_organization_sees_it() -> None:
+    alice = CreatorFactory()
+    acme, other = OrganizationFactory(), OrganizationFactory()
+    register(alice, HashLine(sha256=SHA_A))
+    since = registry_version_current()
+    first = file(alice, ["ai_training"])
+    second = change_to(first, ["ai_training"], exceptions=[acme.public_id])
+    third = change_to(second, ["ai_training", "data_mining"])
+    acme_api, other_api = pipeline(raw_key(acme)), pipeline(raw_key(other))
+
+    excepted = acme_api.get("/api/v1/changes", {"since": since}).json()
+    refused = other_api.get("/api/v1/changes", {"since": since}).json()
+
+    filed = event_of("opt_out_filed", first.public_id)
+    to_second = event_of("opt_out_changed", second.public_id)
+    to_third = event_of("opt_out_changed", third.public_id)
+    hashes = [plain(SHA_A)]
+    # Acme: the second opt-out never applied to it, so the change into it is the
+    # first one's withdrawal, and the change out of it is a plain new opt-out.
+    assert excepted["results"] == [
+        change(first, filed, hashes),
+        change(first, to_second, hashes, kind="opt_out_withdrawn"),
+        change(third, to_third, hashes),
+    ]
+    answer = lookup(other_api, [{"id": "a", "sha256": SHA_A}]).json()
+    assert answer["results"][0]["matches"] == [sha_match(third)], answer
+    assert refused["results"] == [
+        change(first, filed, hashes),
+        change(second, to_second, hashes, replaces=first),
+        change(third, to_third, hashes, replaces=second),
     ]
 
 

@@ -1,4 +1,5 @@
-"""Filing opt-outs (validation) and deleting a creator's account, both ways."""
+"""Filing and changing opt-outs (validation, the ledger) and deleting a
+creator's account, both ways."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core import mail
 from django.core.exceptions import ValidationError
 
 from optout.models import OptOut
-from optout.services import creator_delete, opt_out_file, opt_out_withdraw
+from optout.services import (
+    creator_delete,
+    opt_out_change,
+    opt_out_file,
+    opt_out_notice_send,
+    opt_out_withdraw,
+)
 from registry.ledger import registry_version_current
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.services import claim_add, photos_register_from_hashes, token_create
 from registry.uploads import HashLine
-from tests.factories import CreatorFactory, OrganizationFactory
+from tests.factories import CreatorFactory, OrganizationFactory, UserFactory
 
 
 def photos_of(creator: Creator, count: int) -> list[Photo]:
@@ -33,6 +41,193 @@ def photos_of(creator: Creator, count: int) -> list[Photo]:
 
 def state() -> tuple[int, int, int]:
     return OptOut.objects.count(), ConsentEvent.objects.count(), registry_version_current()
+
+
+# --- opt_out_change ------------------------------------------------------------
+
+
+def change(opt_out: OptOut, **arguments: Any) -> OptOut:
+    return opt_out_change(
+        creator=opt_out.creator, public_id=opt_out.public_id, channel=Channel.WEB, **arguments
+    )
+
+
+@pytest.mark.django_db
+def test_changing_an_opt_out_supersedes_it_in_one_ledger_event_and_one_version(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    creator = CreatorFactory(user=UserFactory(email="alice@example.org"))
+    photo_a, photo_b = photos_of(creator, 2)
+    lab = OrganizationFactory(name="Lab")
+    old = opt_out_file(
+        creator=creator,
+        uses=["ai_training"],
+        scope="photos",
+        photos=[photo_a.public_id],
+        channel=Channel.WEB,
+    )
+    events, version = ConsentEvent.objects.count(), registry_version_current()
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        new = change(
+            old,
+            uses=["ai_inference", "data_mining"],
+            scope="photos",
+            photos=[photo_b.public_id],
+            exceptions=[lab.public_id],
+        )
+
+    old.refresh_from_db()
+    [event] = ConsentEvent.objects.filter(registry_version__gt=version)
+    assert ConsentEvent.objects.count() == events + 1
+    assert event.registry_version == version + 1 == registry_version_current()
+    assert (event.kind, event.subject_public_id, event.channel) == (
+        "opt_out_changed",
+        new.public_id,
+        "web",
+    )
+    assert event.creator_public_id == creator.public_id
+    assert event.details == {
+        "uses": ["data_mining", "ai_inference"],
+        "scope": "photos",
+        "photos": [str(photo_b.public_id)],
+        "claims": [],
+        "exceptions": [str(lab.public_id)],
+        "replaces": str(old.public_id),
+    }
+    assert (old.withdrawn_version, old.withdrawn_at) == (event.registry_version, event.created_at)
+    assert new.public_id != old.public_id and new.replaces == old
+    assert list(old.replaced_by.all()) == [new]
+    assert (new.filed_version, new.effective_at) == (event.registry_version, event.created_at)
+    assert (new.uses, new.scope, new.channel) == (["data_mining", "ai_inference"], "photos", "web")
+    assert list(new.photos.all()) == [photo_b] and list(new.exceptions.all()) == [lab]
+    assert new.is_active and not old.is_active
+    # The creator is told about the change as about a filing, naming the old one.
+    assert len(callbacks) == 1
+    assert opt_out_notice_send(opt_out_id=new.pk) is True
+    [notice] = mail.outbox
+    assert notice.subject == f"Your opt-out {new.public_id} is on file"
+    assert f"Replaces your opt-out {old.public_id}, which stops applying" in notice.body
+    assert OptOut.objects.get(pk=new.pk).notice_sent_at is not None
+
+
+@pytest.mark.django_db
+def test_changing_an_opt_out_to_what_it_is_changes_nothing(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    creator = CreatorFactory()
+    [photo] = photos_of(creator, 1)
+    lab = OrganizationFactory()
+    opt_out = opt_out_file(
+        creator=creator,
+        uses=["ai_training", "data_mining"],
+        scope="photos",
+        photos=[photo.public_id],
+        exceptions=[lab.public_id],
+        channel=Channel.WEB,
+    )
+    before = state()
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        # Same request in another order, with a repeated id: still the same opt-out.
+        same = change(
+            opt_out,
+            uses=["data_mining", "ai_training"],
+            scope="photos",
+            photos=[photo.public_id, photo.public_id],
+            exceptions=[lab.public_id],
+        )
+
+    assert same == opt_out
+    assert state() == before
+    assert callbacks == []
+    assert OptOut.objects.get(pk=opt_out.pk).withdrawn_version is None
+
+
+@pytest.mark.django_db
+def test_a_withdrawn_opt_out_cannot_be_changed() -> None:
+    creator = CreatorFactory()
+    opt_out = opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel="web")
+    opt_out_withdraw(creator=creator, opt_out_id=opt_out.public_id, channel=Channel.WEB)
+    before = state()
+
+    with pytest.raises(ValidationError) as raised:
+        change(opt_out, uses=["data_mining"], scope="all_photos")
+
+    assert raised.value.messages == [
+        f"opt-out {opt_out.public_id} is withdrawn: a withdrawn opt-out cannot be changed; "
+        "file a new one"
+    ]
+    assert state() == before
+
+
+@pytest.mark.django_db
+def test_another_creators_or_an_unknown_opt_out_does_not_exist_for_a_change() -> None:
+    alice, bob = CreatorFactory(), CreatorFactory()
+    opt_out = opt_out_file(creator=alice, uses=["ai_training"], scope="all_photos", channel="web")
+    before = state()
+
+    for public_id in (opt_out.public_id, uuid.uuid4()):
+        with pytest.raises(OptOut.DoesNotExist):
+            opt_out_change(
+                creator=bob,
+                public_id=public_id,
+                uses=["data_mining"],
+                scope="all_photos",
+                channel=Channel.API,
+            )
+
+    assert state() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "field", "message"),
+    [
+        ({"uses": []}, "uses", "choose at least one use from data_mining, ai_training"),
+        ({"uses": ["mind_reading"]}, "uses", "unknown use mind_reading; allowed:"),
+        ({"scope": "photos"}, "photos", "choose at least one photo for scope 'photos'"),
+        ({"claims": [uuid.UUID(int=1)]}, "claims", "claims can only be chosen with scope"),
+        ({"exceptions": [uuid.UUID(int=2)]}, "exceptions", "unknown organization: "),
+    ],
+)
+def test_a_change_is_validated_as_filing_is_and_invalid_changes_nothing(
+    arguments: dict[str, Any], field: str, message: str
+) -> None:
+    creator = CreatorFactory()
+    opt_out = opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel="web")
+    before = state()
+
+    with pytest.raises(ValidationError) as raised:
+        change(opt_out, **({"uses": ["data_mining"], "scope": "all_photos"} | arguments))
+
+    assert list(raised.value.message_dict) == [field]
+    assert raised.value.message_dict[field][0].startswith(message)
+    assert state() == before
+    assert OptOut.objects.get(pk=opt_out.pk).is_active
+
+
+@pytest.mark.django_db
+def test_a_changed_opt_out_can_be_changed_again_and_withdrawn() -> None:
+    creator = CreatorFactory()
+    first = opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel="web")
+    second = change(first, uses=["data_mining"], scope="all_photos")
+    third = change(second, uses=["ai_inference"], scope="all_photos")
+    opt_out_withdraw(creator=creator, opt_out_id=third.public_id, channel=Channel.WEB)
+
+    chain = [OptOut.objects.get(pk=o.pk) for o in (first, second, third)]
+    assert [o.replaces for o in chain] == [None, first, second]
+    assert chain[0].withdrawn_version == chain[1].filed_version
+    assert chain[1].withdrawn_version == chain[2].filed_version
+    assert chain[2].withdrawn_version is not None
+    assert not any(o.is_active for o in chain)
+    kinds = ConsentEvent.objects.filter(creator_public_id=creator.public_id)
+    assert list(kinds.order_by("registry_version").values_list("kind", flat=True)) == [
+        "opt_out_filed",
+        "opt_out_changed",
+        "opt_out_changed",
+        "opt_out_withdrawn",
+    ]
 
 
 # --- opt_out_file validation ------------------------------------------------

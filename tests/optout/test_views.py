@@ -1,16 +1,19 @@
 """Creator pages of the optout app, through Django's test client: dashboard,
-filing and withdrawing opt-outs, export, account deletion, and isolation
+filing, changing and withdrawing opt-outs, export, account deletion, and isolation
 between creators."""
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
+from optout import selectors
 from optout.models import OptOut
 from optout.services import opt_out_file, opt_out_withdraw
 from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
@@ -332,6 +335,7 @@ def test_export_downloads_all_the_creators_data_as_json(client: Client) -> None:
             "effective_at": opt_out.effective_at.isoformat(),
             "withdrawn_version": None,
             "withdrawn_at": None,
+            "replaces": None,
         }
     ]
     assert [e["kind"] for e in data["consent_events"]] == ["claim_added", "opt_out_filed"]
@@ -541,3 +545,180 @@ def test_suspended_creator_cannot_withdraw_or_file(client: Client) -> None:
     assert (withdraw.status_code, filed.status_code) == (403, 403)
     assert OptOut.objects.filter(creator=creator).count() == 1
     assert ledger(creator) == ["opt_out_filed"]
+
+
+# --- changing an opt-out -------------------------------------------------------------------
+
+
+def checked(html: str, name: str, value: str) -> bool:
+    """Whether the checkbox or radio ``name``=``value`` is rendered ticked."""
+    inputs = re.findall(rf'<input[^>]*name="{name}"[^>]*value="{re.escape(value)}"[^>]*>', html)
+    assert len(inputs) == 1, (name, value, inputs)
+    return " checked" in inputs[0]
+
+
+def test_each_active_opt_out_links_to_its_change_page_prefilled_with_it(client: Client) -> None:
+    creator = signed_in(client)
+    chosen, other = PhotoFactory(creator=creator), PhotoFactory(creator=creator)
+    lab, elsewhere = OrganizationFactory(name="Lab A"), OrganizationFactory(name="Lab B")
+    opt_out = opt_out_file(
+        creator=creator,
+        uses=["ai_training", "ai_inference"],
+        scope="photos",
+        photos=[chosen.public_id],
+        exceptions=[lab.public_id],
+        channel="web",
+    )
+    withdrawn = file_all_photos(creator)
+    opt_out_withdraw(creator=creator, opt_out_id=withdrawn.public_id, channel="web")
+
+    listing = client.get("/me/opt-outs/").content.decode()
+    response = client.get(f"/me/opt-outs/{opt_out.public_id}/change/")
+
+    assert f'href="/me/opt-outs/{opt_out.public_id}/change/"' in listing
+    assert f"/me/opt-outs/{withdrawn.public_id}/change/" not in listing
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'action="/me/opt-outs/{opt_out.public_id}/change/"' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+    assert [checked(html, "uses", use) for use in ("ai_training", "ai_inference")] == [True] * 2
+    assert not checked(html, "uses", "data_mining")
+    assert checked(html, "scope", "photos") and not checked(html, "scope", "all_photos")
+    assert checked(html, "photos", str(chosen.public_id))
+    assert not checked(html, "photos", str(other.public_id))
+    assert checked(html, "exceptions", str(lab.public_id))
+    assert not checked(html, "exceptions", str(elsewhere.public_id))
+    # Every field is labelled.
+    for name in ("uses", "scope", "photos", "exceptions"):
+        assert f'<label for="id_{name}_0">' in html
+    assert ConsentEvent.objects.filter(creator_public_id=creator.public_id).count() == 3
+
+
+def test_changing_an_opt_out_on_its_page_supersedes_it_and_shows_in_history_and_export(
+    client: Client,
+) -> None:
+    creator = signed_in(client)
+    photo_a, photo_b = PhotoFactory(creator=creator), PhotoFactory(creator=creator)
+    old = opt_out_file(
+        creator=creator,
+        uses=["ai_training"],
+        scope="photos",
+        photos=[photo_a.public_id],
+        channel="web",
+    )
+
+    response = client.post(
+        f"/me/opt-outs/{old.public_id}/change/",
+        {"uses": ["ai_training", "data_mining"], "scope": "photos", "photos": [photo_b.public_id]},
+        follow=True,
+    )
+
+    assert response.redirect_chain == [("/me/opt-outs/", 302)]
+    old.refresh_from_db()
+    new = OptOut.objects.get(replaces=old)
+    assert (new.uses, new.channel, list(new.photos.all())) == (
+        ["data_mining", "ai_training"],
+        "web",
+        [photo_b],
+    )
+    assert old.withdrawn_version == new.filed_version
+    assert ledger(creator) == ["opt_out_filed", "opt_out_changed"]
+    html = response.content.decode()
+    assert f"Opt-out changed; from registry version {new.filed_version} on" in html
+    assert f'href="/me/opt-outs/{new.public_id}/change/"' in html
+    assert f'href="/me/opt-outs/{old.public_id}/change/"' not in html
+    assert "changed from an earlier opt-out" in html
+    assert f"replaced at version {new.filed_version}" in html
+    assert '<span class="status bad">withdrawn</span>' not in html
+    history = client.get("/me/consent/").content.decode()
+    assert "opt-out changed: data_mining, ai_training" in history
+    exported = json.loads(client.get("/me/export/").content)
+    assert [(o["id"], o["replaces"]) for o in exported["opt_outs"]] == [
+        (str(old.public_id), None),
+        (str(new.public_id), str(old.public_id)),
+    ]
+    assert exported["consent_events"][-1]["details"]["replaces"] == str(old.public_id)
+
+
+def test_posting_the_change_form_unchanged_changes_nothing(client: Client) -> None:
+    creator = signed_in(client)
+    opt_out = file_all_photos(creator, ("ai_training",))
+
+    response = client.post(
+        f"/me/opt-outs/{opt_out.public_id}/change/",
+        {"uses": ["ai_training"], "scope": "all_photos"},
+        follow=True,
+    )
+
+    assert response.redirect_chain == [("/me/opt-outs/", 302)]
+    assert "You changed nothing" in response.content.decode()
+    assert ledger(creator) == ["opt_out_filed"]
+    assert OptOut.objects.get(pk=opt_out.pk).is_active
+
+
+def test_an_invalid_change_shows_the_reason_and_changes_nothing(client: Client) -> None:
+    creator = signed_in(client)
+    opt_out = file_all_photos(creator)
+
+    response = client.post(
+        f"/me/opt-outs/{opt_out.public_id}/change/", {"uses": ["ai_training"], "scope": "photos"}
+    )
+
+    assert response.status_code == 400
+    assert "choose at least one photo for scope" in response.content.decode()
+    assert ledger(creator) == ["opt_out_filed"]
+    assert OptOut.objects.get(pk=opt_out.pk).is_active
+
+
+def test_another_creators_an_unknown_or_a_withdrawn_opt_out_has_no_change_page(
+    client: Client,
+) -> None:
+    alice_opt_out = file_all_photos(CreatorFactory())
+    bob = signed_in(client)
+    withdrawn = file_all_photos(bob)
+    opt_out_withdraw(creator=bob, opt_out_id=withdrawn.public_id, channel="web")
+    body = {"uses": ["data_mining"], "scope": "all_photos"}
+    ids = [alice_opt_out.public_id, uuid.uuid4(), withdrawn.public_id]
+
+    statuses = [client.get(f"/me/opt-outs/{i}/change/").status_code for i in ids] + [
+        client.post(f"/me/opt-outs/{i}/change/", body).status_code for i in ids
+    ]
+
+    assert statuses == [404] * 6
+    assert ledger(alice_opt_out.creator) == ["opt_out_filed"]
+    assert ledger(bob) == ["opt_out_filed", "opt_out_withdrawn"]
+
+
+def test_the_change_form_needs_the_csrf_token() -> None:
+    csrf_client = Client(enforce_csrf_checks=True)
+    creator = signed_in(csrf_client)
+    opt_out = file_all_photos(creator)
+
+    response = csrf_client.post(
+        f"/me/opt-outs/{opt_out.public_id}/change/",
+        {"uses": ["data_mining"], "scope": "all_photos"},
+    )
+
+    assert response.status_code == 403
+    assert ledger(creator) == ["opt_out_filed"]
+
+
+def test_the_change_form_keeps_photos_older_than_the_form_lists(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(selectors, "OPT_OUT_FORM_MAX_PHOTOS", 1)
+    creator = signed_in(client)
+    oldest = PhotoFactory(creator=creator)
+    newest = PhotoFactory(creator=creator)
+    opt_out = opt_out_file(
+        creator=creator,
+        uses=["ai_training"],
+        scope="photos",
+        photos=[oldest.public_id],
+        channel="web",
+    )
+
+    html = client.get(f"/me/opt-outs/{opt_out.public_id}/change/").content.decode()
+
+    assert checked(html, "photos", str(oldest.public_id))
+    assert not checked(html, "photos", str(newest.public_id))

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from optout.models import EngineState, OptOut, Organization
-from optout.services import opt_out_file, opt_out_withdraw
+from optout.services import opt_out_change, opt_out_file, opt_out_withdraw
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.services import (
     claim_add,
@@ -440,3 +440,24 @@ def test_engine_state_shows_each_engines_loaded_version_and_is_read_only(
     assert change.status_code == 403
     state.refresh_from_db()
     assert state.loaded_version == 314
+
+
+def test_a_changed_opt_out_shows_what_it_replaces_read_only(
+    admin_client: Client, world: World
+) -> None:
+    new = opt_out_change(
+        creator=world.creator,
+        public_id=world.opt_out.public_id,
+        uses=["data_mining"],
+        scope="all_photos",
+        channel=Channel.WEB,
+    )
+
+    response = admin_client.get(f"/admin/optout/optout/{new.pk}/change/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'name="replaces"' not in html  # read-only: no input
+    assert str(world.opt_out.public_id) in html
+    assert "Replaces" in html
+    assert "replaces" in response.context["adminform"].readonly_fields
