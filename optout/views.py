@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -36,6 +37,17 @@ def dashboard(request: HttpRequest, creator: Creator) -> HttpResponse:
     return render(request, "optout/dashboard.html", context)
 
 
+def _opt_out_form_context(form: OptOutFileForm, choices: selectors.OptOutChoices) -> dict[str, Any]:
+    """What the opt-out form's fields (optout/_opt_out_fields.html) and the
+    notice beside them need, for filing and changing alike."""
+    return {
+        "form": form,
+        "photos_total": choices.photos_total,
+        "photos_shown": len(choices.photos),
+        "notice_version": settings.OPTOUT_NOTICE_VERSION,
+    }
+
+
 @require_http_methods(["GET", "POST"])
 @creator_required
 def opt_outs(request: HttpRequest, creator: Creator) -> HttpResponse:
@@ -56,11 +68,8 @@ def opt_outs(request: HttpRequest, creator: Creator) -> HttpResponse:
             )
             return redirect("optout:opt_outs")
     context = {
-        "form": form,
+        **_opt_out_form_context(form, choices),
         "page": paginate(request, selectors.opt_outs_for_creator(creator=creator)),
-        "photos_total": choices.photos_total,
-        "photos_shown": len(choices.photos),
-        "notice_version": settings.OPTOUT_NOTICE_VERSION,
     }
     return render(request, "optout/opt_outs.html", context, status=400 if form.errors else 200)
 
@@ -97,13 +106,7 @@ def opt_out_change(request: HttpRequest, creator: Creator, opt_out_id: uuid.UUID
                     "pipelines apply the changed opt-out instead of the old one.",
                 )
             return redirect("optout:opt_outs")
-    context = {
-        "form": form,
-        "opt_out": opt_out,
-        "photos_total": choices.photos_total,
-        "photos_shown": len(choices.photos),
-        "notice_version": settings.OPTOUT_NOTICE_VERSION,
-    }
+    context = {**_opt_out_form_context(form, choices), "opt_out": opt_out}
     return render(
         request, "optout/opt_out_change.html", context, status=400 if form.errors else 200
     )
