@@ -95,56 +95,47 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], output: Outp
     pytest.fail(f"make run not healthy within {START_SECONDS}s:\n{output.text}")
 
 
-def admin_login(base: str) -> tuple[int, str, str]:
-    """Log in through the admin's login form (CSRF cookie and token, like a browser)."""
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
-    status, page = get(f"{base}/admin/login/?next=/admin/", opener)
+def form_post(
+    opener: urllib.request.OpenerDirector, base: str, path: str, fields: dict[str, str]
+) -> tuple[int, str, str]:
+    """Fetch the form at ``path`` and post ``fields`` to it with its CSRF token
+    (and the cookie the opener keeps), as a browser does: status, final URL, page."""
+    status, page = get(f"{base}{path}", opener)
     assert status == 200
     match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
     assert match is not None
-    form = urlencode(
-        {
-            "csrfmiddlewaretoken": match.group(1),
-            "username": "admin@example.org",
-            "password": "admin-password-1234",
-            "next": "/admin/",
-        }
-    ).encode()
+    form = urlencode({"csrfmiddlewaretoken": match.group(1), **fields}).encode()
     request = urllib.request.Request(
-        f"{base}/admin/login/?next=/admin/",
-        data=form,
-        headers={"Referer": f"{base}/admin/login/"},
+        f"{base}{path}", data=form, headers={"Referer": f"{base}{path.split('?')[0]}"}
     )
     with opener.open(request, timeout=10) as response:
         return response.status, response.url, response.read().decode()
 
 
+def with_cookies() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+
+
+def admin_login(base: str) -> tuple[int, str, str]:
+    """Log in through the admin's login form."""
+    fields = {
+        "username": "admin@example.org",
+        "password": "admin-password-1234",
+        "next": "/admin/",
+    }
+    return form_post(with_cookies(), base, "/admin/login/?next=/admin/", fields)
+
+
 def sign_up_and_confirm(base: str, output: Output, email: str) -> tuple[int, str]:
     """Sign up through the form; the confirmation email is printed on the
     console (development's email backend): follow its link."""
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
-    status, page = get(f"{base}/accounts/signup/", opener)
-    assert status == 200
-    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-    assert match is not None
+    opener = with_cookies()
     password = "a new creator's passphrase 42"
-    form = urlencode(
-        {
-            "csrfmiddlewaretoken": match.group(1),
-            "email": email,
-            "password1": password,
-            "password2": password,
-        }
-    ).encode()
-    request = urllib.request.Request(
-        f"{base}/accounts/signup/", data=form, headers={"Referer": f"{base}/accounts/signup/"}
-    )
-    with opener.open(request, timeout=10) as response:
-        assert response.url == f"{base}/accounts/signup/done/"
+    fields = {"email": email, "password1": password, "password2": password}
+    _, url, _ = form_post(opener, base, "/accounts/signup/", fields)
+    assert url == f"{base}/accounts/signup/done/"
     deadline = time.monotonic() + 10
     link = None
     while link is None and time.monotonic() < deadline:
