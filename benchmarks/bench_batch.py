@@ -65,6 +65,9 @@ PLANTED_SHARE = 0.01
 # for every registered kind (``plants_check``).
 PLANT_PDQ_BITS = 20
 PLANT_PHASH_BITS = 6
+# ... and a planted captioned copy's band (``--band``), inside the band box.
+PLANT_BAND_PDQ_BITS = 20
+PLANT_BAND_PHASH_BITS = 4
 VARIANTS_FILL_BATCH = 100_000
 
 
@@ -104,7 +107,7 @@ def photo_quality(i: int, position: int = 0) -> int:
 
 def photo_variant(i: int, position: int) -> tuple[str, str, int]:
     """(PDQ, pHash, PDQ quality) of photo i's variant at ``position``: 0 is the
-    photo itself, 1-15 its derived variants in the order of DERIVED_VARIANTS
+    photo itself, 1-16 its derived variants in the order of DERIVED_VARIANTS
     (the order ``variants_sql`` packs them in)."""
     if position == 0:
         return photo_pdq(i), photo_phash(i), photo_quality(i)
@@ -316,15 +319,23 @@ def flip(hex_value: str, bits: int) -> str:
 
 
 PLANT_KINDS = ("sha256", "original", "mirror", "derived", "domain")
+# With --band: a record whose own hashes are far but whose band is near the
+# photo's band variant (a captioned copy).
+BAND_PLANT = "band"
 
 
 def plants_check() -> None:
     """Planted near-duplicates are matches under the registry's rule, whatever
     kind of variant they are planted near."""
-    from optout.matching.rule import DEFAULT_RULE
+    from optout.matching.rule import BAND_KINDS, DEFAULT_RULE
     from registry.variants import DEFAULT_VARIANTS, variant_kind
 
-    for kind in {variant_kind(name) for name in DEFAULT_VARIANTS}:
+    if not any(
+        box.contains(PLANT_BAND_PDQ_BITS, PLANT_BAND_PHASH_BITS)
+        for box in DEFAULT_RULE.band_boxes()
+    ):
+        raise SystemExit("PLANT_BAND_PDQ_BITS / PLANT_BAND_PHASH_BITS are no band match")
+    for kind in {variant_kind(name) for name in DEFAULT_VARIANTS} - BAND_KINDS:
         boxes = DEFAULT_RULE.boxes(kind, has_pdq=True, has_phash=True, low_quality=False)
         if not any(box.contains(PLANT_PDQ_BITS, PLANT_PHASH_BITS) for box in boxes):
             raise SystemExit(
@@ -334,15 +345,19 @@ def plants_check() -> None:
 
 
 def manifest_build(
-    records: int, photos: int, colour: bool = False
+    records: int, photos: int, colour: bool = False, band: bool = False
 ) -> tuple[bytes, dict[str, list[str]]]:
     """A Parquet manifest and the ids of its planted matches by kind (PLANT_KINDS);
     with ``colour`` every record carries a colour signature: a planted
-    near-duplicate its variant's, the others random colourful ones."""
+    near-duplicate its variant's, the others random colourful ones; with
+    ``band`` every record carries band hashes (random ones, a planted captioned
+    copy's near its photo's band variant: kind BAND_PLANT)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from registry.variants import DERIVED_VARIANTS
+    from optout.matching.rule import BAND_KINDS
+    from registry.hashing import band_signature
+    from registry.variants import DERIVED_VARIANTS, variant_kind
 
     plants_check()
     raw = os.urandom(records * 41)
@@ -353,19 +368,38 @@ def manifest_build(
     quality = [50 + raw[i * 41 + 40] % 51 for i in range(records)]
     url = [f"https://images.example.com/{sha[i][:12]}/{i}.jpg" for i in range(records)]
     colours = [photo_colour(-1 - i) for i in range(records)] if colour else []
+    bands = [band_signature(*photo_variant(-1 - i, 1)) for i in range(records)] if band else []
     planted = int(records * PLANTED_SHARE)
     step = records // planted if planted else records
-    derived = len(DERIVED_VARIANTS) - 1  # every derived variant but the mirror image
-    plants: dict[str, list[str]] = {kind: [] for kind in PLANT_KINDS}
+    kinds = (*PLANT_KINDS, BAND_PLANT) if band else PLANT_KINDS
+    # Every derived variant but the mirror image and the middle band.
+    derived = [
+        position
+        for position, name in enumerate(DERIVED_VARIANTS, start=1)
+        if variant_kind(name) not in BAND_KINDS | {"mirror"}
+    ]
+    [band_position] = [
+        position
+        for position, name in enumerate(DERIVED_VARIANTS, start=1)
+        if variant_kind(name) in BAND_KINDS
+    ]
+    plants: dict[str, list[str]] = {kind: [] for kind in kinds}
     for n, row in enumerate(range(0, records, step)[:planted]):
         i = 1 + (n * 7919) % photos
-        kind = n % 5
-        plants[PLANT_KINDS[kind]].append(ids[row])
-        if kind == 0:
+        kind = n % len(kinds)
+        plants[kinds[kind]].append(ids[row])
+        if kinds[kind] == BAND_PLANT:
+            band_pdq, band_phash, band_quality = photo_variant(i, band_position)
+            bands[row] = band_signature(
+                flip(band_pdq, PLANT_BAND_PDQ_BITS),
+                flip(band_phash, PLANT_BAND_PHASH_BITS),
+                band_quality,
+            )
+        elif kind == 0:
             sha[row] = photo_sha256(i)
         elif kind in (1, 2, 3):
             # 1: the photo itself, 2: its mirror image, 3: one of the others
-            position = kind - 1 if kind < 3 else 2 + (n // 5) % derived
+            position = kind - 1 if kind < 3 else derived[(n // len(kinds)) % len(derived)]
             variant_pdq, variant_phash, quality[row] = photo_variant(i, position)
             if colour:
                 colours[row] = photo_colour(i, position)
@@ -382,6 +416,7 @@ def manifest_build(
             "pdq_quality": pa.array(quality, type=pa.int8()),
             "url": url,
             **({"colour": colours} if colour else {}),
+            **({"band": bands} if band else {}),
         }
     )
     buffer = io.BytesIO()
@@ -546,6 +581,12 @@ def main() -> None:
         help="photos, variants and records carry colour signatures (registry.colour), as "
         "uploads and `optout hash` give them; fill a database of its own",
     )
+    parser.add_argument(
+        "--band",
+        action="store_true",
+        help="records carry the hashes of their middle band (registry.hashing.band_of), as "
+        "`optout hash` and the workers give them; planted captioned copies among them",
+    )
     args = parser.parse_args()
     redis_url = env_set(args.redis_db)
     ensure_database(os.environ["DATABASE_URL"])
@@ -600,7 +641,7 @@ def main() -> None:
             raise SystemExit("the stored colour signatures are not photo_colour's")
 
     start = time.perf_counter()
-    manifest, plants = manifest_build(args.records, args.photos, colour=args.colour)
+    manifest, plants = manifest_build(args.records, args.photos, colour=args.colour, band=args.band)
     planted = sum(len(ids) for ids in plants.values())
     print(f"manifest: {args.records:,} records, {len(manifest) / 1e6:.0f} MB Parquet, "
           f"{planted:,} planted matches, built in {time.perf_counter() - start:.0f} s")  # fmt: skip

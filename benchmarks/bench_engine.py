@@ -6,8 +6,8 @@ compaction) and decisions per second of a 10 000-record chunk. Pure: no database
     .venv/bin/python benchmarks/bench_engine.py --photos 200000 --records 2000
 
 Every photo has sha256, PDQ, pHash and a PDQ quality, and is registered with
-the 15 derived variants every upload gets (``registry.variants.DERIVED_VARIANTS``:
-mirror, crops, ±2° rotations), packed as in ``Photo.variants``. The variants'
+the 16 derived variants every upload gets (``registry.variants.DERIVED_VARIANTS``:
+mirror, crops, ±2° rotations, the middle band), packed as in ``Photo.variants``. The variants'
 hashes are **random codes** (independent random PDQ and pHash per variant, not
 hashes of derived images): the index's cost depends on how many entries it
 holds and how they spread, not on how the codes were made. Qualities: 95 % of
@@ -25,8 +25,10 @@ random registered photo — 0 to 24 bits of its PDQ and 0 to 6 bits of its pHash
 flipped, the variant's PDQ quality stated — a quarter of all records also with
 the photo's exact sha256; half random. Every record has sha256, PDQ, pHash, a
 PDQ quality (the registry's default rule applies, DEFAULT_RULE), a colour
-signature (a near-duplicate the variant's own, a random record a random one)
-and a URL.
+signature (a near-duplicate the variant's own, a random record a random one),
+band hashes (``registry.hashing.band_of``: random, except for a near-duplicate
+of the middle band, whose band is 0 to 24 / 0 to 4 bits from it and whose own
+hashes are random) and a URL.
 Times are CPU seconds of this process.
 """
 
@@ -50,6 +52,7 @@ from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.rule import QueryHashes
 from optout.matching.snapshot import SnapshotOptOut
 from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
+from registry.hashing import band_signature, band_split
 from registry.variants import DERIVED_VARIANTS, PACKED_SIZE, VARIANT_CODES
 
 PER_CREATOR = 100
@@ -152,6 +155,13 @@ def flip(hex_value: str, bits: int, rng: random.Random) -> str:
     return f"{value:0{len(hex_value)}x}"
 
 
+BAND_POSITION = 1 + DERIVED_VARIANTS.index("band")
+
+
+def band_random(rng: random.Random) -> str:
+    return band_signature(rng.randbytes(32).hex(), rng.randbytes(8).hex(), rng.randint(50, 100))
+
+
 def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> list[dict[str, Any]]:
     records = []
     for i in range(count):
@@ -166,14 +176,20 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
                     "phash": rng.randbytes(8).hex(),
                     "pdq_quality": rng.randint(50, 100),
                     "colour": colour if COLOURS else "",
+                    "band": band_random(rng),
                     "url": f"https://img{i % 50}.example.net/{i}.jpg",
                 }
             )
         else:
             photo = photos[rng.randrange(len(photos))]
-            pdq, phash, quality, colour = variant_of(
-                photo, rng.randrange(1 + len(DERIVED_VARIANTS))
-            )
+            position = rng.randrange(1 + len(DERIVED_VARIANTS))
+            pdq, phash, quality, colour = variant_of(photo, position)
+            band = band_random(rng)
+            if position == BAND_POSITION:  # a captioned copy: its band is near
+                band = band_signature(
+                    flip(pdq, rng.randint(0, 24), rng), flip(phash, rng.randint(0, 4), rng), quality
+                )
+                pdq, phash = rng.randbytes(32).hex(), rng.randbytes(8).hex()
             records.append(
                 {
                     "id": str(i),
@@ -182,6 +198,7 @@ def records_build(photos: list[LivePhoto], count: int, rng: random.Random) -> li
                     "phash": flip(phash, rng.randint(0, 6), rng),
                     "pdq_quality": quality,
                     "colour": colour if COLOURS else "",
+                    "band": band,
                     "url": f"https://img{i % 50}.example.net/{i}.jpg",
                 }
             )
@@ -229,7 +246,7 @@ def main() -> None:
     print(
         f"indexed entries        sha256 {sizes['sha256']:,}, PDQ {len(index.pdq):,} original + "
         f"{len(index.pdq_single):,} mirror (PDQ-only records), pHash {len(index.phash):,} "
-        f"original + {len(index.phash_derived):,} derived"
+        f"original + {len(index.phash_derived):,} derived + {len(index.phash_band):,} band"
     )
     print(f"initial load (CPU s)   {load_s:.1f} (traced)")
     print(f"live memory (traced)   {traced / 1e6:,.0f} MB = {traced / n:,.0f} B/photo")
@@ -240,6 +257,7 @@ def main() -> None:
         ("PDQ (mirror)", index.pdq_single),
         ("pHash (original)", index.phash),
         ("pHash (derived)", index.phash_derived),
+        ("pHash (band)", index.phash_band),
     ):
         size = part.memory_bytes()
         arrays += size
@@ -269,7 +287,7 @@ def main() -> None:
         f"{sum(excluded[1::2]):,} of {len(excluded[1::2]):,} random records excluded)"
     )
     queries = [
-        QueryHashes(r.pdq, r.phash, r.pdq_quality, r.colour)
+        QueryHashes(r.pdq, r.phash, r.pdq_quality, r.colour, r.band)
         for r in records
         if isinstance(r, Record)
     ]
@@ -283,10 +301,16 @@ def main() -> None:
         ("pHash, original", index.phash, "phash", SEARCH_PLAN.primary_phash),
         ("PDQ, original", index.pdq, "pdq", SEARCH_PLAN.primary_pdq),
         ("pHash, derived", index.phash_derived, "phash", SEARCH_PLAN.derived_phash),
+        ("pHash, band", index.phash_band, "band", SEARCH_PLAN.band_phash),
     ):
         if radius is None:
             continue
-        codes = hex_words([getattr(q, kind) for q in queries], part.words)
+        values = [
+            band_split(q.band)[1] if kind == "band" else getattr(q, kind)
+            for q in queries
+            if kind != "band" or q.band
+        ]
+        codes = hex_words(values, part.words)
         seconds, result = cpu(
             lambda part=part, codes=codes, radius=radius: part.search(codes, radius)
         )

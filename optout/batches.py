@@ -485,6 +485,8 @@ def _shard_record(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
         )
         if hashes.colour:  # "" until registry.hashing computes it
             raw["colour"] = hashes.colour
+        if hashes.band:  # "" for an image too small to have a middle band
+            raw["band"] = hashes.band
     return _stored(row, raw)
 
 

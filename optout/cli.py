@@ -38,7 +38,7 @@ EXIT_INTERRUPTED = 130
 HASH_EPILOG = """\
 Output: one JSON object per photo, in path order:
   {"path": "<path relative to DIR>", "sha256": ..., "pdq": ..., "pdq_quality": ...,
-   "phash": ..., "width": ..., "height": ..., "colour": ...,
+   "phash": ..., "width": ..., "height": ..., "colour": ..., "band": ...,
    "variants": [{"name": "mirror", "pdq": ..., "pdq_quality": ..., "phash": ...,
                  "colour": ...}, ...]}
 Upload this file to the registry to register the photos by hash; only the
@@ -47,6 +47,11 @@ file name (not the folder) of each path is kept there.
 "colour" is the image's colour layout, 66 hex digits: the average hue and
 saturation (CIE a*, b*; no brightness) of each cell of a 4 x 4 grid, and how
 colourful the image is. It confirms a match of the perceptual hashes.
+
+"band" is the PDQ, pHash and PDQ quality of the image's middle band (the top
+and bottom 15 % of its height cut away, where captions go), 82 hex digits.
+Records that carry it are also matched by their middle band, which finds
+copies with a caption or credit line added.
 
 "variants" are the hashes of images derived from each photo (its mirror image,
 centre and corner crops, 2-degree rotations): with them, a mirrored or

@@ -27,7 +27,7 @@ from typing import IO, Any
 FORMATS = ("jsonl", "csv", "parquet", "webdataset")
 RECORD_FIELDS = ("id", "sha256", "pdq", "phash", "url")
 # Read when present, never required.
-OPTIONAL_FIELDS = ("pdq_quality", "colour")
+OPTIONAL_FIELDS = ("pdq_quality", "colour", "band")
 # webdataset image members the worker hashes (extension after the sample key).
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif"})
 # Parquet rows converted to Python objects at a time: bounds memory whatever the

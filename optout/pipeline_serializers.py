@@ -17,6 +17,7 @@ from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
 from optout.models import OptOut
 from optout.uses import USES
 from registry.colour import COLOUR_HEX_LENGTH
+from registry.hashing import BAND_HEX_LENGTH
 from registry.models import Claim
 from registry.variants import DERIVED_VARIANTS
 
@@ -58,6 +59,19 @@ class LookupRecordSerializer(serializers.Serializer):
             "perceptual match of a registered variant that has one too stands only if the "
             "colours agree (a grayscale record carries no colour evidence and skips the check; "
             "docs/matching.md)."
+        ),
+    )
+    band = serializers.CharField(
+        required=False,
+        min_length=BAND_HEX_LENGTH,
+        max_length=BAND_HEX_LENGTH,
+        help_text=(
+            f"The hashes of the image's middle band, {BAND_HEX_LENGTH} hex digits (PDQ, pHash, "
+            "PDQ quality), as `optout hash` writes it (`registry.hashing.band_of`: the top and "
+            "bottom 15 % of the height cut away, where captions go); needs a `pdq` or a "
+            "`phash`. The record is then also matched by its middle band against each "
+            "photo's, which finds captioned copies (docs/matching.md, \"Captions: the middle "
+            'band").'
         ),
     )
     url = serializers.CharField(
@@ -135,7 +149,8 @@ class LookupRequestSerializer(serializers.Serializer):
     records = LookupRecordsField(
         help_text=(
             f"Up to {settings.OPTOUT_MAX_LOOKUP_RECORDS} records, each with an `id` and any "
-            "of `sha256`, `pdq`, `phash`, `url` (and optionally `pdq_quality`, `colour`). "
+            "of `sha256`, `pdq`, `phash`, `url` (and optionally `pdq_quality`, `colour`, "
+            "`band`). "
             "More is a 413."
         )
     )

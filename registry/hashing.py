@@ -10,7 +10,11 @@ Three hash kinds (PRODUCT.md):
 - ``phash``: ``str(imagehash.phash(img))``, 64 bits as 16 hex digits.
 
 and the photo's colour signature (``registry.colour``, 66 hex digits), which
-confirms a perceptual match: computed by ``colour_of`` on a 64 x 64 copy.
+confirms a perceptual match: computed by ``colour_of`` on a 64 x 64 copy; and
+the hashes of its **middle band** (``band_of``, 82 hex digits: the image with
+the top and bottom ``BAND_MARGIN`` of its height cut away, where captions,
+credit lines and handles go), which find a captioned repost whose own hashes
+the caption moved too far (docs/matching.md, "Captions: the middle band").
 
 Perceptual hashes are computed on the image as it is displayed, i.e. after the
 EXIF orientation is applied.
@@ -78,6 +82,13 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 PHASH_HEX_LENGTH = 16
 PDQ_HEX_LENGTH = 64
+# The middle band: the fraction of the height cut off the top and off the
+# bottom. A caption in the bottom tenth (a credit line, meme text) or a handle
+# in a top corner leaves the band's hashes within 4 pHash and 26 PDQ bits of
+# the photo's band, letters up to 1/12 of the height included (docs/matching.md).
+BAND_MARGIN = 0.15
+# A band signature: PDQ (64 hex digits), pHash (16) and PDQ quality (2 hex digits).
+BAND_HEX_LENGTH = PDQ_HEX_LENGTH + PHASH_HEX_LENGTH + 2
 SHA256_HEX_LENGTH = 64
 
 # Never decode a file whose end is missing; Pillow's default, asserted here so a
@@ -137,6 +148,9 @@ class PhotoHashes:
     height: int
     # registry.colour.colour_signature (66 hex digits); "" when not computed.
     colour: str = ""
+    # band_of: the middle band's PDQ, pHash and PDQ quality (82 hex digits);
+    # "" when not computed.
+    band: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,7 +321,34 @@ def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES, fast: bool = False) -
         width=rgb.width,
         height=rgb.height,
         colour=colour_of(rgb),
+        band=band_of(rgb),
     )
+
+
+def band_rows(height: int) -> tuple[int, int]:
+    """The first row of the middle band and the row after its last."""
+    margin = round(height * BAND_MARGIN)
+    return margin, height - margin
+
+
+def band_signature(pdq: str, phash: str, pdq_quality: int) -> str:
+    """A band's hashes as one string: PDQ, pHash, PDQ quality (two hex digits)."""
+    return f"{pdq}{phash}{pdq_quality:02x}"
+
+
+def band_split(band: str) -> tuple[str, str, int]:
+    """The inverse of ``band_signature``: (pdq, phash, pdq_quality)."""
+    return band[:PDQ_HEX_LENGTH], band[PDQ_HEX_LENGTH:-2], int(band[-2:], 16)
+
+
+def band_of(rgb: Image.Image) -> str:
+    """``band_signature`` of the middle band of an upright RGB image: PDQ in
+    numpy (``fast_hashing.pdq_of_reduced``, bit for bit pdqhash's) and pHash,
+    as the registered ``band`` variant is hashed (registry/variants.py)."""
+    top, bottom = band_rows(rgb.height)
+    band = rgb.crop((0, top, rgb.width, bottom))
+    pdq, quality = fast_hashing.pdq_of_reduced(np.asarray(band), (band.height, band.width))
+    return band_signature(pdq, phash_of(band), quality)
 
 
 def colour_of(rgb: Image.Image) -> str:
@@ -419,6 +460,7 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         # Every pixel decoded: imagehash's own pHash.
         pdq, quality = fast_hashing.pdq_of_reduced(np.asarray(reduced.rgb), full_size)
         phash = phash_of(reduced.rgb)
+        band = band_of(reduced.rgb)
     else:
         # One luma for both hashes; pHash folded like PDQ (fast_hashing.phash_of_luma).
         reversed_ = fast_hashing.ORIENTATION_REVERSED[reduced.orientation]
@@ -429,6 +471,7 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         phash, margin = fast_hashing.phash_of_luma(luma, full_size, reduced.scale, reversed_)
         if margin < PHASH_FAST_MIN_MARGIN:
             phash = phash_of_full_decode(data, max_bytes=max_bytes)
+        band = _band_of_luma(luma, full_size[1], reduced.scale, reversed_[1])
     return PhotoHashes(
         sha256=sha256_hex(data),
         pdq=pdq,
@@ -438,7 +481,22 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         height=reduced.height,
         # From the reduced decode: its area means are the full image's.
         colour=colour_of(reduced.rgb),
+        band=band,
     )
+
+
+def _band_of_luma(luma: npt.NDArray[np.float32], width: int, scale: int, reversed_: bool) -> str:
+    """``band_of`` from the luma of a reduced decode: its middle rows, hashed
+    with the filters of the full-size band (``fast_hashing``). No full-decode
+    fallback for pHash: the band is matched with a margin of its own."""
+    top, bottom = band_rows(luma.shape[0])
+    rows = luma[top:bottom]
+    size = (rows.shape[0] * scale, width)
+    pdq, quality = fast_hashing.pdq_from_64(
+        fast_hashing.pdq_64_of_luma(rows, size, scale, (False, reversed_))
+    )
+    phash, _margin = fast_hashing.phash_of_luma(rows, size, scale, (False, reversed_))
+    return band_signature(pdq, phash, quality)
 
 
 def hamming(a_hex: str, b_hex: str) -> int:

@@ -39,10 +39,12 @@ from PIL import Image
 from registry import fast_hashing
 from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from registry.hashing import (
+    BAND_MARGIN,
     MAX_BYTES,
     PDQ_HEX_LENGTH,
     PHASH_HEX_LENGTH,
     PhotoHashes,
+    band_of,
     colour_of,
     decode,
     hash_bytes,
@@ -149,6 +151,9 @@ TRANSFORMS: dict[str, Transform] = {
     **{f"{name}_mirror": _mirrored(transform) for name, transform in CROPS.items()},
     "rotate_+2": _rotate(2),
     "rotate_-2": _rotate(-2),
+    # The middle band (registry.hashing.band_of): a captioned repost's band
+    # hashes (a record's ``band``) are matched against it.
+    "band": _crop(0.0, BAND_MARGIN, 0.0, BAND_MARGIN),
 }
 
 ORIGINAL = "original"
@@ -168,6 +173,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
     *(f"crop_{corner}_{keep}" for keep in (95, 90) for corner in CORNERS),
     "rotate_+2",
     "rotate_-2",
+    "band",
 )
 
 
@@ -253,8 +259,9 @@ def colours_unpack(data: bytes, items: list[Variant]) -> list[Variant]:
 def variant_kind(name: str) -> str:
     """The kind of a variant, which the decision rule sets thresholds by:
     ``original``, ``mirror``, ``dihedral`` (turned or flipped over), ``crop``
-    (cropped, possibly mirrored) or ``rotation`` (a small rotation)."""
-    if name in (ORIGINAL, "mirror"):
+    (cropped, possibly mirrored), ``rotation`` (a small rotation) or ``band``
+    (the middle band, matched by a record's band hashes only)."""
+    if name in (ORIGINAL, "mirror", "band"):
         return name
     if name in DIHEDRAL:
         return "dihedral"
@@ -337,6 +344,7 @@ def hash_bytes_with_variants(
         width=rgb.width,
         height=rgb.height,
         colour=original.colour,
+        band=band_of(rgb),
     )
     return hashes, derived
 

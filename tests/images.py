@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from skimage import data as skdata
 
 # Photographs bundled inside the scikit-image wheel (no download).
@@ -46,3 +46,18 @@ def generated_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Imag
 
 def jpeg_bytes(seed: int, size: tuple[int, int] = (320, 240), quality: int = 90) -> bytes:
     return encode(generated_photo(seed, size), "JPEG", quality=quality)
+
+
+def meme_captions(image: Image.Image) -> Image.Image:
+    """White captions on black bars across the top and the bottom (each bar an
+    eighth of the height): they move the photo's own hashes far, not its
+    middle band."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    bar = out.height // 8
+    font = ImageFont.load_default(size=bar * 2 // 3)
+    for text, top in (("WHEN THE PHOTO", 0), ("GETS REPOSTED", out.height - bar)):
+        draw.rectangle((0, top, out.width, top + bar), fill="black")
+        width = draw.textlength(text, font=font)
+        draw.text(((out.width - width) / 2, top + bar // 8), text, font=font, fill="white")
+    return out

@@ -201,7 +201,13 @@ def _photo_hits(
     positions = [i for i, record in enumerate(records) if record.pdq or record.phash]
     if positions:
         queries = [
-            QueryHashes(records[i].pdq, records[i].phash, records[i].pdq_quality, records[i].colour)
+            QueryHashes(
+                records[i].pdq,
+                records[i].phash,
+                records[i].pdq_quality,
+                records[i].colour,
+                records[i].band,
+            )
             for i in positions
         ]
         candidates = registry.variant_candidates(queries, SEARCH_PLAN)

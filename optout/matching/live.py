@@ -36,6 +36,7 @@ from optout.matching.variants import (
     photo_blob,
     variant_ids_of,
 )
+from registry.hashing import band_split
 
 HASH_KINDS = ("sha256", "pdq", "phash")
 # Compaction pays off once this share of the indexed entries are tombstones.
@@ -109,6 +110,8 @@ class LiveIndex:
         self.pdq = HammingIndex(256, radius=max(plan.primary_pdq or 0, plan.pdq_only or 0, 1))
         self.phash = HammingIndex(64, radius=max(plan.primary_phash, 1))
         self.phash_derived = HammingIndex(64, radius=max(plan.derived_phash or 0, 1))
+        # The middle band of each photo, searched with a record's band pHash.
+        self.phash_band = HammingIndex(64, radius=max(plan.band_phash or 0, 1))
         self.pdq_single = HammingIndex(256, radius=max(plan.pdq_only or 0, 1))
         self.blobs: dict[int, bytes] = {}
 
@@ -165,6 +168,7 @@ class LiveIndex:
             (("primary", "pdq"), self.pdq),
             (("primary", "phash"), self.phash),
             (("derived", "phash"), self.phash_derived),
+            (("band", "phash"), self.phash_band),
             (("single", "pdq"), self.pdq_single),
         )
 
@@ -246,7 +250,14 @@ class LiveIndex:
         self.photos.compact()
 
     def _indexes(self) -> tuple[Sha256Set | HammingIndex, ...]:
-        return (self.sha256, self.pdq, self.phash, self.phash_derived, self.pdq_single)
+        return (
+            self.sha256,
+            self.pdq,
+            self.phash,
+            self.phash_derived,
+            self.phash_band,
+            self.pdq_single,
+        )
 
     def dead_share(self) -> float:
         """Share of indexed entries that are tombstones."""
@@ -265,7 +276,7 @@ class LiveIndex:
         return {
             "sha256": len(self.sha256),
             "pdq": len(self.pdq) + len(self.pdq_single),
-            "phash": len(self.phash) + len(self.phash_derived),
+            "phash": len(self.phash) + len(self.phash_derived) + len(self.phash_band),
         }
 
     def view(self, version: int) -> LiveView:
@@ -305,6 +316,7 @@ class LiveView:
         both = [i for i, q in enumerate(queries) if q.pdq and q.phash]
         pdq_only = [i for i, q in enumerate(queries) if q.pdq and not q.phash]
         phash_only = [i for i, q in enumerate(queries) if q.phash and not q.pdq]
+        band = [i for i, q in enumerate(queries) if q.band]
         searches = (
             (self.index.phash, "phash", both, plan.primary_phash),
             (self.index.pdq, "pdq", both, plan.primary_pdq),
@@ -312,11 +324,15 @@ class LiveView:
             (self.index.pdq, "pdq", pdq_only, plan.pdq_only),
             (self.index.pdq_single, "pdq", pdq_only, plan.pdq_only),
             (self.index.phash, "phash", phash_only, plan.phash_only),
+            (self.index.phash_band, "band", band, plan.band_phash),
         )
         for index, kind, rows, radius in searches:
             if not rows or radius is None or radius < 0 or len(index) == 0:
                 continue
-            values = [getattr(queries[i], kind) for i in rows]
+            if kind == "band":
+                values = [band_split(queries[i].band)[1] for i in rows]
+            else:
+                values = [getattr(queries[i], kind) for i in rows]
             result: SearchResult = index.search(hex_words(values, index.words), radius)
             for row, (lo, hi) in zip(
                 rows,

@@ -8,11 +8,13 @@ from typing import Any
 
 from registry.claims import ClaimInvalid, normalize_url
 from registry.colour import COLOUR_HEX_LENGTH
+from registry.hashing import BAND_HEX_LENGTH
 
 MAX_ID_LENGTH = 512
 _HASH_LENGTHS = {"sha256": 64, "pdq": 64, "phash": 16}
 _HASH_FORMS = {kind: re.compile(f"[0-9a-f]{{{length}}}") for kind, length in _HASH_LENGTHS.items()}
 _COLOUR_FORM = re.compile(f"[0-9a-f]{{{COLOUR_HEX_LENGTH}}}")
+_BAND_FORM = re.compile(f"[0-9a-f]{{{BAND_HEX_LENGTH}}}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class Record:
     # The image's colour signature (registry.colour, 66 hex digits) when the
     # record carries one: it confirms (or refutes) a perceptual match.
     colour: str = ""
+    # The hashes of the image's middle band (registry.hashing.band_of, 82 hex
+    # digits) when the record carries them: they find captioned copies.
+    band: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ def _text(value: Any) -> str:
 
 def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
     """Validate one record (a mapping with id and any of sha256/pdq/phash/url,
-    optionally pdq_quality and colour)."""
+    optionally pdq_quality, colour and band)."""
     if not isinstance(raw, dict):
         return Invalid(None, "record must be an object", row)
     raw_id = raw.get("id")
@@ -73,6 +78,13 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
         return Invalid(record_id, f"colour must be {COLOUR_HEX_LENGTH} hexadecimal digits", row)
     if colour and not (values["pdq"] or values["phash"]):
         return Invalid(record_id, "colour needs a pdq or a phash", row)
+    band = _text(raw.get("band")).lower()
+    if band and not _BAND_FORM.fullmatch(band):
+        return Invalid(record_id, f"band must be {BAND_HEX_LENGTH} hexadecimal digits", row)
+    if band and int(band[-2:], 16) > 100:
+        return Invalid(record_id, "band: its last two digits (a PDQ quality) exceed 100", row)
+    if band and not (values["pdq"] or values["phash"]):
+        return Invalid(record_id, "band needs a pdq or a phash", row)
     url = _text(raw.get("url"))
     if url:
         try:
@@ -81,7 +93,9 @@ def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
             return Invalid(record_id, f"url: {error}", row)
     if not (url or any(values.values())):
         return Invalid(record_id, "record has none of sha256, pdq, phash, url", row)
-    return Record(id=record_id, url=url, row=row, pdq_quality=quality, colour=colour, **values)
+    return Record(
+        id=record_id, url=url, row=row, pdq_quality=quality, colour=colour, band=band, **values
+    )
 
 
 def _quality(value: Any) -> int | str | None:

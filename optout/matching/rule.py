@@ -45,6 +45,13 @@ matching" and "Precision"):
   with the variant's. Colour is a signal independent of the two luminance hashes, and
   on package photographs no false pair of colour records survives it even
   four steps looser.
+- **The middle band finds captions.** A record that carries the hashes of
+  its middle band (``QueryHashes.band``, ``registry.hashing.band_of``: the
+  top and bottom 15 % cut away, where captions go) is also compared with the
+  photo's ``band`` variant, band hashes against band hashes, inside the
+  ``band`` kind's boxes; both bands need PDQ quality ``min_quality`` (a
+  featureless band never decides). The band variant is never compared with
+  the record's own hashes.
 - **SHA-256 equality always matches** (``sha256_evidence``).
 """
 
@@ -64,6 +71,7 @@ from registry.colour import (
     grey_against_colour,
     layout_compare,
 )
+from registry.hashing import band_split
 
 PDQ_BITS = 256
 PHASH_BITS = 64
@@ -71,7 +79,9 @@ PHASH_BITS = 64
 PDQ_STEP = 8
 PHASH_STEP = 2
 
-KINDS = ("original", "mirror", "dihedral", "crop", "rotation")
+KINDS = ("original", "mirror", "dihedral", "crop", "rotation", "band")
+# Variants matched by a record's band hashes (QueryHashes.band) only.
+BAND_KINDS = frozenset({"band"})
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,14 @@ class QueryHashes:
     phash: str = ""
     pdq_quality: int | None = None
     colour: str = ""
+    # registry.hashing.band_of: the middle band's PDQ, pHash and PDQ quality
+    # (82 hex digits); "" when the record carries none.
+    band: str = ""
+
+    def band_hashes(self) -> QueryHashes:
+        """The middle band's hashes as a query of their own (no colour)."""
+        pdq, phash, quality = band_split(self.band)
+        return QueryHashes(pdq=pdq, phash=phash, pdq_quality=quality)
 
 
 @dataclass(frozen=True)
@@ -197,7 +215,8 @@ class SearchPlan:
     pair within ``derived_phash``; the union of the hits is then judged by the
     rule. A PDQ-only record: the PDQ indexes (``PDQ_INDEXED_KINDS``) at
     ``pdq_only``; a pHash-only record: the primary pHash index at
-    ``phash_only`` (None: such a record has no perceptual match).
+    ``phash_only`` (None: such a record has no perceptual match). A record
+    with band hashes: the band variants' pHash index at ``band_phash``.
     """
 
     primary_phash: int
@@ -205,12 +224,29 @@ class SearchPlan:
     derived_phash: int | None
     pdq_only: int | None
     phash_only: int | None
+    # The pHash index of band variants, searched with a record's band pHash.
+    band_phash: int | None = None
 
 
 def hamming_hex(a_hex: str, b_hex: str) -> int:
     if len(a_hex) != len(b_hex):
         raise ValueError("hashes of different lengths")
     return (int(a_hex, 16) ^ int(b_hex, 16)).bit_count()
+
+
+def _no_match(
+    variant: VariantHashes, pdq_distance: int | None, phash_distance: int | None, quality: str
+) -> Evidence:
+    """No box matched: the distances measured, no thresholds."""
+    return Evidence(
+        matched=False,
+        variant=variant.name,
+        kind=variant.kind,
+        basis="",
+        pdq_distance=pdq_distance,
+        phash_distance=phash_distance,
+        quality=quality,
+    )
 
 
 def sha256_evidence() -> Evidence:
@@ -267,7 +303,10 @@ class MatchRule:
         self, kind: str, *, has_pdq: bool, has_phash: bool, low_quality: bool
     ) -> tuple[Box, ...]:
         """The boxes a pair of this kind is judged by; a missing hash kind is
-        expressed as an unbounded distance on it (single-hash thresholds)."""
+        expressed as an unbounded distance on it (single-hash thresholds). A
+        band variant has none: only a record's band hashes are compared with it."""
+        if kind in BAND_KINDS:
+            return ()
         rule = self.kind_rule(kind, low_quality)
         if rule is None:
             return ()
@@ -310,6 +349,8 @@ class MatchRule:
         )
 
     def evaluate(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
+        if variant.kind in BAND_KINDS:
+            return self._evaluate_band(query, variant)
         if (
             self.grey_record_shift
             and query.colour
@@ -399,15 +440,39 @@ class MatchRule:
                     colour_distance=colour,
                     colour_threshold=self.confirm_threshold,
                 )
-        return Evidence(
-            matched=False,
-            variant=variant.name,
-            kind=variant.kind,
-            basis="",
-            pdq_distance=pdq_distance,
-            phash_distance=phash_distance,
-            quality=quality,
-        )
+        return _no_match(variant, pdq_distance, phash_distance, quality)
+
+    def band_boxes(self) -> tuple[Box, ...]:
+        """The boxes of the band kinds (band hashes against a band variant)."""
+        return tuple(box for kind in BAND_KINDS for box in self.kinds.get(kind, KindRule(())).both)
+
+    def _evaluate_band(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
+        """The record's band hashes against a band variant: inside a box, both
+        bands of PDQ quality at least ``min_quality``; no colour check (the
+        record's colour is the whole picture's, not its band's)."""
+        if not (query.band and variant.pdq and variant.phash):
+            return _no_match(variant, None, None, "ok")
+        band = query.band_hashes()
+        pdq_distance = hamming_hex(band.pdq, variant.pdq)
+        phash_distance = hamming_hex(band.phash, variant.phash)
+        low_registered = variant.pdq_quality < self.min_quality
+        low_query = band.pdq_quality is not None and band.pdq_quality < self.min_quality
+        quality = "low_registered" if low_registered else ("low_query" if low_query else "ok")
+        boxes = () if low_registered or low_query else self.band_boxes()
+        for box in boxes:
+            if box.contains(pdq_distance, phash_distance):
+                return Evidence(
+                    matched=True,
+                    variant=variant.name,
+                    kind=variant.kind,
+                    basis="pdq+phash",
+                    pdq_distance=pdq_distance,
+                    phash_distance=phash_distance,
+                    pdq_threshold=box.pdq,
+                    phash_threshold=box.phash,
+                    quality=quality,
+                )
+        return _no_match(variant, pdq_distance, phash_distance, quality)
 
     def shifted(self, levels: int) -> MatchRule:
         """The rule with every threshold moved by ``levels`` steps of
@@ -453,11 +518,17 @@ class MatchRule:
         lq_derived = bool(self.low_quality_kinds - PRIMARY_KINDS)
         primary = [rule for kind, rule in self.kinds.items() if kind in PRIMARY_KINDS]
         primary += [self.low_quality] if lq_primary else []
-        derived = [rule for kind, rule in self.kinds.items() if kind not in PRIMARY_KINDS]
+        derived = [
+            rule
+            for kind, rule in self.kinds.items()
+            if kind not in PRIMARY_KINDS and kind not in BAND_KINDS
+        ]
         derived += [self.low_quality_derived] + ([self.low_quality] if lq_derived else [])
         pdq_indexed = [rule for kind, rule in self.kinds.items() if kind in PDQ_INDEXED_KINDS]
         pdq_indexed += [self.low_quality] if self.low_quality_kinds & PDQ_INDEXED_KINDS else []
-        unindexed = [rule for kind, rule in self.kinds.items() if kind not in PDQ_INDEXED_KINDS]
+        unindexed = [
+            rule for kind, rule in self.kinds.items() if kind not in PDQ_INDEXED_KINDS | BAND_KINDS
+        ]
         unindexed += [self.low_quality_derived]
         unindexed += [self.low_quality] if self.low_quality_kinds - PDQ_INDEXED_KINDS else []
         if any(rule.pdq_only is not None for rule in unindexed):
@@ -473,12 +544,14 @@ class MatchRule:
         derived_boxes = [box.phash for rule in derived for box in (*rule.both, *rule.confirmed)]
         pdq_only = [rule.pdq_only for rule in pdq_indexed if rule.pdq_only is not None]
         phash_only = [rule.phash_only for rule in primary if rule.phash_only is not None]
+        band = [box.phash for box in self.band_boxes()]
         return SearchPlan(
             primary_phash=primary_phash,
             primary_pdq=max(wide) if wide else None,
             derived_phash=max(derived_boxes) if derived_boxes else None,
             pdq_only=max(pdq_only) if pdq_only else None,
             phash_only=max(phash_only) if phash_only else None,
+            band_phash=max(band) if band else None,
         )
 
 
@@ -510,6 +583,7 @@ _DERIVED_BOXES = (Box(pdq=44, phash=2), Box(pdq=32, phash=4), Box(pdq=24, phash=
 # looser (docs/matching.md, "Colour as a third signal").
 _CONFIRMED_PRIMARY = (Box(pdq=32, phash=22), Box(pdq=64, phash=10), Box(pdq=76, phash=8))
 _CONFIRMED_DERIVED = (Box(pdq=60, phash=6),)
+_BAND_BOXES = (Box(pdq=32, phash=4),)
 DEFAULT_RULE = MatchRule(
     kinds={
         "original": KindRule(
@@ -520,6 +594,11 @@ DEFAULT_RULE = MatchRule(
         "rotation": KindRule(both=_DERIVED_BOXES, confirmed=_CONFIRMED_DERIVED),
         # Turned or flipped over (not registered by default): nearly exact only.
         "dihedral": KindRule(both=(Box(pdq=24, phash=4),)),
+        # A record's middle band against the photo's: a caption in the top or
+        # bottom 15 % leaves the band within 26 PDQ and 4 pHash bits; distinct
+        # photos' bands start at about (64, 8) (docs/matching.md, "Captions:
+        # the middle band").
+        "band": KindRule(both=_BAND_BOXES),
     },
     # PDQ quality < 50 on either side: the photo or its mirror image nearly
     # exactly; a crop or rotation only on an equal pHash and PDQ within 4.

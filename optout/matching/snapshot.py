@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from optout.matching.rule import DEFAULT_RULE, MatchRule, QueryHashes, SearchPlan, VariantHashes
+from optout.matching.rule import (
+    BAND_KINDS,
+    DEFAULT_RULE,
+    MatchRule,
+    QueryHashes,
+    SearchPlan,
+    VariantHashes,
+)
 from optout.matching.urls import claim_hits
 from optout.matching.variants import blob_size, blob_variant, photo_blob
 from optout.uses import refused_closure
@@ -150,6 +157,7 @@ class Snapshot:
         self.has_phash = np.asarray([bool(v.phash) for v in self.variants], dtype=bool)
         self.pdq_codes = hex_to_words([v.pdq or "0" * 64 for v in self.variants], 4)
         self.phash_codes = hex_to_words([v.phash or "0" * 16 for v in self.variants], 1)
+        self.is_band = np.asarray([v.kind in BAND_KINDS for v in self.variants], dtype=bool)
         self.bounds = Bounds.of(DEFAULT_RULE)
 
         self.claims_by_kind: dict[str, list[int]] = defaultdict(list)
@@ -181,7 +189,16 @@ class Snapshot:
         both = (pdq <= b.pdq) & (phash <= b.phash)
         pdq_alone = (pdq <= b.pdq_only) & (phash >= 1 << 20)
         phash_alone = (phash <= b.phash_only) & (pdq >= 1 << 20)
-        hits = np.nonzero(both | pdq_alone | phash_alone)[0]
+        hit = both | pdq_alone | phash_alone
+        if query.band:
+            # The record's middle band against the band variants.
+            band = query.band_hashes()
+            words = hex_to_words([band.pdq], 4)[0]
+            band_pdq = np.bitwise_count(self.pdq_codes ^ words).sum(axis=1)
+            words = hex_to_words([band.phash], 1)[0]
+            band_phash = np.bitwise_count(self.phash_codes ^ words).sum(axis=1)
+            hit |= self.is_band & (band_pdq <= b.pdq) & (band_phash <= b.phash)
+        hits = np.nonzero(hit)[0]
         return [(int(self.variant_rows[i]), self.variants[i]) for i in hits]
 
     # --- decide.MatchSource ------------------------------------------------------

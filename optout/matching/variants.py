@@ -20,7 +20,7 @@ from functools import cache
 
 import numpy as np
 
-from optout.matching.rule import PDQ_INDEXED_KINDS, PRIMARY_KINDS, VariantHashes
+from optout.matching.rule import BAND_KINDS, PDQ_INDEXED_KINDS, PRIMARY_KINDS, VariantHashes
 from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from registry.variants import (
     ORIGINAL,
@@ -159,9 +159,11 @@ def _words(columns: np.ndarray) -> np.ndarray:
 def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], IndexEntries]:
     """The index entries of many photos, by (group, hash kind): ("primary",
     "pdq") and ("primary", "phash") for the photo itself (``PRIMARY_KINDS``),
-    ("derived", "phash") for every other variant, ("single", "pdq") for the
-    other variants a PDQ-only record may match (``PDQ_INDEXED_KINDS``: the
-    mirror image). Vectorised over photos whose blobs have the same length."""
+    ("derived", "phash") for every other variant but the middle band, ("band",
+    "phash") for the middle band (``BAND_KINDS``: searched with a record's
+    band hashes), ("single", "pdq") for the other variants a PDQ-only record
+    may match (``PDQ_INDEXED_KINDS``: the mirror image). Vectorised over
+    photos whose blobs have the same length."""
     out = {group: IndexEntries([], []) for group in _GROUPS}
     # Blobs of one length and with or without colours hold as many variants.
     by_length: dict[tuple[int, bool], list[int]] = {}
@@ -169,6 +171,7 @@ def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], I
         by_length.setdefault((len(blob), bool(blob[0] & _COLOURED)), []).append(row)
     primary_codes = _codes_of(PRIMARY_KINDS)
     single_codes = _codes_of(PDQ_INDEXED_KINDS - PRIMARY_KINDS)
+    band_codes = _codes_of(BAND_KINDS)
     for (length, _), rows in by_length.items():
         table = np.frombuffer(b"".join(blobs[row] for row in rows), dtype=np.uint8)
         table = table.reshape(len(rows), length)
@@ -178,6 +181,7 @@ def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], I
             packed = table[:, 1 + position * PACKED_SIZE : 1 + (position + 1) * PACKED_SIZE]
             ids = (photo_keys << POSITION_BITS) | position
             primary = np.isin(packed[:, 0], primary_codes)
+            band = np.isin(packed[:, 0], band_codes)
             has_pdq = np.ones(len(rows), dtype=bool)
             has_phash = np.ones(len(rows), dtype=bool)
             if position == 0:
@@ -185,7 +189,8 @@ def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], I
                 has_phash = (flags & _HAS_PHASH) > 0
             phash = _words(packed[:, 2:10])
             pdq = _words(packed[:, 10:42])
-            for group, mask in (("primary", primary), ("derived", ~primary)):
+            groups = (("primary", primary), ("derived", ~primary & ~band), ("band", band))
+            for group, mask in groups:
                 take = mask & has_phash
                 if take.any():
                     out[(group, "phash")].codes.append(phash[take])
@@ -199,4 +204,10 @@ def blob_entries(keys: list[int], blobs: list[bytes]) -> dict[tuple[str, str], I
     return out
 
 
-_GROUPS = (("primary", "pdq"), ("primary", "phash"), ("derived", "phash"), ("single", "pdq"))
+_GROUPS = (
+    ("primary", "pdq"),
+    ("primary", "phash"),
+    ("derived", "phash"),
+    ("band", "phash"),
+    ("single", "pdq"),
+)

@@ -37,7 +37,7 @@ from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box
 from optout.models import Batch, BatchResult, Chunk, OptOut, Organization, PipelineRequest
 from optout.services import opt_out_file
 from optout.tasks import batch_chunk_decide_task, batch_chunks_sweep_task, batch_shard_hash_task
-from registry import hashing
+from registry import hashing, variants
 from registry.colour import COLOUR_THRESHOLD, colour_signature
 from registry.models import Channel, Claim, Photo
 from tests.factories import (
@@ -47,7 +47,7 @@ from tests.factories import (
     expired_api_key,
     revoked_api_key,
 )
-from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
+from tests.images import encode, generated_photo, jpeg_bytes, meme_captions, skimage_photo
 from tests.optout.batch_helpers import (
     SHA256_EVIDENCE,
     download,
@@ -1100,6 +1100,57 @@ def test_a_shard_image_is_decided_with_the_colour_its_hashing_gives_it(
         assert "colour" not in stored
         assert batch.excluded_count == 1
         assert results[0].matches[0]["evidence"]["colour_distance"] is None
+
+
+def test_a_captioned_copy_is_excluded_through_its_middle_band_in_shards_and_manifests(
+    client: APIClient,
+) -> None:
+    """The coffee cup registered with its variants; a copy with captions on
+    black bars is sent as a webdataset image (the worker hashes it, band
+    included) and as manifest rows with and without its ``band`` column. Its
+    own hashes are beyond the rule: only the band finds it."""
+    original = encode(skimage_photo("coffee"), "JPEG", quality=92)
+    hashes, derived = variants.hash_bytes_with_variants(original)
+    creator = CreatorFactory()
+    PhotoFactory(
+        creator=creator,
+        sha256=hashes.sha256,
+        pdq=hashes.pdq,
+        pdq_quality=hashes.pdq_quality,
+        phash=hashes.phash,
+        colour=hashes.colour,
+        variants=variants.variants_pack(derived),
+        variant_colours=variants.colours_pack(derived),
+    )
+    opt_out_file(creator=creator, uses=["ai_training"], scope="all_photos", channel=Channel.WEB)
+    copy = encode(meme_captions(skimage_photo("coffee")), "JPEG", quality=90)
+    record = hashing.hash_bytes(copy)
+    band_pdq, band_phash, _ = hashing.band_split(record.band)
+    fields = "id,pdq,phash,pdq_quality,colour,band"
+    row = f"{record.pdq},{record.phash},{record.pdq_quality},{record.colour}"
+    manifest = f"{fields}\nwith,{row},{record.band}\nwithout,{row},\nbad,{row},{record.band}0\n"
+
+    shard = batch_of(submit(client, tar([("s/000.jpg", copy)]), name="s.tar", key="shard"))
+    assert batch_shard_hash_task(shard.pk) is True
+    [stored] = [r for chunk in shard.chunks.all() for r in chunk.records]
+    rows = batch_of(submit(client, manifest.encode(), name="m.csv", key="csv"))
+    for batch in (shard, rows):
+        run_chunks(batch)
+
+    assert stored["band"] == hashing.hash_bytes(copy, fast=True).band
+    [excluded] = BatchResult.objects.filter(batch=shard, decision="exclude")
+    assert excluded.matches[0]["evidence"]["variant"] == "band"
+    decided = BatchResult.objects.filter(batch=rows).values_list("record_id", "decision", "reason")
+    # Results hold exclusions and invalid rows: "without" (no band) was allowed.
+    assert sorted(decided) == [
+        ("bad", "invalid", "band must be 82 hexadecimal digits"),
+        ("with", "exclude", ""),
+    ]
+    evidence = BatchResult.objects.get(batch=rows, record_id="with").matches[0]["evidence"]
+    assert (evidence["variant"], evidence["phash_threshold"]) == ("band", 4)
+    [band] = [v for v in derived if v.name == "band"]
+    assert evidence["pdq_distance"] == hashing.hamming(band_pdq, band.pdq)
+    assert evidence["phash_distance"] == hashing.hamming(band_phash, band.phash)
 
 
 def test_a_shard_whose_spool_file_is_lost_fails_with_a_reason(client: APIClient) -> None:

@@ -94,6 +94,7 @@ def test_hash_writes_one_line_per_photo_in_path_order_and_reports_the_bad_file(
         "width",
         "height",
         "colour",
+        "band",
         "variants",
     ]
     assert [item["name"] for item in lines[0]["variants"]] == list(variants.DERIVED_VARIANTS)
@@ -270,7 +271,7 @@ def test_hash_output_is_accepted_by_the_registry_upload_parser(
         for number, path in enumerate(GOOD_PATHS, start=1)
         for hashes in [hashing.hash_bytes((mixed_folder / path).read_bytes())]
     ]
-    assert all(len(line.variants) == 15 for _, line in parsed if isinstance(line, uploads.HashLine))
+    assert all(len(line.variants) == 16 for _, line in parsed if isinstance(line, uploads.HashLine))
 
 
 def test_hash_no_variants_leaves_them_out(good_folder: Path) -> None:

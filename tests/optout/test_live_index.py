@@ -17,6 +17,7 @@ from optout.matching.photo_table import PhotoTable
 from optout.matching.snapshot import SnapshotPhoto
 from optout.matching.variants import blob_entries, blob_size, blob_variant, photo_blob
 from registry.colour import colour_signature
+from registry.hashing import band_signature
 from registry.variants import DEFAULT_VARIANTS, Variant, variants_pack, variants_unpack
 from tests.images import skimage_photo
 
@@ -136,6 +137,15 @@ def _record_near(photo: LivePhoto, rng: np.random.Generator) -> Record:
         pdq, phash = photo.pdq, photo.phash
     pdq = _flip(pdq, int(rng.integers(0, 60)), rng)
     phash = _flip(phash, int(rng.integers(0, 20)), rng)
+    # The middle band's hashes near the photo's band variant, when it has one.
+    bands = [v for v in variants if v.name == "band"]
+    band = ""
+    if bands and rng.random() < 0.8:
+        band = band_signature(
+            _flip(bands[0].pdq, int(rng.integers(0, 40)), rng),
+            _flip(bands[0].phash, int(rng.integers(0, 8)), rng),
+            int(rng.integers(30, 101)),
+        )
     mode = rng.random()
     return Record(
         id=str(photo.key),
@@ -144,6 +154,7 @@ def _record_near(photo: LivePhoto, rng: np.random.Generator) -> Record:
         phash=phash if mode > 0.5 or mode < 0.2 else "",
         pdq_quality=int(rng.integers(0, 101)) if mode < 0.8 and rng.random() < 0.7 else None,
         colour=_colour(rng) if rng.random() < 0.7 else "",
+        band=band,
     )
 
 
@@ -236,6 +247,8 @@ def test_records_near_variants_are_decided_like_the_snapshot_both_ways() -> None
     variants = {m["evidence"]["variant"] for d in live for m in d["matches"]}
     assert outcomes == {"exclude", "allow"}
     assert "original" in variants and len(variants - {"original"}) >= 3
+    # Records matched through their middle band too.
+    assert "band" in variants
     # The colour check both confirmed and refuted matches.
     checked = [m["evidence"]["colour_distance"] for d in live for m in d["matches"]]
     assert any(distance is not None for distance in checked)
@@ -258,10 +271,13 @@ def test_a_blob_holds_the_colours_raw_and_gives_them_back_by_position() -> None:
     assert len(both) == len(plain) + 33 * (1 + len(variants))  # raw, not hex
     for blob in (plain, both, photo_only, derived_only):
         assert blob_size(blob) == 1 + len(variants)
-    assert [blob_variant(plain, i).colour for i in range(len(variants) + 1)] == [""] * 16
-    assert [blob_variant(both, i).colour for i in range(16)] == [COLOURS[0], *colours]
-    assert [blob_variant(photo_only, i).colour for i in range(16)] == [COLOURS[1]] + [""] * 15
-    assert [blob_variant(derived_only, i).colour for i in range(16)] == ["", *colours]
+    size = 1 + len(variants)
+    assert [blob_variant(plain, i).colour for i in range(size)] == [""] * size
+    assert [blob_variant(both, i).colour for i in range(size)] == [COLOURS[0], *colours]
+    assert [blob_variant(photo_only, i).colour for i in range(size)] == [COLOURS[1]] + [""] * (
+        size - 1
+    )
+    assert [blob_variant(derived_only, i).colour for i in range(size)] == ["", *colours]
     assert blob_variant(both, 3) == replace(blob_variant(plain, 3), colour=colours[2])
     # The index entries do not depend on the colours.
     coloured = blob_entries([5], [both])

@@ -490,6 +490,27 @@ def test_a_record_carries_its_colour_lowercased_or_is_invalid_saying_why():
     ]
 
 
+def test_a_record_carries_its_band_lowercased_or_is_invalid_saying_why():
+    pdq = "ab" * 32
+    band = "cd" * 40 + "5a"  # PDQ, pHash, quality 90
+    parsed = record_parse({"id": "a", "pdq": pdq, "band": f" {band.upper()} "}, row=1)
+
+    assert isinstance(parsed, Record) and parsed.band == band
+    assert record_parse({"id": "b", "pdq": pdq, "band": None}).band == ""
+    invalid = [
+        record_parse({"id": "c", "pdq": pdq, "band": band[:-2]}, row=2),
+        record_parse({"id": "d", "pdq": pdq, "band": "g" + band[1:]}, row=3),
+        record_parse({"id": "e", "pdq": pdq, "band": band[:-2] + "65"}, row=4),
+        record_parse({"id": "f", "sha256": "0" * 64, "band": band}, row=5),
+    ]
+    assert [(p.row, p.reason) for p in invalid if isinstance(p, Invalid)] == [
+        (2, "band must be 82 hexadecimal digits"),
+        (3, "band must be 82 hexadecimal digits"),
+        (4, "band: its last two digits (a PDQ quality) exceed 100"),
+        (5, "band needs a pdq or a phash"),
+    ]
+
+
 def test_a_record_whose_colours_disagree_with_the_photo_is_allowed():
     """Equal PDQ and pHash, the coffee cup registered: the cat's colours allow the
     record, the cup's own (or no colour, or a grayscale copy's) exclude it."""

@@ -27,6 +27,7 @@ from registry import hashing
 from registry.models import Channel, Creator, Photo
 from tests.conftest import ClientFor
 from tests.factories import OrganizationFactory
+from tests.images import meme_captions
 from tests.optout.batch_helpers import pipeline_client
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -59,7 +60,8 @@ def jpeg(image: Image.Image) -> bytes:
 
 def record(record_id: str, content: bytes, *, colour: bool = True) -> dict[str, Any]:
     """The record a pipeline sends: as `optout hash` writes it (with the colour
-    signature), or ``colour=False`` with the hashes alone."""
+    signature and the middle band's hashes), or ``colour=False`` with the hashes
+    alone."""
     hashes = hashing.hash_bytes(content)
     fields = {
         "id": record_id,
@@ -67,7 +69,7 @@ def record(record_id: str, content: bytes, *, colour: bool = True) -> dict[str, 
         "pdq_quality": hashes.pdq_quality,
         "phash": hashes.phash,
     }
-    return {**fields, "colour": hashes.colour} if colour else fields
+    return {**fields, "colour": hashes.colour, "band": hashes.band} if colour else fields
 
 
 @pytest.fixture
@@ -85,7 +87,7 @@ def registered(creator: Creator, client_for: ClientFor) -> dict[str, str]:
     opt_outs = {}
     for name in REGISTERED:
         stored = Photo.objects.get(creator=creator, original_filename=f"{name}.jpg")
-        assert stored.variant_count == 15
+        assert stored.variant_count == 16
         opt_out = opt_out_file(
             creator=creator,
             uses=["ai_training"],
@@ -150,3 +152,27 @@ def test_distinct_photos_never_match_each_other(registered: dict[str, str], colo
     results = lookup(client, records)
 
     assert [r["id"] for r in results if r["decision"] != "allow"] == []
+
+
+def test_captioned_reposts_are_found_by_their_middle_band(registered: dict[str, str]) -> None:
+    client = pipeline_client(OrganizationFactory())
+    captioned = {name: jpeg(meme_captions(photo(name))) for name in REGISTERED}
+    with_band = [record(name, content) for name, content in captioned.items()]
+    without = [{k: v for k, v in r.items() if k != "band"} for r in with_band]
+
+    found = {r["id"]: r for r in lookup(client, with_band)}
+    missed_without = [r["id"] for r in lookup(client, without) if r["decision"] != "exclude"]
+
+    # Every captioned copy is excluded by its own opt-out.
+    for name in REGISTERED:
+        assert found[name]["decision"] == "exclude", found[name]
+        assert {m["opt_out"] for m in found[name]["matches"]} == {registered[name]}
+    # The copies the photo's own hashes no longer find are found by the band,
+    # and the evidence says so.
+    assert missed_without, "the captions should defeat the hashes of the whole photo"
+    for name in missed_without:
+        [match] = found[name]["matches"]
+        evidence = match["evidence"]
+        assert (evidence["variant"], evidence["basis"]) == ("band", "pdq+phash")
+        assert evidence["pdq_distance"] <= evidence["pdq_threshold"] == 32
+        assert evidence["phash_distance"] <= evidence["phash_threshold"] == 4

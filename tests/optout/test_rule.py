@@ -46,6 +46,7 @@ from registry.colour import (
     faint_colour,
     layout_parts,
 )
+from registry.hashing import band_signature
 from tests.images import encode, skimage_photo
 
 PDQ = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
@@ -660,3 +661,55 @@ def test_the_rule_fingerprint_changes_with_the_colour_threshold(
     )
 
     assert rule_fingerprint() != before
+
+
+# --- the middle band ------------------------------------------------------------------
+
+
+def band_query(pdq_bits: int, phash_bits: int, quality: int = 90, **own: int) -> QueryHashes:
+    """A record whose own hashes are ``own["pdq"]``/``own["phash"]`` bits from the
+    photo (far by default) and whose band is the given bits from the band variant."""
+    band = band_signature(flip(PDQ, pdq_bits, seed=2), flip(PHASH, phash_bits, seed=3), quality)
+    return replace(query(own.get("pdq", 128), own.get("phash", 32), quality=90), band=band)
+
+
+@pytest.mark.parametrize(
+    ("pdq_bits", "phash_bits", "matched"),
+    [(32, 4, True), (0, 0, True), (33, 4, False), (32, 5, False), (32, 6, False)],
+)
+def test_a_records_band_matches_the_band_variant_inside_the_band_box(
+    pdq_bits: int, phash_bits: int, matched: bool
+) -> None:
+    evidence = DEFAULT_RULE.evaluate(band_query(pdq_bits, phash_bits), variant("band"))
+
+    assert evidence.matched is matched
+    assert (evidence.pdq_distance, evidence.phash_distance) == (pdq_bits, phash_bits)
+    if matched:
+        assert (evidence.variant, evidence.kind, evidence.basis) == ("band", "band", "pdq+phash")
+        assert (evidence.pdq_threshold, evidence.phash_threshold) == (32, 4)
+
+
+def test_the_band_never_decides_on_a_featureless_band_or_on_the_records_own_hashes() -> None:
+    band = variant("band")
+
+    # A band of low PDQ quality on either side: no match, even equal.
+    assert not DEFAULT_RULE.evaluate(band_query(0, 0, quality=49), band).matched
+    assert DEFAULT_RULE.evaluate(band_query(0, 0, quality=49), band).quality == "low_query"
+    assert not DEFAULT_RULE.evaluate(band_query(0, 0), variant("band", quality=49)).matched
+    # A record without band hashes, its own hashes equal to the band's: no match.
+    assert not DEFAULT_RULE.evaluate(query(0, 0, quality=90), band).matched
+    # The band is compared with the band variant only, never with the photo.
+    assert not DEFAULT_RULE.evaluate(band_query(0, 0), variant("original")).matched
+    assert DEFAULT_RULE.boxes("band", has_pdq=True, has_phash=True, low_quality=False) == ()
+
+
+def test_the_band_is_searched_at_its_boxes_and_shifts_with_the_rule() -> None:
+    plan = DEFAULT_RULE.search_plan()
+
+    assert plan.band_phash == max(box.phash for box in DEFAULT_RULE.band_boxes()) == 4
+    # Derived variants are not searched wider because of the band.
+    assert plan.derived_phash == 6
+    stricter = DEFAULT_RULE.shifted(-1)
+    assert stricter.band_boxes() == (Box(pdq=24, phash=2),)
+    assert not stricter.evaluate(band_query(32, 4), variant("band")).matched
+    assert stricter.evaluate(band_query(24, 2), variant("band")).matched

@@ -79,6 +79,7 @@ def test_golden_hashes_of_the_astronaut_png_bundled_with_scikit_image() -> None:
         width=512,
         height=512,
         colour="5705fd030e020802081409040703030103261f1f171715000229231f1406050101",
+        band="4739929c0d634a452d4250e3aa565529ef9cb7da6be793564922f911f499b7a4d2b2cc4422b7733d64",
     )
 
 
@@ -97,6 +98,7 @@ def test_golden_hashes_of_the_rocket_jpeg_bundled_with_scikit_image() -> None:
         width=640,
         height=427,
         colour="5104ed04eb04ec02f203eb04eb03ed03ef02ed02ee02f102f201fc0301030602f9",
+        band="00fffd15ffa20077fa88055deaaa1576eaaa0554e8a01dd8cc8bd75e02217776c037423d781f2a5f62",
     )
 
 
@@ -196,13 +198,23 @@ def test_every_allowed_format_is_hashed(fmt: str) -> None:
     assert hashing.is_hex(hashes.phash, hashing.PHASH_HEX_LENGTH)
 
 
-def test_as_dict_holds_the_seven_fields_of_the_jsonl_format() -> None:
+def test_as_dict_holds_the_eight_fields_of_the_jsonl_format() -> None:
     hashes = hashing.hash_bytes(jpeg_bytes(1))
 
     fields = hashes.as_dict()
 
-    assert sorted(fields) == ["colour", "height", "pdq", "pdq_quality", "phash", "sha256", "width"]
+    assert sorted(fields) == [
+        "band",
+        "colour",
+        "height",
+        "pdq",
+        "pdq_quality",
+        "phash",
+        "sha256",
+        "width",
+    ]
     assert hashing.is_hex(fields["colour"], COLOUR_HEX_LENGTH)
+    assert hashing.is_hex(fields["band"], hashing.BAND_HEX_LENGTH)
     assert (fields["width"], fields["height"]) == (320, 240)
 
 
@@ -403,6 +415,21 @@ def test_fast_path_stays_within_bounds_of_the_full_decode_on_large_jpegs(name: s
     assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
     assert hashing.hamming(fast.phash, full.phash) <= FAST_PHASH_BOUND
     assert abs(fast.pdq_quality - full.pdq_quality) <= 2
+    assert_bands_close(fast.band, full.band)
+
+
+def not_close(a: str, b: str) -> bool:
+    return hashing.hamming(hashing.band_split(a)[0], hashing.band_split(b)[0]) > 64
+
+
+def assert_bands_close(fast: str, full: str) -> None:
+    """The middle band's hashes of the fast path within the bounds of the photo's."""
+    (fast_pdq, fast_phash, fast_quality), (pdq, phash, quality) = map(
+        hashing.band_split, (fast, full)
+    )
+    assert hashing.hamming(fast_pdq, pdq) <= FAST_PDQ_BOUND
+    assert hashing.hamming(fast_phash, phash) <= FAST_PHASH_BOUND
+    assert abs(fast_quality - quality) <= 2
 
 
 def test_fast_path_of_a_progressive_jpeg_stays_within_bounds() -> None:
@@ -600,7 +627,10 @@ def test_fast_path_applies_exif_orientation_like_the_full_decode(orientation: in
     assert hashing.hamming(fast.pdq, full.pdq) <= FAST_PDQ_BOUND
     assert hashing.hamming(fast.phash, full.phash) <= FAST_PHASH_BOUND
     assert hashing.hamming(untagged.pdq, full.pdq) > 64
-    # The colours of the upright image, cell by cell.
+    # The middle band of the upright image, not of the stored one.
+    assert_bands_close(fast.band, full.band)
+    assert_bands_close(full.band, hashing.band_of(upright))
+    assert not_close(untagged.band, full.band)
     assert colour_distance(fast.colour, full.colour) <= COLOUR_ROUNDING
     assert colour_distance(full.colour, colour_signature(upright)) <= COLOUR_ROUNDING
     assert hashing.decode_reduced(data).orientation == orientation

@@ -79,7 +79,7 @@ def variant_dicts(data: bytes) -> list[dict[str, Any]]:
 def test_derived_variants_are_the_default_variants_but_the_original() -> None:
     assert variants.DEFAULT_VARIANTS[1:] == variants.DERIVED_VARIANTS
     assert variants.DEFAULT_VARIANTS[0] == variants.ORIGINAL
-    assert len(variants.DERIVED_VARIANTS) == 15
+    assert len(variants.DERIVED_VARIANTS) == 16
     assert models.PACKED_VARIANT_SIZE == variants.PACKED_SIZE
     assert models.COLOUR_SIGNATURE_BYTES == variants.COLOUR_BYTES
 
@@ -122,9 +122,9 @@ def test_web_upload_stores_the_derived_variants_of_the_photo(client: Client) -> 
     photo = Photo.objects.get(creator=creator)
     assert stored(photo) == expected_variants(data)
     assert [v.name for v in stored(photo)] == list(variants.DERIVED_VARIANTS)
-    assert photo.variant_count == 15
-    assert len(bytes(photo.variants)) == 15 * variants.PACKED_SIZE
-    assert len(bytes(photo.variant_colours)) == 15 * 33
+    assert photo.variant_count == 16
+    assert len(bytes(photo.variants)) == 16 * variants.PACKED_SIZE
+    assert len(bytes(photo.variant_colours)) == 16 * 33
     # Position by position: the colour of each stored variant's derived image.
     assert bytes(photo.variant_colours) == b"".join(
         bytes.fromhex(v.colour) for v in expected_variants(data)
@@ -310,7 +310,7 @@ def test_hashes_jsonl_with_variants_stores_them_and_reports_bad_lines_by_number(
     assert stored(photo) == expected_variants(data)
     assert photo.pdq_quality == hashes.pdq_quality
     assert photo.colour == hashes.colour
-    assert len(bytes(photo.variant_colours)) == 15 * 33
+    assert len(bytes(photo.variant_colours)) == 16 * 33
     without = Photo.objects.get(creator=creator, sha256=SHA_B)
     assert (bytes(without.variants), without.variant_count, without.pdq_quality) == (b"", 0, 77)
     assert (without.colour, bytes(without.variant_colours)) == ("", b"")
@@ -475,13 +475,13 @@ def test_export_and_admin_show_the_variant_count(client: Client, admin_client: C
     change = admin_client.get(f"/admin/registry/photo/{photo.pk}/change/")
 
     counts = {item["sha256"]: item["variant_count"] for item in export["photos"]}
-    assert counts == {photo.sha256: 15, SHA_A: 0}
+    assert counts == {photo.sha256: 16, SHA_A: 0}
     colours = {item["sha256"]: item["colour"] for item in export["photos"]}
     assert colours == {photo.sha256: photo.colour, SHA_A: ""}
     assert hashing.is_hex(photo.colour, 66)
     assert change.status_code == 200
     html = change.content.decode()
     assert "Variants" in html
-    assert '<div class="readonly">15</div>' in html
+    assert '<div class="readonly">16</div>' in html
     # Read-only like the hashes: an edited colour would be a different photo.
     assert f'<div class="readonly">{photo.colour}</div>' in html

@@ -53,16 +53,29 @@ def test_variants_are_deterministic_and_follow_the_default_names() -> None:
     assert len({v.pdq for v in first}) == len(first)
 
 
-def test_default_variants_are_the_mirror_crops_and_small_rotations() -> None:
+def test_default_variants_are_the_mirror_crops_small_rotations_and_middle_band() -> None:
     names = set(variants.DEFAULT_VARIANTS)
 
-    assert variants.DEFAULT_VARIANTS[0] == "original" and len(names) == 16
+    assert variants.DEFAULT_VARIANTS[0] == "original" and len(names) == 17
     assert {"mirror", "crop_centre_90", "crop_top_left_95", "crop_bottom_right_90"} <= names
     assert {"crop_centre_90_mirror", "rotate_+2", "rotate_-2"} <= names
     # Turned or flipped-over photos are rare edits: not registered by default.
     assert not names & (set(variants.DIHEDRAL_NAMES) - {"original", "mirror"})
     kinds = {variants.variant_kind(name) for name in names}
-    assert kinds == {"original", "mirror", "crop", "rotation"}
+    assert kinds == {"original", "mirror", "crop", "rotation", "band"}
+    # The band variant is the photo's middle band, hashed as a record's band is.
+    assert variants.variant_kind("band") == "band"
+
+
+def test_band_variant_is_hashed_like_a_records_band() -> None:
+    rgb = decoded(skimage_photo("coffee"))
+    [band] = variants.variants_compute(rgb, ("band",))
+    pdq, phash, quality = hashing.band_split(hashing.band_of(variants.working_copy(rgb)))
+
+    # The same pixels (the working copy's middle band), the same hashes.
+    assert (band.pdq, band.phash, band.pdq_quality) == (pdq, phash, quality)
+    top, bottom = hashing.band_rows(rgb.height)
+    assert (top, bottom) == (round(0.15 * rgb.height), rgb.height - round(0.15 * rgb.height))
 
 
 def test_variants_pack_and_unpack_round_trip_with_stable_codes() -> None:
@@ -72,7 +85,7 @@ def test_variants_pack_and_unpack_round_trip_with_stable_codes() -> None:
     colours = variants.colours_pack(computed)
 
     assert len(packed) == variants.PACKED_SIZE * len(computed)
-    assert len(colours) == COLOUR_BYTES * len(computed) == 33 * 16
+    assert len(colours) == COLOUR_BYTES * len(computed) == 33 * 17
     # The hashes alone, then the colours attached position by position.
     unpacked = variants.variants_unpack(packed)
     assert unpacked == [replace(v, colour="") for v in computed]
