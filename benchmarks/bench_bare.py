@@ -39,7 +39,7 @@ import edits
 import matchbench as mb
 import numpy as np
 
-from optout.matching.rule import DEFAULT_RULE, PDQ_STEP, PHASH_STEP
+from optout.matching.rule import DEFAULT_RULE
 
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
 KMAX = 6
@@ -76,17 +76,13 @@ def main() -> None:
         f"precision_hashes_{tag}.pkl", lambda: mb.precision_corpus(args.per_source, args.workers)
     )
     rsrc, qsrc = mb._source_ids(reg, qs)
-    bp, bh = mb.box_tables(DEFAULT_RULE, reg.names, "both")
     # Every policy is at most two steps stricter than the rule's own boxes, so
     # the pairs of the rule (record quality unknown) up to KMAX hold each
     # policy's pairs up to KMAX - 2.
     pi, pj, _ = bc.cached(
         f"near_pairs_{tag}_bare_k{KMAX}.pkl",
-        lambda: mb._near_pairs(
-            reg.pdq, reg.phash, reg.quality, rsrc, qs.pdq, qs.phash, qs.quality, qsrc,
-            bp, bh, False, DEFAULT_RULE.min_quality, PDQ_STEP, PHASH_STEP, KMAX,
-        ),
-    )  # fmt: skip
+        lambda: mb.near_pairs(reg, qs, DEFAULT_RULE, "both", False, KMAX),
+    )
     pairs_total = int(sum(np.sum(rsrc == s) * np.sum(qsrc != s) for s in np.unique(rsrc)))
     levels = bare_levels(reg, qs, pi, pj)
     quality = reg.quality[pi]  # (pairs, V) the registered variants' PDQ quality

@@ -31,7 +31,9 @@ The evidence for the product's third confirming signal (registry.colour;
 docs/matching.md, "Colour as a third signal"). ``--product`` computes every
 signature through the product's own registration path
 (``hash_bytes_with_variants``) and worker hashing path (``hash_bytes(fast=True)``)
-and also judges at the product's ``COLOUR_THRESHOLD``.
+and also judges at the product's ``COLOUR_THRESHOLD``; its product-rule section
+also counts records that carry their middle band's hashes (as ``optout hash``
+produces them): a pair matches by the product rule or by its band.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ from registry.variants import (
     variant_kind,
 )
 
-CACHE = os.path.join(tempfile.gettempdir(), "optout-bench-colour")
+# The directory's suffix changes when the cached hashes change shape (2: the
+# records' band hashes, matchbench.Queries).
+CACHE = os.path.join(tempfile.gettempdir(), "optout-bench-colour-2")
 BIG = 10**6
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
 
@@ -326,13 +330,15 @@ def variant_levels(reg, qs, pi, pj, rule=DEFAULT_RULE, query_quality=True):  # t
     )  # fmt: skip
 
 
-def query_at(qs, j: int, colour: str = "") -> QueryHashes:  # type: ignore[no-untyped-def]
-    """Record ``j`` of a matchbench Queries, as the rule sees it."""
+def query_at(qs, j: int, colour: str = "", band: bool = False) -> QueryHashes:  # type: ignore[no-untyped-def]
+    """Record ``j`` of a matchbench Queries, as the rule sees it (``band``:
+    with its band hashes)."""
     return QueryHashes(
         pdq=mb._hex(qs.pdq[j]),
         phash=mb._hex(qs.phash[j]),
         pdq_quality=int(qs.quality[j]),
         colour=colour,
+        band=qs.band_hex(j) if band else "",
     )
 
 
@@ -456,11 +462,15 @@ def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
 
 def confirmed_section(  # type: ignore[no-untyped-def]
     out, args, reg, qs, pi, pj, levels_f, fd, fq, fr, grey, pairs_total,
-    colour_pairs, rs, true_levels, true_qsig, reg_sig_recall, cal,
+    colour_pairs, rs, true_levels, true_qsig, reg_sig_recall, cal, q_grey,
 ) -> None:  # fmt: skip
     """The product rule with its colour-confirmed boxes (``KindRule.confirmed``):
     a pair matches in the rule's boxes with the colour check, or in the
-    confirmed boxes when the record is colourful and the colours agree."""
+    confirmed boxes when the record is colourful and the colours agree. "+
+    band": records that also carry their band hashes (``optout hash``), which
+    match when the record's middle band matches the photo's ``band`` variant
+    (no colour check: ``MatchRule._evaluate_band``); ``q_grey``: per precision
+    query, whether its record is grey."""
     rule = DEFAULT_RULE
     confirmed = rule.confirmed_only()
     # Every confirmed box lies inside the rule shifted by 2, so the pairs
@@ -548,6 +558,37 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         cells = " | ".join(str(c[k]) for k in range(kmax + 1))
         out(f"| {label} | {cells} | {e / pairs * 1e6:.2g}{how} |")
 
+    # ---- records carrying their band hashes: a pair matches by the product
+    # rule or by its band (every cross pair whose band matches at k, enumerated).
+    band_rule = mb.band_only(rule)
+    tag = f"w{args.windows}_p{args.per_source}{corpus.TAG}"
+    bi, bj, blevel = cached(
+        f"band_pairs_{tag}_k{kmax}.pkl",
+        lambda: mb.near_pairs(reg, qs, band_rule, "both", True, kmax, band=True),
+    )
+    for k in range(kmax + 1):
+        checked += mb.check_exact(
+            reg, bi, qs, bj, blevel - k, band_rule.shifted(k), "both", True, band=True
+        )
+    band_records = {"all": np.ones(len(bj), dtype=bool), "colour": ~q_grey[bj], "grey": q_grey[bj]}
+    for which in ("all", "colour", "grey"):
+        subset, pairs = records[which]
+        c = {}
+        for k in range(kmax + 1):
+            own = alive(k) & subset
+            keys = set(zip(pi[own].tolist(), pj[own].tolist(), strict=True))
+            by_band = (blevel <= k) & band_records[which]
+            keys |= set(zip(bi[by_band].tolist(), bj[by_band].tolist(), strict=True))
+            c[k] = len(keys)
+        e, how = fit_at_zero(c, range(1, kmax + 1)), ""
+        if np.isnan(e):
+            e = fit_at_zero(c, range(1, kmax + 1), minimum=1)
+            how = " (rough: fit through 1-4 pairs)"
+        cells = " | ".join(str(c[k]) for k in range(kmax + 1))
+        out(f"| {which} records, product **+ band** | {cells} | {e / pairs * 1e6:.2g}{how} |")
+    cells = " | ".join(str(int(np.sum(blevel <= k))) for k in range(kmax + 1))
+    out(f"| all records, band alone | {cells} | |")
+
     # ---- recall per edit (records carrying the product's colour signature)
     photo = np.arange(len(rs.split))
     out(
@@ -556,15 +597,21 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     )
     out(
         "| edit | grey records | boxes + colour check | product rule "
-        "| photos gained (source) | photos lost (source) |"
+        "| photos gained (source) | photos lost (source) | product rule + band "
+        "| photos the band adds (source) |"
     )
-    out("|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|")
+    band_column = rs.photos.names.index(mb.BAND)
+    band_levels = mb.recall_levels(rs, band_rule, query_quality=True, band=True)
 
-    def true_accept(name: str, tc: float, g: int = g) -> tuple[np.ndarray, np.ndarray]:
+    def true_accept(
+        name: str, tc: float, g: int = g, band: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The (photo, variant) pairs of edit ``name`` the product rule accepts
         with the confirmed boxes' threshold ``tc`` (a grey record against a
-        colourful variant ``g`` levels further), and the photos the boxes
-        with the colour check alone match."""
+        colourful variant ``g`` levels further; ``band``: records with their
+        band hashes), and the photos the boxes with the colour check alone
+        match."""
         lv = true_levels[name]
         lvc = variant_levels(rs.photos, rs.edits[name], photo, photo, rule=confirmed)
         qsig = true_qsig[name]
@@ -580,17 +627,20 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         okc &= (q_col >= grey)[:, None]
         gv = (q_col < grey)[:, None] & (r_col >= 2 * grey)
         accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
+        if band:
+            accept[:, band_column] = band_levels[name] <= 0
         return accept, np.any((lv <= 0) & okt, axis=1)
 
     true_checked = 0
     for name in rs.edits:
         qsig = true_qsig[name]
         q_col = qsig[:, COLOURFUL]
-        accept, base_hit = true_accept(name, COLOUR_CONFIRM_THRESHOLD)
-        hit = np.any(accept, axis=1)
+        accept, base_hit = true_accept(name, COLOUR_CONFIRM_THRESHOLD, band=True)
+        hit_band = np.any(accept, axis=1)
+        hit = np.any(np.delete(accept, band_column, axis=1), axis=1)
         qs_e = rs.edits[name]
         for n in range(len(photo)):
-            query = query_at(qs_e, n, _product_hex(qsig[n]))
+            query = query_at(qs_e, n, _product_hex(qsig[n]), band=True)
             for v, vname in enumerate(rs.photos.names):
                 variant = variant_at(rs.photos, n, v, _product_hex(reg_sig_recall[n, v]))
                 if rule.evaluate(query, variant).matched != bool(accept[n, v]):
@@ -602,15 +652,18 @@ def confirmed_section(  # type: ignore[no-untyped-def]
 
         gained = [rs.photos.sources[n] for n in np.where(hit & ~base_hit)[0]]
         lost = [rs.photos.sources[n] for n in np.where(~hit & base_hit)[0]]
+        added = [rs.photos.sources[n] for n in np.where(hit_band & ~hit)[0]]
         mark = "**" if name in TARGETS else ""
         out(
             f"| {mark}{name}{mark} | {int(np.sum(q_col < grey))} | {rates(base_hit)} | "
             f"{rates(hit)} | {len(gained)} ({', '.join(sorted(set(gained)))}) | "
-            f"{len(lost)} ({', '.join(sorted(set(lost)))}) |"
+            f"{len(lost)} ({', '.join(sorted(set(lost)))}) | {rates(hit_band)} | "
+            f"{len(added)} ({', '.join(sorted(set(added)))}) |"
         )
     out(
         f"\n(`rule.shifted(k).evaluate` replayed on {checked} false (pair, variant, k) "
-        f"triples and {true_checked} true (pair, variant) pairs: identical)"
+        f"triples and band pairs and {true_checked} true (pair, variant) pairs, records "
+        "with their band hashes: identical)"
     )
 
     # ---- how much stricter for a grey record against a colourful variant
@@ -736,13 +789,9 @@ def main() -> None:
     )
     print(f"precision corpus ready ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     rsrc, qsrc = mb._source_ids(reg, qs)
-    bp, bh = mb.box_tables(DEFAULT_RULE, reg.names, "both")
 
     def enumerate_pairs():  # type: ignore[no-untyped-def]
-        return mb._near_pairs(
-            reg.pdq, reg.phash, reg.quality, rsrc, qs.pdq, qs.phash, qs.quality, qsrc,
-            bp, bh, True, DEFAULT_RULE.min_quality, PDQ_STEP, PHASH_STEP, args.kmax,
-        )  # fmt: skip
+        return mb.near_pairs(reg, qs, DEFAULT_RULE, "both", True, args.kmax)
 
     pi, pj, plevel = cached(f"near_pairs_{tag}_k{args.kmax}.pkl", enumerate_pairs)
     print(f"{len(pi)} near pairs ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
@@ -1051,6 +1100,7 @@ def main() -> None:
         confirmed_section(
             out, args, reg, qs, pi, pj, levels_f, per_sig["lab-ab4x4-max"][2], fq, fr,
             grey, pairs_total, colour_pairs, rs, true_levels, true_qsig, reg_sig_recall, cal,
+            pq_colour < grey,
         )  # fmt: skip
     out(
         f"\n(base estimate check: {base_est:.3g} pairs at k=0 from k=1..4; "

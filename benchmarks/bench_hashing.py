@@ -196,8 +196,10 @@ class Stages:
 
 def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
     """CPU ms per image of each step of both paths (averaged over ``files``)."""
-    full = Stages("decode", "pdq", "phash", "colour", "sha256")
-    fast = Stages("decode (draft)", "luma", "pdq", "phash", "phash fallback", "colour", "sha256")
+    full = Stages("decode", "pdq", "phash", "colour", "band", "sha256")
+    fast = Stages(
+        "decode (draft)", "luma", "pdq", "phash", "phash fallback", "colour", "band", "sha256"
+    )
     for data in files:
         with full("decode"):
             rgb = hashing.decode(data)
@@ -207,6 +209,8 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
             hashing.phash_of(rgb)
         with full("colour"):
             hashing.colour_of(rgb)
+        with full("band"):
+            hashing.band_of(rgb)
         with full("sha256"):
             hashing.sha256_hex(data)
         with fast("decode (draft)"):
@@ -226,6 +230,11 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
                 hashing.phash_of_full_decode(data)
         with fast("colour"):
             hashing.colour_of(reduced.rgb)
+        with fast("band"):
+            if reduced.scale > 1:
+                hashing.band_of_luma(luma, size[1], reduced.scale, reversed_[1])
+            else:
+                hashing.band_of(reduced.rgb)
         with fast("sha256"):
             hashing.sha256_hex(data)
     scale = 1000 / len(files)

@@ -25,10 +25,17 @@ unobservable count (conservative while the log-tail is concave, as it is for
 every rule measured here). Same data, same run: HMA's rule (the photo's own PDQ
 at <= 31) and pHash <= 8.
 
+Records from our tools (``optout hash``, the workers) also carry the hashes of
+their middle band (``PhotoHashes.band``), which the rule matches against each
+registered photo's ``band`` variant: the rows "+ band" count a pair as matched
+when its own hashes or its band do (the decision rule for those records), the
+row "band alone" what the band hashes match by themselves
+(``matchbench.band_only``).
+
 Expected false exclusions per record checked against a registry of N photos:
 N x (false-match rate per registered photo).
 
-    .venv/bin/python benchmarks/bench_precision.py                   # ~4 minutes
+    .venv/bin/python benchmarks/bench_precision.py                   # ~11 minutes on 2 cores
     .venv/bin/python benchmarks/bench_precision.py --per-source 200  # quick
 """
 
@@ -41,11 +48,13 @@ import corpus
 import edits
 import numpy as np
 from matchbench import (
+    BAND,
     HMA_RULE,
     LEVEL_MAX,
     LEVEL_MIN,
     PHASH8_RULE,
     CrossCounts,
+    band_only,
     check_cross,
     cross_counts,
     default_workers,
@@ -121,9 +130,14 @@ def main() -> None:
     print(head)
     print("|" + "---|" * (6 + len(SIZES)))
     main_counts = cross_counts(reg, qs, DEFAULT_RULE, query_quality=True)
+    band_counts = cross_counts(reg, qs, DEFAULT_RULE, query_quality=True, band=True)
+    band_rule = band_only(DEFAULT_RULE)
+    band_alone = cross_counts(reg, qs, band_rule, query_quality=True, band=True)
     bare_counts = cross_counts(reg, qs, UNKNOWN_QUALITY_RULE)
     rows = [
         ("rule: PDQ + quality + pHash records", main_counts, variants),
+        ("**rule: PDQ + quality + pHash + band records (our tools)**", band_counts, variants),
+        ("band alone: band hashes against the band variant", band_alone, 1),
         ("rule: bare PDQ + pHash records (UNKNOWN_QUALITY_RULE)", bare_counts, variants),
         (
             "(default boxes on bare records, for reference)",
@@ -149,13 +163,15 @@ def main() -> None:
         ("own pHash <= 8", cross_counts(reg, qs, PHASH8_RULE, mode="phash"), 1),
     ]
     checked = sum(
-        check_cross(reg, qs, rule, mode, with_quality)
-        for rule, mode, with_quality in (
-            (DEFAULT_RULE, "both", True),
-            (UNKNOWN_QUALITY_RULE, "both", False),
-            (DEFAULT_RULE, "pdq", True),
-            (UNKNOWN_QUALITY_RULE, "pdq", False),
-            (DEFAULT_RULE, "phash", True),
+        check_cross(reg, qs, rule, mode, with_quality, band=with_band)
+        for rule, mode, with_quality, with_band in (
+            (DEFAULT_RULE, "both", True, False),
+            (DEFAULT_RULE, "both", True, True),
+            (band_rule, "both", True, True),
+            (UNKNOWN_QUALITY_RULE, "both", False, False),
+            (DEFAULT_RULE, "pdq", True, False),
+            (UNKNOWN_QUALITY_RULE, "pdq", False, False),
+            (DEFAULT_RULE, "phash", True, False),
         )
     )
     for label, counts, count in rows:
@@ -176,6 +192,10 @@ def main() -> None:
         half_reg, half_qs = subset(reg, qs, names)
         half = cross_counts(half_reg, half_qs, DEFAULT_RULE, query_quality=True)
         print(rate_row(f"rule with quality, {label}", half, variants))
+        half = cross_counts(half_reg, half_qs, DEFAULT_RULE, query_quality=True, band=True)
+        print(rate_row(f"rule with quality + band, {label}", half, variants))
+        half = cross_counts(half_reg, half_qs, band_rule, query_quality=True, band=True)
+        print(rate_row(f"band alone, {label}", half, 1))
         half = cross_counts(half_reg, half_qs, UNKNOWN_QUALITY_RULE)
         print(rate_row(f"rule, bare records, {label}", half, variants))
         print(rate_row(f"HMA, {label}", cross_counts(half_reg, half_qs, HMA_RULE, mode="pdq"), 1))
@@ -190,15 +210,26 @@ def main() -> None:
     for label, counts, _ in rows:
         print(level_row(label, counts, levels))
 
-    print("\n## Which variants the nearest false matches came from (rule shifted by <= 1)\n")
-    by_kind: dict[str, int] = {}
+    print(
+        "\n## Which variants the nearest false matches came from (rule shifted by <= 1; "
+        "with band: a pair goes to the band when its band alone reaches the lowest level)\n"
+    )
+    by_kind: dict[str, list[int]] = {}
     upto = 1 - LEVEL_MIN + 1
     for v, name in enumerate(reg.names):
-        kind = variant_kind(name)
-        by_kind[kind] = by_kind.get(kind, 0) + int(main_counts.attribution[v, :upto].sum())
-    print("| variant kind | pairs |\n|---|---|")
-    for kind, count in by_kind.items():
-        print(f"| {kind} | {count} |")
+        counts = by_kind.setdefault(variant_kind(name), [0, 0])
+        counts[0] += int(main_counts.attribution[v, :upto].sum())
+        counts[1] += int(band_counts.attribution[v, :upto].sum())
+    print("| variant kind | pairs | pairs, records with band |\n|---|---|---|")
+    for kind, (count, with_band) in by_kind.items():
+        print(f"| {kind} | {count} | {with_band} |")
+    column = reg.names.index(BAND)
+    gated = (reg.quality[:, column] < DEFAULT_RULE.min_quality).mean()
+    print(
+        f"\n(band PDQ quality < {DEFAULT_RULE.min_quality}: {gated:.0%} of the registered band "
+        f"variants, {(qs.band_quality < DEFAULT_RULE.min_quality).mean():.0%} of the records' "
+        "bands; such a band never matches)"
+    )
 
     hist = distance_histogram(reg, qs)
     pairs = hist.sum()
@@ -222,19 +253,24 @@ def main() -> None:
         "validation)\n"
     )
     rs = recall_set(args.windows, args.workers)
-    recall = recall_levels(rs, DEFAULT_RULE, query_quality=True)
     cal = rs.split == "calibration"
-    shown = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS, "crop_corner_10")
-    print("| rule shifted by | false exclusions per record at 1e6 | " + " | ".join(shown) + " |")
-    print("|" + "---|" * (2 + len(shown)))
-    for level in range(-4, 3):
-        expected = estimate(main_counts, level) / main_counts.pairs * 1e6
-        cells = [
-            f"{np.mean(recall[name][cal] <= level):.2f} / "
-            f"{np.mean(recall[name][~cal] <= level):.2f}"
-            for name in shown
-        ]
-        print(f"| {level} | {expected:.2g} | " + " | ".join(cells) + " |")
+    shown = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS, "crop_corner_10", "text_large")
+    for band, counts in ((False, main_counts), (True, band_counts)):
+        if band:
+            print("\nThe same, records carrying their band hashes (the band boxes shifted too):\n")
+        recall = recall_levels(rs, DEFAULT_RULE, query_quality=True, band=band)
+        print(
+            "| rule shifted by | false exclusions per record at 1e6 | " + " | ".join(shown) + " |"
+        )
+        print("|" + "---|" * (2 + len(shown)))
+        for level in range(-4, 3):
+            expected = estimate(counts, level) / counts.pairs * 1e6
+            cells = [
+                f"{np.mean(recall[name][cal] <= level):.2f} / "
+                f"{np.mean(recall[name][~cal] <= level):.2f}"
+                for name in shown
+            ]
+            print(f"| {level} | {expected:.2g} | " + " | ".join(cells) + " |")
     print(
         f"\n(levels measured {LEVEL_MIN}..{LEVEL_MAX}; total {time.perf_counter() - started:.0f} s)"
     )

@@ -14,10 +14,14 @@ workers and ``optout hash`` produce them) on each half and on all photos;
 ``UNKNOWN_QUALITY_RULE`` for bare PDQ + pHash records without their quality;
 ``DEFAULT_RULE`` for records carrying only a PDQ and its quality; HMA's rule
 (the photo's own PDQ, distance <= 31); pHash <= 8 on the photo's own pHash.
-Every (photo, edit) pair of the three registry columns is replayed through
+"+ band": ``DEFAULT_RULE`` for records that also carry the hashes of their
+middle band (``PhotoHashes.band``, as ``optout hash`` and the workers produce
+them), matched against the photo's ``band`` variant; "band alone": those band
+hashes by themselves (``matchbench.band_only``).
+Every (photo, edit) pair of the registry columns is replayed through
 ``MatchRule.evaluate`` and the search plan (matchbench.check_exact).
 
-    .venv/bin/python benchmarks/bench_robust.py              # about 20 s
+    .venv/bin/python benchmarks/bench_robust.py              # about 45 s on 2 cores
     .venv/bin/python benchmarks/bench_robust.py --windows 9  # more photos
 """
 
@@ -30,9 +34,12 @@ import corpus
 import edits
 import numpy as np
 from matchbench import (
+    BAND,
     HMA_RULE,
     LEVEL_MIN,
     PHASH8_RULE,
+    CrossCounts,
+    band_only,
     check_exact,
     cross_counts,
     default_workers,
@@ -55,36 +62,45 @@ def main() -> None:
     rs = recall_set(args.windows, args.workers)
     hashed = time.perf_counter() - started
     rule = recall_levels(rs, DEFAULT_RULE, query_quality=True)
+    banded = recall_levels(rs, DEFAULT_RULE, query_quality=True, band=True)
+    band_rule = band_only(DEFAULT_RULE)
+    band_alone = recall_levels(rs, band_rule, query_quality=True, band=True)
     bare = recall_levels(rs, UNKNOWN_QUALITY_RULE)
     pdq_only = recall_levels(rs, DEFAULT_RULE, mode="pdq", query_quality=True)
     hma = recall_levels(rs, HMA_RULE, mode="pdq")
     phash8 = recall_levels(rs, PHASH8_RULE, mode="phash")
     photo = np.arange(len(rs.split))
     checked = 0
-    for levels, rule_used, mode, with_quality in (
-        (rule, DEFAULT_RULE, "both", True),
-        (bare, UNKNOWN_QUALITY_RULE, "both", False),
-        (pdq_only, DEFAULT_RULE, "pdq", True),
+    for levels, rule_used, mode, with_quality, with_band in (
+        (rule, DEFAULT_RULE, "both", True, False),
+        (banded, DEFAULT_RULE, "both", True, True),
+        (band_alone, band_rule, "both", True, True),
+        (bare, UNKNOWN_QUALITY_RULE, "both", False, False),
+        (pdq_only, DEFAULT_RULE, "pdq", True, False),
     ):
         for name, qs in rs.edits.items():
             checked += check_exact(
-                rs.photos, photo, qs, photo, levels[name], rule_used, mode, with_quality
+                rs.photos, photo, qs, photo, levels[name], rule_used, mode, with_quality, with_band
             )
     cal = rs.split == "calibration"
     low = rs.photos.quality[:, 0] < DEFAULT_RULE.min_quality
+    low_band = rs.photos.quality[:, rs.photos.names.index(BAND)] < DEFAULT_RULE.min_quality
     print(
         f"{len(rs.split)} photos ({cal.sum()} calibration, {(~cal).sum()} validation; "
-        f"{low.sum()} with PDQ quality < {DEFAULT_RULE.min_quality}), "
+        f"{low.sum()} with PDQ quality < {DEFAULT_RULE.min_quality}, "
+        f"{low_band.sum()} whose band variant is), "
         f"{len(rs.photos.names)} variants each; hashing {hashed:.0f} s; "
         f"{checked} pairs replayed through rule.evaluate: identical\n"
         f"search plan: {DEFAULT_RULE.search_plan()}\n"
     )
     print(
         "| edit | rule, calibration | rule, validation | rule, all "
+        "| rule + band, calibration | rule + band, validation | rule + band, all "
+        "| band alone, all "
         f"| rule, quality >= {DEFAULT_RULE.min_quality} / below | bare hashes, all "
         "| PDQ-only records with quality, all | HMA (PDQ <= 31) | pHash <= 8 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def recall(levels: np.ndarray, mask: np.ndarray | None = None) -> str:
         chosen = levels if mask is None else levels[mask]
@@ -97,28 +113,50 @@ def main() -> None:
             label += " (stretch)"
         print(
             f"| {label} | {recall(rule[name], cal)} | {recall(rule[name], ~cal)} "
-            f"| {recall(rule[name])} | {recall(rule[name], ~low)} / {recall(rule[name], low)} "
+            f"| {recall(rule[name])} | {recall(banded[name], cal)} "
+            f"| {recall(banded[name], ~cal)} | {recall(banded[name])} "
+            f"| {recall(band_alone[name])} "
+            f"| {recall(rule[name], ~low)} / {recall(rule[name], low)} "
             f"| {recall(bare[name])} | {recall(pdq_only[name])} "
             f"| {recall(hma[name])} "
             f"| {recall(phash8[name])} |"
         )
     # Distinct photos: every edited copy against every photo of another source.
-    cross = [
-        cross_counts(rs.photos, qs, DEFAULT_RULE, query_quality=True) for qs in rs.edits.values()
-    ]
-    histogram = np.sum([c.histogram for c in cross], axis=0)
-    pairs = sum(c.pairs for c in cross)
-    nearest = next((LEVEL_MIN + k for k, n in enumerate(histogram) if n), None)
-    print(
-        f"\nDistinct photos: {pairs} (photo, edited copy of a photo of another source) pairs "
-        f"over {len(rs.edits)} edits, records with quality; matched by the rule: "
-        f"{int(histogram[: -LEVEL_MIN + 1].sum())}; the nearest pair matches the rule "
-        + (f"{nearest} steps looser" if nearest is not None else "at no level measured")
-    )
+    print()
+    for label, band in (("records with quality", False), ("records with quality and band", True)):
+        distinct(
+            [
+                cross_counts(rs.photos, qs, DEFAULT_RULE, query_quality=True, band=band)
+                for qs in rs.edits.values()
+            ],
+            label,
+            rs.photos.names.index(BAND),
+        )
     print(
         "\nTargets (bold): recall >= 0.95 for each, >= 0.80 for the rotations; "
         "photos below the quality gate (featureless: sky, flat colour) are refused by design "
         f"(total {time.perf_counter() - started:.0f} s)."
+    )
+
+
+def distinct(cross: list[CrossCounts], label: str, band_column: int) -> None:
+    """The line on distinct photos: pairs matched, and how much looser the rule
+    must get for the nearest pair to match (and how many of those the band
+    variant reached)."""
+    histogram = np.sum([c.histogram for c in cross], axis=0)
+    attribution = np.sum([c.attribution for c in cross], axis=0)
+    pairs = sum(c.pairs for c in cross)
+    nearest = next((LEVEL_MIN + k for k, n in enumerate(histogram) if n), None)
+    near = nearest if nearest is not None else 0
+    by_band = (
+        int(attribution[band_column, : near - LEVEL_MIN + 1].sum()) if nearest is not None else 0
+    )
+    print(
+        f"Distinct photos: {pairs} (photo, edited copy of a photo of another source) pairs "
+        f"over {len(cross)} edits, {label}; matched by the rule: "
+        f"{int(histogram[: -LEVEL_MIN + 1].sum())}; the nearest pair matches the rule "
+        + (f"{nearest} steps looser" if nearest is not None else "at no level measured")
+        + (f" ({by_band} of the nearest reached by the band)" if nearest is not None else "")
     )
 
 

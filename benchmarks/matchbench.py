@@ -12,6 +12,14 @@
   itself when its level is <= 0; the counts at levels 1, 2, 3… are the tail the
   precision benchmark extrapolates from, the counts at -1, -2… the stricter
   rules of the trade-off curve.
+- The middle band (``band=True``): a record from our tools carries the
+  hashes of its middle band (``registry.hashing.band_of``), matched against
+  the photo's ``band`` variant only, inside ``rule.band_boxes()``, both bands
+  of PDQ quality >= ``rule.min_quality`` (a gate that is not shifted). The
+  level of that pair is computed like any box's, and a (photo, record) pair's
+  level is the smaller of its own hashes' and its band's; a pair the band
+  alone reaches first is attributed to the ``band`` column. ``band=False``
+  (the default) measures records without band hashes (other tools' records).
 - The kernels are a fast copy of ``MatchRule.evaluate``: ``check_exact``
   replays pairs through the rule the engine applies (``rule_for``: the default
   rule for records carrying their PDQ quality, ``UNKNOWN_QUALITY_RULE`` for
@@ -25,7 +33,7 @@ import io
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -40,6 +48,7 @@ import corpus
 import edits
 
 from optout.matching.rule import (
+    BAND_KINDS,
     PDQ_INDEXED_KINDS,
     PDQ_STEP,
     PHASH_STEP,
@@ -51,13 +60,15 @@ from optout.matching.rule import (
     VariantHashes,
     rule_for,
 )
-from registry.hashing import decode, hash_bytes
+from registry.hashing import band_signature, band_split, decode, hash_bytes
 from registry.variants import DEFAULT_VARIANTS, variant_kind, variants_compute
 
 LEVEL_MIN = -6
 LEVEL_MAX = 10
 NONE = -(10**6)  # a box that never matches
 UNBOUNDED = 10**6  # a distance that is not constrained
+NEVER = 10**6  # the level of a pair that matches under no shift
+BAND = "band"  # the registered variant a record's band hashes are matched with
 
 # HMA's rule: one PDQ per photo (the photo as registered), distance <= 31, no
 # quality gate; and the pHash rule of the simple engine. Expressed as rules
@@ -101,10 +112,57 @@ class Registered:
 
 @dataclass
 class Queries:
+    """Hashes of records as ``hash_bytes`` gives them, with the hashes of
+    their middle band (``PhotoHashes.band``)."""
+
     sources: list[str]
     pdq: np.ndarray  # (m, 4) uint64
     phash: np.ndarray  # (m,) uint64
     quality: np.ndarray  # (m,) int64
+    band_pdq: np.ndarray  # (m, 4) uint64
+    band_phash: np.ndarray  # (m,) uint64
+    band_quality: np.ndarray  # (m,) int64
+
+    def take(self, index: np.ndarray) -> Queries:
+        """The records ``index`` (an integer or boolean array), in that order."""
+        return Queries(
+            sources=list(np.asarray(self.sources, dtype=object)[index]),
+            pdq=self.pdq[index],
+            phash=self.phash[index],
+            quality=self.quality[index],
+            band_pdq=self.band_pdq[index],
+            band_phash=self.band_phash[index],
+            band_quality=self.band_quality[index],
+        )
+
+    def band_hex(self, j: int) -> str:
+        """Record ``j``'s band signature (``registry.hashing.band_signature``)."""
+        return band_signature(
+            _hex(self.band_pdq[j]), _hex(self.band_phash[j]), int(self.band_quality[j])
+        )
+
+
+# A record's hashes as the workers hand them over: PDQ, its quality, pHash and
+# the band signature.
+QueryRow = tuple[str, int, str, str]
+
+
+def _query_row(data: bytes) -> QueryRow:
+    hashes = hash_bytes(data)
+    return hashes.pdq, hashes.pdq_quality, hashes.phash, hashes.band
+
+
+def _queries_of(sources: list[str], rows: Sequence[QueryRow]) -> Queries:
+    bands = [band_split(row[3]) for row in rows]
+    return Queries(
+        sources=sources,
+        pdq=words([row[0] for row in rows], 4),
+        phash=words([row[2] for row in rows], 1).reshape(-1),
+        quality=np.array([row[1] for row in rows], dtype=np.int64),
+        band_pdq=words([band[0] for band in bands], 4),
+        band_phash=words([band[1] for band in bands], 1).reshape(-1),
+        band_quality=np.array([band[2] for band in bands], dtype=np.int64),
+    )
 
 
 def _register(item: tuple[str, Image.Image]) -> tuple[str, list[tuple[str, int, str]]]:
@@ -113,10 +171,9 @@ def _register(item: tuple[str, Image.Image]) -> tuple[str, list[tuple[str, int, 
     return source, [(v.pdq, v.pdq_quality, v.phash) for v in variants_compute(rgb)]
 
 
-def _query(item: tuple[str, bytes]) -> tuple[str, tuple[str, int, str]]:
+def _query(item: tuple[str, bytes]) -> tuple[str, QueryRow]:
     source, data = item
-    hashes = hash_bytes(data)
-    return source, (hashes.pdq, hashes.pdq_quality, hashes.phash)
+    return source, _query_row(data)
 
 
 def _pool_map(function, items: list, workers: int, chunksize: int = 16) -> list:  # type: ignore[no-untyped-def]
@@ -137,12 +194,7 @@ def register(items: list[tuple[str, Image.Image]], workers: int) -> Registered:
 
 def queries(items: list[tuple[str, bytes]], workers: int) -> Queries:
     results = _pool_map(_query, items, workers)
-    return Queries(
-        sources=[s for s, _ in results],
-        pdq=words([h[0] for _, h in results], 4),
-        phash=words([h[2] for _, h in results], 1).reshape(-1),
-        quality=np.array([h[1] for _, h in results], dtype=np.int64),
-    )
+    return _queries_of([s for s, _ in results], [row for _, row in results])
 
 
 def box_tables(rule: MatchRule, names: Sequence[str], mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -168,6 +220,20 @@ def box_tables(rule: MatchRule, names: Sequence[str], mode: str) -> tuple[np.nda
     return bp, bh
 
 
+def band_tables(
+    rule: MatchRule, names: Sequence[str], band: bool
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """The column of the ``band`` variant (-1: the band is not measured) and
+    (B,) arrays of the PDQ and pHash thresholds of ``rule.band_boxes()``."""
+    boxes = rule.band_boxes()
+    column = list(names).index(BAND) if band else -1  # ValueError: photos without a band
+    return (
+        column,
+        np.array([box.pdq for box in boxes], dtype=np.int64),
+        np.array([box.phash for box in boxes], dtype=np.int64),
+    )
+
+
 @numba.njit(cache=True, inline="always")
 def _popcount(x: np.uint64) -> np.int64:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
@@ -182,8 +248,35 @@ def _ceil_div(a: np.int64, b: np.int64) -> np.int64:
 
 
 @numba.njit(cache=True)
-def _pair_level(rp, rh, rq, i, qp, qh, qq_j, bp, bh, use_qq, minq, best, pstep, hstep):  # type: ignore[no-untyped-def]
-    """Level of (registered photo i, one query) and the variant that reaches it."""
+def _band_level(rp, rh, rq, i, band, qbp, qbh, qbq, bbp, bbh, minq, pstep, hstep):  # type: ignore[no-untyped-def]
+    """Level of a record's band hashes against the band variant (column
+    ``band``) of registered photo i: NEVER when either band's PDQ quality is
+    below ``minq`` (a gate no shift moves) or the band is not measured."""
+    if band < 0 or rq[i, band] < minq or qbq < minq:
+        return np.int64(NEVER)
+    dh = _popcount(rh[i, band] ^ qbh)
+    dp = (
+        _popcount(rp[i, band, 0] ^ qbp[0])
+        + _popcount(rp[i, band, 1] ^ qbp[1])
+        + _popcount(rp[i, band, 2] ^ qbp[2])
+        + _popcount(rp[i, band, 3] ^ qbp[3])
+    )
+    best = np.int64(NEVER)
+    for b in range(bbp.shape[0]):
+        level = max(_ceil_div(dp - bbp[b], pstep), _ceil_div(dh - bbh[b], hstep))
+        if level < best:
+            best = level
+    return best
+
+
+@numba.njit(cache=True)
+def _pair_level(  # type: ignore[no-untyped-def]
+    rp, rh, rq, i, qp, qh, qq_j, bp, bh, use_qq, minq, best, pstep, hstep,
+    band, qbp, qbh, qbq, bbp, bbh,
+):  # fmt: skip
+    """Level of (registered photo i, one query) and the variant that reaches
+    it; with ``band >= 0`` the query's band hashes (``qbp``, ``qbh``, ``qbq``)
+    against the band variant too, which wins only when strictly lower."""
     best_v = -1
     n_variants = rh.shape[1]
     n_boxes = bp.shape[2]
@@ -215,13 +308,19 @@ def _pair_level(rp, rh, rq, i, qp, qh, qq_j, bp, bh, use_qq, minq, best, pstep, 
             if level < best:
                 best = level
                 best_v = v
+    if band >= 0:
+        level = _band_level(rp, rh, rq, i, band, qbp, qbh, qbq, bbp, bbh, minq, pstep, hstep)
+        if level < best:
+            best = level
+            best_v = band
     return best, best_v
 
 
 @numba.njit(cache=True)
-def _cross_histogram(
-    rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, lmin, lmax, pstep, hstep
-):  # type: ignore[no-untyped-def]
+def _cross_histogram(  # type: ignore[no-untyped-def]
+    rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, lmin, lmax, pstep, hstep,
+    band, qbp, qbh, qbq, bbp, bbh,
+):  # fmt: skip
     n, n_variants = rh.shape
     m = qh.shape[0]
     hist = np.zeros(lmax - lmin + 2, dtype=np.int64)
@@ -231,21 +330,9 @@ def _cross_histogram(
             if rsrc[i] == qsrc[j]:
                 continue
             best, best_v = _pair_level(
-                rp,
-                rh,
-                rq,
-                i,
-                qp[j],
-                qh[j],
-                qq[j],
-                bp,
-                bh,
-                use_qq,
-                minq,
-                np.int64(lmax + 1),
-                pstep,
-                hstep,
-            )
+                rp, rh, rq, i, qp[j], qh[j], qq[j], bp, bh, use_qq, minq,
+                np.int64(lmax + 1), pstep, hstep, band, qbp[j], qbh[j], qbq[j], bbp, bbh,
+            )  # fmt: skip
             index = max(best, lmin) - lmin
             hist[index] += 1
             if best_v >= 0:
@@ -254,25 +341,16 @@ def _cross_histogram(
 
 
 @numba.njit(cache=True)
-def _paired_levels(rp, rh, rq, photo, qp, qh, qq, bp, bh, use_qq, minq, lmin, lmax, pstep, hstep):  # type: ignore[no-untyped-def]
+def _paired_levels(  # type: ignore[no-untyped-def]
+    rp, rh, rq, photo, qp, qh, qq, bp, bh, use_qq, minq, lmin, lmax, pstep, hstep,
+    band, qbp, qbh, qbq, bbp, bbh,
+):  # fmt: skip
     out = np.empty(qh.shape[0], dtype=np.int64)
     for j in range(qh.shape[0]):
         best, _ = _pair_level(
-            rp,
-            rh,
-            rq,
-            photo[j],
-            qp[j],
-            qh[j],
-            qq[j],
-            bp,
-            bh,
-            use_qq,
-            minq,
-            np.int64(lmax + 1),
-            pstep,
-            hstep,
-        )
+            rp, rh, rq, photo[j], qp[j], qh[j], qq[j], bp, bh, use_qq, minq,
+            np.int64(lmax + 1), pstep, hstep, band, qbp[j], qbh[j], qbq[j], bbp, bbh,
+        )  # fmt: skip
         out[j] = max(best, lmin)
     return out
 
@@ -300,30 +378,31 @@ def _source_ids(reg: Registered, qs: Queries) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def _band_args(
+    reg: Registered, qs: Queries, rule: MatchRule, band: bool
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The trailing band arguments of the kernels (``_pair_level``)."""
+    column, bbp, bbh = band_tables(rule, reg.names, band)
+    return column, qs.band_pdq, qs.band_phash, qs.band_quality, bbp, bbh
+
+
 def cross_counts(
-    reg: Registered, qs: Queries, rule: MatchRule, mode: str = "both", query_quality: bool = False
+    reg: Registered,
+    qs: Queries,
+    rule: MatchRule,
+    mode: str = "both",
+    query_quality: bool = False,
+    band: bool = False,
 ) -> CrossCounts:
-    """Every (registered photo, query) pair from different sources, by level."""
+    """Every (registered photo, query) pair from different sources, by level;
+    ``band``: records carrying their band hashes."""
     bp, bh = box_tables(rule, reg.names, mode)
     rsrc, qsrc = _source_ids(reg, qs)
     hist, attribution = _cross_histogram(
-        reg.pdq,
-        reg.phash,
-        reg.quality,
-        rsrc,
-        qs.pdq,
-        qs.phash,
-        qs.quality,
-        qsrc,
-        bp,
-        bh,
-        query_quality,
-        rule.min_quality,
-        LEVEL_MIN,
-        LEVEL_MAX,
-        PDQ_STEP,
-        PHASH_STEP,
-    )
+        reg.pdq, reg.phash, reg.quality, rsrc, qs.pdq, qs.phash, qs.quality, qsrc, bp, bh,
+        query_quality, rule.min_quality, LEVEL_MIN, LEVEL_MAX, PDQ_STEP, PHASH_STEP,
+        *_band_args(reg, qs, rule, band),
+    )  # fmt: skip
     pairs = int(sum(np.sum(rsrc == s) * np.sum(qsrc != s) for s in np.unique(rsrc)))
     return CrossCounts(pairs, hist, attribution)
 
@@ -335,25 +414,27 @@ def paired_levels(
     rule: MatchRule,
     mode: str = "both",
     query_quality: bool = False,
+    band: bool = False,
 ) -> np.ndarray:
     """The level of each query against its own registered photo ``photo[j]``."""
     bp, bh = box_tables(rule, reg.names, mode)
     return _paired_levels(
-        reg.pdq,
-        reg.phash,
-        reg.quality,
-        photo.astype(np.int64),
-        qs.pdq,
-        qs.phash,
-        qs.quality,
-        bp,
-        bh,
-        query_quality,
-        rule.min_quality,
-        LEVEL_MIN,
-        LEVEL_MAX,
-        PDQ_STEP,
-        PHASH_STEP,
+        reg.pdq, reg.phash, reg.quality, photo.astype(np.int64), qs.pdq, qs.phash, qs.quality,
+        bp, bh, query_quality, rule.min_quality, LEVEL_MIN, LEVEL_MAX, PDQ_STEP, PHASH_STEP,
+        *_band_args(reg, qs, rule, band),
+    )  # fmt: skip
+
+
+def band_only(rule: MatchRule) -> MatchRule:
+    """``rule`` with nothing but its band boxes: what a record's band hashes
+    match by themselves (measure with ``band=True``)."""
+    never = KindRule(both=())
+    return replace(
+        rule,
+        kinds={kind: kind_rule for kind, kind_rule in rule.kinds.items() if kind in BAND_KINDS},
+        low_quality=never,
+        low_quality_kinds=frozenset(),
+        low_quality_derived=never,
     )
 
 
@@ -366,14 +447,13 @@ class RecallSet:
     edits: dict[str, Queries]
 
 
-def _edit_queries(item: tuple[int, Image.Image, int]) -> list[tuple[str, tuple[str, int, str]]]:
+def _edit_queries(item: tuple[int, Image.Image, int]) -> list[tuple[str, QueryRow]]:
     _, image, seed = item
     rgb = decode(jpeg(image, 95))
-    out = []
-    for name in (*edits.EDITS, *edits.STRETCH_EDITS):
-        hashes = hash_bytes(edits.edited_bytes(rgb, name, seed))
-        out.append((name, (hashes.pdq, hashes.pdq_quality, hashes.phash)))
-    return out
+    return [
+        (name, _query_row(edits.edited_bytes(rgb, name, seed)))
+        for name in (*edits.EDITS, *edits.STRETCH_EDITS)
+    ]
 
 
 def recall_set(windows: int, workers: int) -> RecallSet:
@@ -387,22 +467,21 @@ def recall_set(windows: int, workers: int) -> RecallSet:
     per_edit: dict[str, Queries] = {}
     for name in (*edits.EDITS, *edits.STRETCH_EDITS):
         rows = [dict(row)[name] for row in edited]
-        per_edit[name] = Queries(
-            sources=[s for s, _ in items],
-            pdq=words([r[0] for r in rows], 4),
-            phash=words([r[2] for r in rows], 1).reshape(-1),
-            quality=np.array([r[1] for r in rows], dtype=np.int64),
-        )
+        per_edit[name] = _queries_of([s for s, _ in items], rows)
     split = np.array(["calibration" if s in corpus.CALIBRATION else "validation" for s, _ in items])
     return RecallSet(photos, split, per_edit)
 
 
 def recall_levels(
-    rs: RecallSet, rule: MatchRule, mode: str = "both", query_quality: bool = False
+    rs: RecallSet,
+    rule: MatchRule,
+    mode: str = "both",
+    query_quality: bool = False,
+    band: bool = False,
 ) -> dict[str, np.ndarray]:
     photo = np.arange(len(rs.photos.sources))
     return {
-        name: paired_levels(rs.photos, photo, qs, rule, mode, query_quality)
+        name: paired_levels(rs.photos, photo, qs, rule, mode, query_quality, band)
         for name, qs in rs.edits.items()
     }
 
@@ -431,7 +510,7 @@ def subset(reg: Registered, qs: Queries, sources: Iterable[str]) -> tuple[Regist
             reg.phash[ri],
             reg.quality[ri],
         ),
-        Queries([s for s in qs.sources if s in keep], qs.pdq[qi], qs.phash[qi], qs.quality[qi]),
+        qs.take(qi),
     )
 
 
@@ -500,12 +579,14 @@ def check_exact(
     rule: MatchRule,
     mode: str = "both",
     query_quality: bool = False,
+    band: bool = False,
 ) -> int:
     """Replay (registered photo ``photo[k]``, query ``query_index[k]``) pairs
     through ``rule.evaluate`` on every variant and assert that a pair matches
     exactly when its kernel level is <= 0; with ``query_quality`` or without,
     ``rule`` must be what ``rule_for`` gives such a record unless it is a
-    reference rule (HMA, pHash <= 8). Every accepted variant must also lie within
+    reference rule (HMA, pHash <= 8). ``band``: the records carry their band
+    hashes (``QueryHashes.band``). Every accepted variant must also lie within
     ``rule.search_plan()`` (the engine only ever sees those candidates).
     Returns the number of pairs checked."""
     from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE
@@ -518,6 +599,7 @@ def check_exact(
             pdq=_hex(qs.pdq[j]) if mode in ("both", "pdq") else "",
             phash=_hex(qs.phash[j]) if mode in ("both", "phash") else "",
             pdq_quality=int(qs.quality[j]) if query_quality else None,
+            band=qs.band_hex(j) if band else "",
         )
         if registry_rule and rule_for(query) is not rule:
             raise AssertionError("the benchmark measures a rule the engine does not apply")
@@ -543,6 +625,11 @@ def check_exact(
 
 def _assert_planned(plan, kind: str, pdq: int | None, phash: int | None) -> None:  # type: ignore[no-untyped-def]
     both = pdq is not None and phash is not None
+    if kind in BAND_KINDS:
+        # Found by the band pHash index (a record's band pHash).
+        if not (both and plan.band_phash is not None and phash <= plan.band_phash):
+            raise AssertionError(f"a band match at ({pdq}, {phash}) is outside the search plan")
+        return
     pdq_alone = (
         phash is None
         and kind in PDQ_INDEXED_KINDS
@@ -578,55 +665,18 @@ def check_cross(
     query_quality: bool = False,
     sample: int = 3000,
     seed: int = 5,
+    band: bool = False,
 ) -> int:
     """``check_exact`` on every cross pair at level <= 1 (the matches and the
     nearest misses) plus ``sample`` random cross pairs."""
-    bp, bh = box_tables(rule, reg.names, mode)
     rsrc, qsrc = _source_ids(reg, qs)
-    near_i, near_j, near_level = _near_pairs(
-        reg.pdq,
-        reg.phash,
-        reg.quality,
-        rsrc,
-        qs.pdq,
-        qs.phash,
-        qs.quality,
-        qsrc,
-        bp,
-        bh,
-        query_quality,
-        rule.min_quality,
-        PDQ_STEP,
-        PHASH_STEP,
-        1,
-    )
+    near_i, near_j, near_level = near_pairs(reg, qs, rule, mode, query_quality, 1, band)
     rng = np.random.default_rng(seed)
     ri = rng.integers(0, len(reg.sources), sample)
     qi = rng.integers(0, len(qs.sources), sample)
     keep = rsrc[ri] != qsrc[qi]
     ri, qi = ri[keep], qi[keep]
-    sampled = np.array(
-        [
-            _pair_level(
-                reg.pdq,
-                reg.phash,
-                reg.quality,
-                i,
-                qs.pdq[j],
-                qs.phash[j],
-                qs.quality[j],
-                bp,
-                bh,
-                query_quality,
-                rule.min_quality,
-                np.int64(LEVEL_MAX + 1),
-                PDQ_STEP,
-                PHASH_STEP,
-            )[0]
-            for i, j in zip(ri, qi, strict=True)
-        ],
-        dtype=np.int64,
-    )
+    sampled = paired_levels(reg, ri, qs.take(qi), rule, mode, query_quality, band)
     return check_exact(
         reg,
         np.concatenate([near_i, ri]),
@@ -636,11 +686,35 @@ def check_cross(
         rule,
         mode,
         query_quality,
+        band,
     )
 
 
+def near_pairs(
+    reg: Registered,
+    qs: Queries,
+    rule: MatchRule,
+    mode: str = "both",
+    query_quality: bool = False,
+    kmax: int = 1,
+    band: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(registered index, query index, level) of every cross-source pair at
+    level <= ``kmax``."""
+    bp, bh = box_tables(rule, reg.names, mode)
+    rsrc, qsrc = _source_ids(reg, qs)
+    return _near_pairs(
+        reg.pdq, reg.phash, reg.quality, rsrc, qs.pdq, qs.phash, qs.quality, qsrc, bp, bh,
+        query_quality, rule.min_quality, PDQ_STEP, PHASH_STEP, kmax,
+        *_band_args(reg, qs, rule, band),
+    )  # fmt: skip
+
+
 @numba.njit(cache=True)
-def _near_pairs(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep, hstep, kmax):  # type: ignore[no-untyped-def]
+def _near_pairs(  # type: ignore[no-untyped-def]
+    rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep, hstep, kmax,
+    band, qbp, qbh, qbq, bbp, bbh,
+):  # fmt: skip
     """Every cross-source pair at level <= kmax, with its level."""
     out_i, out_j, out_level = [], [], []
     for i in range(rh.shape[0]):
@@ -648,21 +722,9 @@ def _near_pairs(rp, rh, rq, rsrc, qp, qh, qq, qsrc, bp, bh, use_qq, minq, pstep,
             if rsrc[i] == qsrc[j]:
                 continue
             best, _ = _pair_level(
-                rp,
-                rh,
-                rq,
-                i,
-                qp[j],
-                qh[j],
-                qq[j],
-                bp,
-                bh,
-                use_qq,
-                minq,
-                np.int64(kmax + 1),
-                pstep,
-                hstep,
-            )
+                rp, rh, rq, i, qp[j], qh[j], qq[j], bp, bh, use_qq, minq, np.int64(kmax + 1),
+                pstep, hstep, band, qbp[j], qbh[j], qbq[j], bbp, bbh,
+            )  # fmt: skip
             if best <= kmax:
                 out_i.append(i)
                 out_j.append(j)

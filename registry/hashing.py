@@ -471,7 +471,7 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         phash, margin = fast_hashing.phash_of_luma(luma, full_size, reduced.scale, reversed_)
         if margin < PHASH_FAST_MIN_MARGIN:
             phash = phash_of_full_decode(data, max_bytes=max_bytes)
-        band = _band_of_luma(luma, full_size[1], reduced.scale, reversed_[1])
+        band = band_of_luma(luma, full_size[1], reduced.scale, reversed_[1])
     return PhotoHashes(
         sha256=sha256_hex(data),
         pdq=pdq,
@@ -485,7 +485,7 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
     )
 
 
-def _band_of_luma(luma: npt.NDArray[np.float32], width: int, scale: int, reversed_: bool) -> str:
+def band_of_luma(luma: npt.NDArray[np.float32], width: int, scale: int, reversed_: bool) -> str:
     """``band_of`` from the luma of a reduced decode: its middle rows, hashed
     with the filters of the full-size band (``fast_hashing``). No full-decode
     fallback for pHash: the band is matched with a margin of its own."""
