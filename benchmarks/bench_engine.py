@@ -52,7 +52,7 @@ from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.rule import QueryHashes
 from optout.matching.snapshot import SnapshotOptOut
 from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
-from registry.hashing import band_signature, band_split
+from registry.hashing import band_signature
 from registry.variants import DERIVED_VARIANTS, PACKED_SIZE, VARIANT_CODES
 
 PER_CREATOR = 100
@@ -301,15 +301,11 @@ def main() -> None:
         ("pHash, original", index.phash, "phash", SEARCH_PLAN.primary_phash),
         ("PDQ, original", index.pdq, "pdq", SEARCH_PLAN.primary_pdq),
         ("pHash, derived", index.phash_derived, "phash", SEARCH_PLAN.derived_phash),
-        ("pHash, band", index.phash_band, "band", SEARCH_PLAN.band_phash),
+        ("pHash, band", index.phash_band, "band_phash", SEARCH_PLAN.band_phash),
     ):
         if radius is None:
             continue
-        values = [
-            band_split(q.band)[1] if kind == "band" else getattr(q, kind)
-            for q in queries
-            if kind != "band" or q.band
-        ]
+        values = [getattr(q, kind) for q in queries if getattr(q, kind)]
         codes = hex_words(values, part.words)
         seconds, result = cpu(
             lambda part=part, codes=codes, radius=radius: part.search(codes, radius)

@@ -36,7 +36,6 @@ from optout.matching.variants import (
     photo_blob,
     variant_ids_of,
 )
-from registry.hashing import band_split
 
 HASH_KINDS = ("sha256", "pdq", "phash")
 # Compaction pays off once this share of the indexed entries are tombstones.
@@ -324,15 +323,12 @@ class LiveView:
             (self.index.pdq, "pdq", pdq_only, plan.pdq_only),
             (self.index.pdq_single, "pdq", pdq_only, plan.pdq_only),
             (self.index.phash, "phash", phash_only, plan.phash_only),
-            (self.index.phash_band, "band", band, plan.band_phash),
+            (self.index.phash_band, "band_phash", band, plan.band_phash),
         )
         for index, kind, rows, radius in searches:
             if not rows or radius is None or radius < 0 or len(index) == 0:
                 continue
-            if kind == "band":
-                values = [band_split(queries[i].band)[1] for i in rows]
-            else:
-                values = [getattr(queries[i], kind) for i in rows]
+            values = [getattr(queries[i], kind) for i in rows]
             result: SearchResult = index.search(hex_words(values, index.words), radius)
             for row, (lo, hi) in zip(
                 rows,

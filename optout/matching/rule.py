@@ -146,6 +146,11 @@ class QueryHashes:
         pdq, phash, quality = band_split(self.band)
         return QueryHashes(pdq=pdq, phash=phash, pdq_quality=quality)
 
+    @property
+    def band_phash(self) -> str:
+        """The middle band's pHash ("" without a band): what its index is searched with."""
+        return band_split(self.band)[1] if self.band else ""
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -359,9 +364,7 @@ class MatchRule:
         ):
             return self.grey_record_rule.evaluate(query, variant)
         has_pdq, has_phash = bool(query.pdq and variant.pdq), bool(query.phash and variant.phash)
-        low_registered = variant.pdq_quality < self.min_quality
-        low_query = query.pdq_quality is not None and query.pdq_quality < self.min_quality
-        quality = "low_registered" if low_registered else ("low_query" if low_query else "ok")
+        low_registered, low_query, quality = self._quality_gate(query, variant)
         pdq_distance = hamming_hex(query.pdq, variant.pdq) if has_pdq else None
         phash_distance = hamming_hex(query.phash, variant.phash) if has_phash else None
         boxes = self.boxes(
@@ -442,6 +445,14 @@ class MatchRule:
                 )
         return _no_match(variant, pdq_distance, phash_distance, quality)
 
+    def _quality_gate(self, query: QueryHashes, variant: VariantHashes) -> tuple[bool, bool, str]:
+        """Whether the registered variant's and the record's (when known) PDQ
+        quality is below ``min_quality``, and the evidence's ``quality``."""
+        low_registered = variant.pdq_quality < self.min_quality
+        low_query = query.pdq_quality is not None and query.pdq_quality < self.min_quality
+        quality = "low_registered" if low_registered else ("low_query" if low_query else "ok")
+        return low_registered, low_query, quality
+
     def band_boxes(self) -> tuple[Box, ...]:
         """The boxes of the band kinds (band hashes against a band variant)."""
         return tuple(box for kind in BAND_KINDS for box in self.kinds.get(kind, KindRule(())).both)
@@ -455,9 +466,7 @@ class MatchRule:
         band = query.band_hashes()
         pdq_distance = hamming_hex(band.pdq, variant.pdq)
         phash_distance = hamming_hex(band.phash, variant.phash)
-        low_registered = variant.pdq_quality < self.min_quality
-        low_query = band.pdq_quality is not None and band.pdq_quality < self.min_quality
-        quality = "low_registered" if low_registered else ("low_query" if low_query else "ok")
+        low_registered, low_query, quality = self._quality_gate(band, variant)
         boxes = () if low_registered or low_query else self.band_boxes()
         for box in boxes:
             if box.contains(pdq_distance, phash_distance):
