@@ -140,9 +140,7 @@ def _opt_out_create(
         notice_version=settings.OPTOUT_NOTICE_VERSION,
     )
     if replaces is not None:
-        replaces.withdrawn_at = event.created_at
-        replaces.withdrawn_version = event.registry_version
-        replaces.save(update_fields=["withdrawn_at", "withdrawn_version"])
+        _end(replaces, event)
     opt_out.channel = channel
     opt_out.notice_version = settings.OPTOUT_NOTICE_VERSION
     opt_out.filed_version = event.registry_version
@@ -199,11 +197,7 @@ def opt_out_change(
     Asking for what the opt-out already is changes nothing and returns it.
     Raises OptOut.DoesNotExist for another creator's opt-out, ValidationError
     for a withdrawn one (or an invalid request)."""
-    current = (
-        OptOut.objects.select_for_update()
-        .select_related("creator")
-        .get(creator=creator, public_id=public_id)
-    )
+    current = _own_locked(creator, public_id)
     if not current.is_active:
         raise ValidationError(
             f"opt-out {current.public_id} is withdrawn: a withdrawn opt-out cannot be "
@@ -242,10 +236,26 @@ def _withdraw_locked(*, opt_out: OptOut, channel: str, actor: str) -> OptOut:
         channel=channel,
         notice_version=settings.OPTOUT_NOTICE_VERSION,
     )
+    _end(opt_out, event)
+    return opt_out
+
+
+def _end(opt_out: OptOut, event: ConsentEvent) -> None:
+    """The opt-out stops applying at ``event``'s registry version (a withdrawal,
+    or the change that supersedes it)."""
     opt_out.withdrawn_at = event.created_at
     opt_out.withdrawn_version = event.registry_version
     opt_out.save(update_fields=["withdrawn_at", "withdrawn_version"])
-    return opt_out
+
+
+def _own_locked(creator: Creator, public_id: uuid.UUID) -> OptOut:
+    """One of the creator's opt-outs, row-locked. Raises OptOut.DoesNotExist
+    for another creator's or an unknown one."""
+    return (
+        OptOut.objects.select_for_update()
+        .select_related("creator")
+        .get(creator=creator, public_id=public_id)
+    )
 
 
 @transaction.atomic
@@ -254,11 +264,7 @@ def opt_out_withdraw(
 ) -> OptOut:
     """Withdraw an opt-out. Withdrawing one already withdrawn changes nothing.
     Raises OptOut.DoesNotExist for another creator's opt-out."""
-    opt_out = (
-        OptOut.objects.select_for_update()
-        .select_related("creator")
-        .get(creator=creator, public_id=opt_out_id)
-    )
+    opt_out = _own_locked(creator, opt_out_id)
     if opt_out.withdrawn_at is not None:
         return opt_out
     return _withdraw_locked(opt_out=opt_out, channel=channel, actor=actor)
