@@ -431,7 +431,7 @@ def band_only(rule: MatchRule) -> MatchRule:
     never = KindRule(both=())
     return replace(
         rule,
-        kinds={kind: kind_rule for kind, kind_rule in rule.kinds.items() if kind in BAND_KINDS},
+        kinds={},
         low_quality=never,
         low_quality_kinds=frozenset(),
         low_quality_derived=never,

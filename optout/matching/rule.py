@@ -49,7 +49,7 @@ matching" and "Precision"):
   its middle band (``QueryHashes.band``, ``registry.hashing.band_of``: the
   top and bottom 15 % cut away, where captions go) is also compared with the
   photo's ``band`` variant, band hashes against band hashes, inside the
-  ``band`` kind's boxes; both bands need PDQ quality ``min_quality`` (a
+  rule's ``band`` boxes; both bands need PDQ quality ``min_quality`` (a
   featureless band never decides). The band variant is never compared with
   the record's own hashes.
 - **SHA-256 equality always matches** (``sha256_evidence``).
@@ -289,6 +289,9 @@ class MatchRule:
     # Largest luminance-layout distance (registry.colour.layout_compare) of a
     # match between a grey record and a grey variant that both carry one.
     layout_threshold: float = LAYOUT_THRESHOLD
+    # The boxes of a record's band hashes against a band variant (BAND_KINDS;
+    # never the record's own hashes: no kind rule of ``kinds`` for them).
+    band: tuple[Box, ...] = ()
 
     @cached_property
     def grey_record_rule(self) -> MatchRule:
@@ -309,9 +312,8 @@ class MatchRule:
     ) -> tuple[Box, ...]:
         """The boxes a pair of this kind is judged by; a missing hash kind is
         expressed as an unbounded distance on it (single-hash thresholds). A
-        band variant has none: only a record's band hashes are compared with it."""
-        if kind in BAND_KINDS:
-            return ()
+        band variant has none (no kind rule): only a record's band hashes are
+        compared with it (``band``)."""
         rule = self.kind_rule(kind, low_quality)
         if rule is None:
             return ()
@@ -327,8 +329,9 @@ class MatchRule:
         return [*self.kinds.values(), self.low_quality, self.low_quality_derived]
 
     def all_boxes(self) -> list[Box]:
-        """Every box of the rule: every kind, low quality, colour-confirmed."""
-        return [box for rule in self._kind_rules() for box in (*rule.both, *rule.confirmed)]
+        """Every box of the rule: every kind, low quality, colour-confirmed, band."""
+        kinds = [box for rule in self._kind_rules() for box in (*rule.both, *rule.confirmed)]
+        return [*kinds, *self.band]
 
     def single_thresholds(self, kind: str) -> list[int]:
         """Every single-hash threshold of the rule on ``kind`` ("pdq" or "phash")."""
@@ -455,7 +458,7 @@ class MatchRule:
 
     def band_boxes(self) -> tuple[Box, ...]:
         """The boxes of the band kinds (band hashes against a band variant)."""
-        return tuple(box for kind in BAND_KINDS for box in self.kinds.get(kind, KindRule(())).both)
+        return self.band
 
     def _evaluate_band(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
         """The record's band hashes against a band variant: inside a box, both
@@ -516,6 +519,7 @@ class MatchRule:
             confirm_threshold=self.confirm_threshold,
             grey_record_shift=self.grey_record_shift,
             layout_threshold=self.layout_threshold,
+            band=tuple(box(b) for b in self.band),
         )
 
     def search_plan(self) -> SearchPlan:
@@ -527,17 +531,11 @@ class MatchRule:
         lq_derived = bool(self.low_quality_kinds - PRIMARY_KINDS)
         primary = [rule for kind, rule in self.kinds.items() if kind in PRIMARY_KINDS]
         primary += [self.low_quality] if lq_primary else []
-        derived = [
-            rule
-            for kind, rule in self.kinds.items()
-            if kind not in PRIMARY_KINDS and kind not in BAND_KINDS
-        ]
+        derived = [rule for kind, rule in self.kinds.items() if kind not in PRIMARY_KINDS]
         derived += [self.low_quality_derived] + ([self.low_quality] if lq_derived else [])
         pdq_indexed = [rule for kind, rule in self.kinds.items() if kind in PDQ_INDEXED_KINDS]
         pdq_indexed += [self.low_quality] if self.low_quality_kinds & PDQ_INDEXED_KINDS else []
-        unindexed = [
-            rule for kind, rule in self.kinds.items() if kind not in PDQ_INDEXED_KINDS | BAND_KINDS
-        ]
+        unindexed = [rule for kind, rule in self.kinds.items() if kind not in PDQ_INDEXED_KINDS]
         unindexed += [self.low_quality_derived]
         unindexed += [self.low_quality] if self.low_quality_kinds - PDQ_INDEXED_KINDS else []
         if any(rule.pdq_only is not None for rule in unindexed):
@@ -553,7 +551,7 @@ class MatchRule:
         derived_boxes = [box.phash for rule in derived for box in (*rule.both, *rule.confirmed)]
         pdq_only = [rule.pdq_only for rule in pdq_indexed if rule.pdq_only is not None]
         phash_only = [rule.phash_only for rule in primary if rule.phash_only is not None]
-        band = [box.phash for box in self.band_boxes()]
+        band = [box.phash for box in self.band]
         return SearchPlan(
             primary_phash=primary_phash,
             primary_pdq=max(wide) if wide else None,
@@ -603,11 +601,6 @@ DEFAULT_RULE = MatchRule(
         "rotation": KindRule(both=_DERIVED_BOXES, confirmed=_CONFIRMED_DERIVED),
         # Turned or flipped over (not registered by default): nearly exact only.
         "dihedral": KindRule(both=(Box(pdq=24, phash=4),)),
-        # A record's middle band against the photo's: a caption in the top or
-        # bottom 15 % leaves the band within 26 PDQ and 4 pHash bits; distinct
-        # photos' bands start at about (64, 8) (docs/matching.md, "Captions:
-        # the middle band").
-        "band": KindRule(both=_BAND_BOXES),
     },
     # PDQ quality < 50 on either side: the photo or its mirror image nearly
     # exactly; a crop or rotation only on an equal pHash and PDQ within 4.
@@ -618,6 +611,11 @@ DEFAULT_RULE = MatchRule(
     # shift down to -4), while black-and-white photos of other content are
     # the false matches the colour check cannot see (docs/matching.md).
     grey_record_shift=-2,
+    # A record's middle band against the photo's: a caption in the top or
+    # bottom 15 % leaves the band within 26 PDQ and 4 pHash bits; distinct
+    # photos' bands start at about (64, 8) (docs/matching.md, "Captions: the
+    # middle band").
+    band=_BAND_BOXES,
 )
 
 # For a record whose PDQ quality is unknown (a bare hash): two steps stricter.
