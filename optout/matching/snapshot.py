@@ -168,6 +168,12 @@ class Snapshot:
             for kind, indexes in self.claims_by_kind.items()
         }
 
+    @staticmethod
+    def _distances(codes: np.ndarray, value: str) -> np.ndarray:
+        """Hamming distance of the hex hash ``value`` to every row of ``codes``."""
+        words = hex_to_words([value], codes.shape[1])[0]
+        return np.bitwise_count(codes ^ words).sum(axis=1)
+
     def candidates(self, query: QueryHashes) -> list[tuple[int, VariantHashes]]:
         """(photo index, variant) of every variant within ``bounds`` of the
         record: brute force over every variant of every covered photo, exact by
@@ -179,12 +185,9 @@ class Snapshot:
         pdq = np.full(n, 1 << 20, dtype=np.int64)
         phash = np.full(n, 1 << 20, dtype=np.int64)
         if query.pdq:
-            words = hex_to_words([query.pdq], 4)[0]
-            pdq = np.where(self.has_pdq, np.bitwise_count(self.pdq_codes ^ words).sum(axis=1), pdq)
+            pdq = np.where(self.has_pdq, self._distances(self.pdq_codes, query.pdq), pdq)
         if query.phash:
-            words = hex_to_words([query.phash], 1)[0]
-            distances = np.bitwise_count(self.phash_codes ^ words).sum(axis=1)
-            phash = np.where(self.has_phash, distances, phash)
+            phash = np.where(self.has_phash, self._distances(self.phash_codes, query.phash), phash)
         b = self.bounds
         both = (pdq <= b.pdq) & (phash <= b.phash)
         pdq_alone = (pdq <= b.pdq_only) & (phash >= 1 << 20)
@@ -193,10 +196,8 @@ class Snapshot:
         if query.band:
             # The record's middle band against the band variants.
             band = query.band_hashes()
-            words = hex_to_words([band.pdq], 4)[0]
-            band_pdq = np.bitwise_count(self.pdq_codes ^ words).sum(axis=1)
-            words = hex_to_words([band.phash], 1)[0]
-            band_phash = np.bitwise_count(self.phash_codes ^ words).sum(axis=1)
+            band_pdq = self._distances(self.pdq_codes, band.pdq)
+            band_phash = self._distances(self.phash_codes, band.phash)
             hit |= self.is_band & (band_pdq <= b.pdq) & (band_phash <= b.phash)
         hits = np.nonzero(hit)[0]
         return [(int(self.variant_rows[i]), self.variants[i]) for i in hits]
