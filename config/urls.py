@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
@@ -26,27 +28,24 @@ urlpatterns = [
 
 
 # Errors Django answers itself, before or outside any API view, are JSON under
-# /api/ too: with DEBUG off, a Host header not in ALLOWED_HOSTS (400) or a
-# PermissionDenied raised by middleware (403) would otherwise get an HTML page.
-def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return api.json_bad_request(request, exception)
-    return defaults.bad_request(request, exception)
+# /api/ too: with DEBUG off, a Host header not in ALLOWED_HOSTS (400), a
+# PermissionDenied raised by middleware (403), an unknown path (404) or an
+# unhandled exception (500) would otherwise get an HTML page.
+def _json_under_api(
+    json_view: Callable[..., HttpResponse], page_view: Callable[..., HttpResponse]
+) -> Callable[..., HttpResponse]:
+    """An error handler: ``json_view`` for a path under /api/, Django's page
+    (``page_view``) elsewhere; same arguments (the request, and the exception
+    Django passes to every handler but 500's)."""
+
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        view = json_view if request.path.startswith("/api/") else page_view
+        return view(request) if exception is None else view(request, exception)
+
+    return handler
 
 
-def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return api.json_permission_denied(request, exception)
-    return defaults.permission_denied(request, exception)
-
-
-def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return api.json_not_found(request, exception)
-    return defaults.page_not_found(request, exception)
-
-
-def handler500(request: HttpRequest) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return api.json_server_error(request)
-    return defaults.server_error(request)
+handler400 = _json_under_api(api.json_bad_request, defaults.bad_request)
+handler403 = _json_under_api(api.json_permission_denied, defaults.permission_denied)
+handler404 = _json_under_api(api.json_not_found, defaults.page_not_found)
+handler500 = _json_under_api(api.json_server_error, defaults.server_error)
