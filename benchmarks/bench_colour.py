@@ -45,6 +45,7 @@ import pickle
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -246,6 +247,35 @@ def _map(function, items, workers):  # type: ignore[no-untyped-def]
         return [function(item) for item in items]
     with Pool(workers) as pool:
         return pool.map(function, items, chunksize=1)
+
+
+def _near_task(task):  # type: ignore[no-untyped-def]
+    source, per_source, reg_local, q_local, registered, query = task
+    patches = list(corpus.patches(source, per_source, seed=11))
+    return (
+        {k: registered(decode(mb.jpeg(patches[k], 95))) for k in reg_local},
+        {k: query(decode(mb.jpeg(patches[k], 85))) for k in q_local},
+    )
+
+
+def near_pair_features(pi, pj, per_source, registered, query, workers=2):  # type: ignore[no-untyped-def]
+    """For the experiments on the cached cross pairs (pi, pj): ``registered``
+    of each registered patch as uploaded (decoded JPEG q95) and ``query`` of
+    each record (JPEG q85), two dicts by corpus index. ``registered`` and
+    ``query`` are module-level functions of an RGB image (they cross to the
+    worker processes)."""
+    tasks = []
+    for position, source in enumerate(corpus.available(tuple(corpus.SOURCES))):
+        lo = position * per_source
+        r_local = sorted({int(i) - lo for i in pi if lo <= i < lo + per_source})
+        q_local = sorted({int(j) - lo for j in pj if lo <= j < lo + per_source})
+        tasks.append((source, per_source, r_local, q_local, registered, query))
+    by_registered, by_query = {}, {}
+    for position, (r, q) in enumerate(_map(_near_task, tasks, workers)):
+        lo = position * per_source
+        by_registered.update({lo + k: v for k, v in r.items()})
+        by_query.update({lo + k: v for k, v in q.items()})
+    return by_registered, by_query
 
 
 def load_cached(name: str):  # type: ignore[no-untyped-def]
@@ -456,6 +486,61 @@ def layout_pass(q_sig: np.ndarray, r_sig: np.ndarray) -> np.ndarray:
     return ~both | (distance <= LAYOUT_THRESHOLD)
 
 
+@dataclass
+class ProductAccept:
+    """Per (cross pair, variant): what the product rule with colour decides
+    (``product_accept``)."""
+
+    fq_colour: np.ndarray  # (pairs,) the record's colourfulness
+    fr_colour: np.ndarray  # (pairs, V) the variants'
+    fq_skip: np.ndarray  # (pairs,) grey record: no colour check
+    low_pair: np.ndarray  # (pairs, V) record or variant below the quality gate
+    layout_ok: np.ndarray  # (pairs, V) the grey layouts agree (or are not compared)
+    featureless_faint: np.ndarray  # (pairs, V) featureless with faint colours
+    ok: np.ndarray  # (pairs, V) the checks of the rule's own boxes pass
+    ok_conf: np.ndarray  # (pairs, V) the checks of the confirmed boxes pass
+    levels_f: np.ndarray  # (pairs, V) levels of the boxes alone
+    levels_g: np.ndarray  # (pairs, V) with a grey record against colour stricter
+    levels_c: np.ndarray  # (pairs, V) levels of the confirmed boxes
+
+    def variants(self, k: int, confirm: bool = True, grey_stricter: bool = True) -> np.ndarray:
+        """(pairs, V) bool: the variant matches the product rule shifted by
+        ``k`` (``confirm``: with the confirmed boxes; ``grey_stricter``: a
+        grey record against a colourful variant judged stricter)."""
+        accepted = ((self.levels_g if grey_stricter else self.levels_f) <= k) & self.ok
+        if confirm:
+            accepted |= (self.levels_c <= k) & self.ok_conf
+        return accepted
+
+
+def product_accept(reg, qs, pi, pj, levels_f, fd, fq, fr, grey) -> ProductAccept:  # type: ignore[no-untyped-def]
+    """The product rule's colour decisions on the cross pairs (pi, pj):
+    ``fd`` the colour distances, ``fq``/``fr`` the record's and the variants'
+    signatures (``product_vector``), ``levels_f`` the boxes' levels."""
+    rule = DEFAULT_RULE
+    fq_colour, fr_colour = fq[:, COLOURFUL], fr[:, :, COLOURFUL]
+    fq_skip = fq_colour < grey
+    # The confirmed boxes need the closer agreement, and so does a pair whose
+    # registered variant or record is of low PDQ quality (a featureless pair).
+    ok_conf = colour_pass(fd, fq_colour, fr_colour, COLOUR_CONFIRM_THRESHOLD, grey)
+    low_pair = (reg.quality[pi] < rule.min_quality) | (qs.quality[pj] < rule.min_quality)[:, None]
+    ok = np.where(low_pair, ok_conf, colour_pass(fd, fq_colour, fr_colour, COLOUR_THRESHOLD, grey))
+    featureless_faint = low_pair & faint_pair(fq_colour, fr_colour, grey)
+    ok &= ~featureless_faint
+    # Two grey signatures with layouts: the layouts must agree.
+    layout_ok = layout_pass(fq, fr)
+    ok &= layout_ok
+    ok_conf &= ~fq_skip[:, None]
+    levels_c = variant_levels(reg, qs, pi, pj, rule=rule.confirmed_only())
+    # A grey record against a colourful variant: -grey_record_shift levels further.
+    stricter = fq_skip[:, None] & (fr_colour >= 2 * grey)
+    levels_g = np.where(stricter, levels_f - rule.grey_record_shift, levels_f)
+    return ProductAccept(
+        fq_colour, fr_colour, fq_skip, low_pair, layout_ok, featureless_faint,
+        ok, ok_conf, levels_f, levels_g, levels_c,
+    )  # fmt: skip
+
+
 def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
     return inner.pdq <= outer.pdq and inner.phash <= outer.phash
 
@@ -482,28 +567,13 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     kmax = args.kmax - 2
     t = COLOUR_THRESHOLD
     g = -rule.grey_record_shift  # a grey record against colour: g levels further
-    fq_colour, fr_colour = fq[:, COLOURFUL], fr[:, :, COLOURFUL]
-    fq_skip = fq_colour < grey
-    # The confirmed boxes need the closer agreement, and so does a pair whose
-    # registered variant or record is of low PDQ quality (a featureless pair).
-    ok_conf = colour_pass(fd, fq_colour, fr_colour, COLOUR_CONFIRM_THRESHOLD, grey)
-    low_pair = (reg.quality[pi] < rule.min_quality) | (qs.quality[pj] < rule.min_quality)[:, None]
-    ok = np.where(low_pair, ok_conf, colour_pass(fd, fq_colour, fr_colour, t, grey))
-    featureless_faint = low_pair & faint_pair(fq_colour, fr_colour, grey)
-    ok &= ~featureless_faint
-    # Two grey signatures with layouts: the layouts must agree.
-    layout_ok = layout_pass(fq, fr)
-    ok &= layout_ok
-    ok_conf &= ~fq_skip[:, None]
-    levels_c = variant_levels(reg, qs, pi, pj, rule=confirmed)
-    # A grey record against a colourful variant: g levels further.
-    levels_g = np.where(fq_skip[:, None] & (fr_colour >= 2 * grey), levels_f + g, levels_f)
+    pa = product_accept(reg, qs, pi, pj, levels_f, fd, fq, fr, grey)
+    fq_colour, fr_colour, fq_skip = pa.fq_colour, pa.fr_colour, pa.fq_skip
+    ok, ok_conf, levels_c, levels_g = pa.ok, pa.ok_conf, pa.levels_c, pa.levels_g
+    low_pair, layout_ok, featureless_faint = pa.low_pair, pa.layout_ok, pa.featureless_faint
 
     def alive(k: int, confirm: bool = True, grey_stricter: bool = True) -> np.ndarray:
-        accepted = ((levels_g if grey_stricter else levels_f) <= k) & ok
-        if confirm:
-            accepted |= (levels_c <= k) & ok_conf
-        return np.any(accepted, axis=1)
+        return np.any(pa.variants(k, confirm, grey_stricter), axis=1)
 
     # Replay: the product's evaluate, with the records' and variants' product
     # signatures, on every pair alive at kmax and a sample of the others.

@@ -76,20 +76,12 @@ def z(cells: np.ndarray, floor: float) -> np.ndarray:
 def _recall(item: tuple[int, Image.Image]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     index, image = item
     rgb = decode(mb.jpeg(image, 95))
-    registered = np.stack([layout(variant_image(rgb, name)) for name in DEFAULT_VARIANTS])
     queries = {name: layout(decode(edits.edited_bytes(rgb, name, index))) for name in TARGETS}
-    return registered, queries
+    return _registered(rgb), queries
 
 
-def _precision(task: tuple[str, list[int], list[int]]):  # type: ignore[no-untyped-def]
-    source, reg_local, query_local = task
-    patches = list(corpus.patches(source, PER_SOURCE, seed=11))
-    registered = {}
-    for k in reg_local:
-        rgb = decode(mb.jpeg(patches[k], 95))
-        registered[k] = np.stack([layout(variant_image(rgb, name)) for name in DEFAULT_VARIANTS])
-    queries = {k: layout(decode(mb.jpeg(patches[k], 85))) for k in query_local}
-    return registered, queries
+def _registered(rgb: Image.Image) -> np.ndarray:
+    return np.stack([layout(variant_image(rgb, name)) for name in DEFAULT_VARIANTS])
 
 
 def main() -> None:
@@ -98,21 +90,9 @@ def main() -> None:
     corpus.apply(parser.parse_args())
     tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
     rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag)
-    sources = corpus.available(tuple(corpus.SOURCES))
-    tasks = []
-    for position, source in enumerate(sources):
-        lo = position * PER_SOURCE
-        r_local = sorted({int(i) - lo for i in pi if lo <= i < lo + PER_SOURCE})
-        q_local = sorted({int(j) - lo for j in pj if lo <= j < lo + PER_SOURCE})
-        tasks.append((source, r_local, q_local))
     with Pool(2) as pool:
         recall = pool.map(_recall, list(enumerate(im for _, im in bc.recall_items(4))))
-        precision = pool.map(_precision, tasks, chunksize=1)
-    lreg, lq = {}, {}
-    for position, (r, q) in enumerate(precision):
-        lo = position * PER_SOURCE
-        lreg.update({lo + k: v for k, v in r.items()})
-        lq.update({lo + k: v for k, v in q.items()})
+    lreg, lq = bc.near_pair_features(pi, pj, PER_SOURCE, _registered, layout)
 
     shift = -DEFAULT_RULE.grey_record_shift
     # False pairs: grey records, product rule levels (grey against colour shifted).
