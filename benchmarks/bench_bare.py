@@ -20,6 +20,11 @@ unknown): the rule shifted by k is matched at level <= k. False pairs: the
 cross pairs of ``matchbench.precision_corpus``, estimated at k = 0 by the
 tail fit of ``bench_colour.fit_at_zero``; recall: ``matchbench.recall_set``.
 
+Last, whether the hashes themselves betray a featureless record (so that a
+bare record's quality could be inferred): classifiers on the PDQ and pHash
+bits (logistic regression, gradient-boosted trees; scikit-learn) trained on
+the calibration half's records and scored on the validation half's.
+
     .venv/bin/python benchmarks/bench_bare.py --workers 2 [--photos DIR]
 """
 
@@ -141,7 +146,43 @@ def main() -> None:
             f"- {reg.sources[i]} ({reg.names[v]}, quality {reg.quality[i, v]}) -> "
             f"{qs.sources[j]} (record quality {qs.quality[j]})"
         )
+    quality_from_bits(qs)
     print(f"\n({time.perf_counter() - started:.0f} s)")
+
+
+def quality_from_bits(qs) -> None:  # type: ignore[no-untyped-def]
+    """Can a record's PDQ and pHash bits tell that it is featureless?"""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    def bits(words: np.ndarray) -> np.ndarray:
+        raw = words.astype(">u8").view(np.uint8).reshape(len(words), -1)
+        return np.unpackbits(raw, axis=1)
+
+    features = np.hstack([bits(qs.pdq), bits(qs.phash[:, None])]).astype(np.float32)
+    flat = qs.quality < DEFAULT_RULE.min_quality
+    train = np.isin(np.array(qs.sources), list(corpus.CALIBRATION))
+    print(
+        f"\nFeatureless records (PDQ quality < {DEFAULT_RULE.min_quality}) told from their "
+        f"bits: trained on {int(train.sum())} records, scored on {int((~train).sum())} "
+        f"({int(flat[~train].sum())} featureless)\n"
+    )
+    print("| classifier | AUC | textured records flagged when 95 % / 99 % of the featureless are |")
+    print("|---|---|---|")
+    models = {
+        "logistic regression": LogisticRegression(C=0.1, max_iter=2000),
+        "gradient-boosted trees": HistGradientBoostingClassifier(max_iter=300, random_state=0),
+    }
+    truth = flat[~train]
+    for label, model in models.items():
+        model.fit(features[train], flat[train])
+        score = model.predict_proba(features[~train])[:, 1]
+        shares = []
+        for catch in (0.95, 0.99):
+            cut = np.quantile(score[truth], 1 - catch)
+            shares.append(f"{np.mean(score[~truth] >= cut):.2f}")
+        print(f"| {label} | {roc_auc_score(truth, score):.2f} | {' / '.join(shares)} |")
 
 
 if __name__ == "__main__":
