@@ -545,6 +545,56 @@ def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
     return inner.pdq <= outer.pdq and inner.phash <= outer.phash
 
 
+def _per_record(counts: dict[int, int], kmax: int, pairs: int) -> str:
+    """False exclusions per record at 10^6 photos from the tail ``counts``
+    over ``pairs`` cross pairs (``fit_at_zero``; rough through 1-4 pairs)."""
+    e, how = fit_at_zero(counts, range(1, kmax + 1)), ""
+    if np.isnan(e):  # fewer than two levels with 5 pairs: any two with one
+        e = fit_at_zero(counts, range(1, kmax + 1), minimum=1)
+        how = " (rough: fit through 1-4 pairs)"
+    if np.isnan(e):  # pairs at one level only
+        return "- (too few pairs to fit)"
+    return f"{e / pairs * 1e6:.2g}{how}"
+
+
+class SourceBootstrap:
+    """How far the tail fit moves when the source photographs are drawn
+    again (with replacement; a source brings its registered patches and its
+    records together): the spread of ``_per_record`` over ``draws`` such
+    corpora."""
+
+    def __init__(self, reg, qs, draws: int = 400, seed: int = 7) -> None:  # type: ignore[no-untyped-def]
+        self.rsrc, self.qsrc = mb._source_ids(reg, qs)
+        n = int(max(self.rsrc.max(), self.qsrc.max())) + 1
+        rng = np.random.default_rng(seed)
+        self.weights = rng.multinomial(n, np.full(n, 1 / n), size=draws).astype(np.float64)
+
+    def interval(self, alive, pi, pj, kmax, photos, records) -> str:  # type: ignore[no-untyped-def]
+        """5th-95th percentile of the per-record estimate: ``alive(k)`` the
+        counted cross pairs (pi, pj) at level k; ``photos``/``records`` the
+        registered patches and records of the class (bool per corpus index)."""
+        w = self.weights[:, self.rsrc[pi]] * self.weights[:, self.qsrc[pj]]
+        counts = {k: w[:, alive(k)].sum(axis=1) for k in range(kmax + 1)}
+        per_r = self.weights * np.bincount(self.rsrc[photos], minlength=self.weights.shape[1])
+        per_q = self.weights * np.bincount(self.qsrc[records], minlength=self.weights.shape[1])
+        pairs = per_r.sum(axis=1) * per_q.sum(axis=1) - (per_r * per_q).sum(axis=1)
+        estimates = []
+        for b in range(len(self.weights)):
+            c = {k: float(counts[k][b]) for k in counts}
+            e = fit_at_zero(c, range(1, kmax + 1))
+            if np.isnan(e):
+                e = fit_at_zero(c, range(1, kmax + 1), minimum=1)
+            estimates.append(e / pairs[b] * 1e6 if pairs[b] else np.nan)
+        values = np.array(estimates)
+        known = values[~np.isnan(values)]
+        if len(known) < len(values) / 2:
+            return "-"
+        lo, hi = np.percentile(known, [5, 95])
+        unknown = len(values) - len(known)
+        few = f" ({unknown} draws with too few pairs to fit left out)" if unknown else ""
+        return f"{lo:.2g} to {hi:.2g}{few}"
+
+
 def confirmed_section(  # type: ignore[no-untyped-def]
     out, args, reg, qs, pi, pj, levels_f, fd, fq, fr, grey, pairs_total,
     colour_pairs, rs, true_levels, true_qsig, reg_sig_recall, cal, q_grey,
@@ -601,13 +651,18 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         f"veto {t:g}; a grey record against a "
         f"colourful variant judged by the rule shifted by {rule.grey_record_shift}.\n"
     )
-    out("| | " + " | ".join(f"k={k}" for k in range(kmax + 1)) + " | false excl. / record at 1e6 |")
-    out("|---|" + "---|" * (kmax + 1) + "---|")
+    levels_header = " | ".join(f"k={k}" for k in range(kmax + 1))
+    out(
+        f"| | {levels_header} | false excl. / record at 1e6 | 90 % of the estimates "
+        "over resampled sources |"
+    )
+    out("|---|" + "---|" * (kmax + 3))
     boxes_only = {"confirm": False, "grey_stricter": False}
+    every_photo = np.ones(len(reg.sources), dtype=bool)
     records = {
-        "all": (np.ones(len(pi), dtype=bool), pairs_total),
-        "colour": (~fq_skip, colour_pairs),
-        "grey": (fq_skip, pairs_total - colour_pairs),
+        "all": (np.ones(len(pi), dtype=bool), pairs_total, np.ones(len(q_grey), dtype=bool)),
+        "colour": (~fq_skip, colour_pairs, ~q_grey),
+        "grey": (fq_skip, pairs_total - colour_pairs, q_grey),
     }
     rows = (
         ("all records, boxes + colour check", boxes_only, "all"),
@@ -618,15 +673,44 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         ("grey records, boxes (check skipped)", boxes_only, "grey"),
         ("grey records, product", {}, "grey"),
     )
+    bootstrap = SourceBootstrap(reg, qs)
     for label, options, which in rows:
-        subset, pairs = records[which]
-        c = {k: int(np.sum(alive(k, **options) & subset)) for k in range(kmax + 1)}
-        e, how = fit_at_zero(c, range(1, kmax + 1)), ""
-        if np.isnan(e):  # fewer than two levels with 5 pairs: any two with one
-            e = fit_at_zero(c, range(1, kmax + 1), minimum=1)
-            how = " (rough: fit through 1-4 pairs)"
+        subset, pairs, of_class = records[which]
+
+        def counted(k: int, options: dict = options, subset: np.ndarray = subset) -> np.ndarray:  # type: ignore[type-arg]
+            return alive(k, **options) & subset
+
+        c = {k: int(np.sum(counted(k))) for k in range(kmax + 1)}
         cells = " | ".join(str(c[k]) for k in range(kmax + 1))
-        out(f"| {label} | {cells} | {e / pairs * 1e6:.2g}{how} |")
+        spread = bootstrap.interval(counted, pi, pj, kmax, every_photo, of_class)
+        out(f"| {label} | {cells} | {_per_record(c, kmax, pairs)} | {spread} |")
+
+    # Grey records by the registered photo: a patch is black-and-white when
+    # its own record is grey (the same patch, JPEG q95 against q85).
+    rsrc, qsrc = mb._source_ids(reg, qs)
+    out(
+        "\nGrey records, product rule, by the registered photo they meet (a registry's "
+        "share of black-and-white photos scales the first row):\n"
+    )
+    out(
+        f"| grey records against | cross pairs | {levels_header} | per record at 1e6 such "
+        "photos | 90 % over resampled sources |"
+    )
+    out("|---|---|" + "---|" * (kmax + 3))
+    for label, bw in (("black-and-white photos", True), ("colour photos", False)):
+        photos = q_grey == bw
+        pairs = sum(
+            int(np.sum((rsrc == s) & photos)) * int(np.sum((qsrc != s) & q_grey))
+            for s in np.unique(rsrc)
+        )
+
+        def met(k: int, photos: np.ndarray = photos) -> np.ndarray:
+            return alive(k) & fq_skip & photos[pi]
+
+        c = {k: int(np.sum(met(k))) for k in range(kmax + 1)}
+        cells = " | ".join(str(c[k]) for k in range(kmax + 1))
+        spread = bootstrap.interval(met, pi, pj, kmax, photos, q_grey)
+        out(f"| {label} | {pairs:.3g} | {cells} | {_per_record(c, kmax, pairs)} | {spread} |")
 
     # ---- records carrying their band hashes: a pair matches by the product
     # rule or by its band (every cross pair whose band matches at k, enumerated).
@@ -642,7 +726,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         )
     band_records = {"all": np.ones(len(bj), dtype=bool), "colour": ~q_grey[bj], "grey": q_grey[bj]}
     for which in ("all", "colour", "grey"):
-        subset, pairs = records[which]
+        subset, pairs, _ = records[which]
         c = {}
         for k in range(kmax + 1):
             own = alive(k) & subset
@@ -650,12 +734,8 @@ def confirmed_section(  # type: ignore[no-untyped-def]
             by_band = (blevel <= k) & band_records[which]
             keys |= set(zip(bi[by_band].tolist(), bj[by_band].tolist(), strict=True))
             c[k] = len(keys)
-        e, how = fit_at_zero(c, range(1, kmax + 1)), ""
-        if np.isnan(e):
-            e = fit_at_zero(c, range(1, kmax + 1), minimum=1)
-            how = " (rough: fit through 1-4 pairs)"
         cells = " | ".join(str(c[k]) for k in range(kmax + 1))
-        out(f"| {which} records, product **+ band** | {cells} | {e / pairs * 1e6:.2g}{how} |")
+        out(f"| {which} records, product **+ band** | {cells} | {_per_record(c, kmax, pairs)} |")
     cells = " | ".join(str(int(np.sum(blevel <= k))) for k in range(kmax + 1))
     out(f"| all records, band alone | {cells} | |")
 
