@@ -49,7 +49,7 @@ from optout.pipeline_auth import (
     PipelineClient,
     pipeline_client,
 )
-from optout.pipeline_serializers import ThresholdsSerializer, threshold_field
+from optout.pipeline_serializers import ThresholdsSerializer, strictness_field, threshold_field
 from optout.receipt_api import ReceiptSerializer
 from optout.throttles import ApiKeyRateThrottle
 from optout.uses import USES
@@ -215,14 +215,21 @@ class BatchSubmitSerializer(serializers.Serializer):
         required=False,
         help_text=f"A stricter pHash threshold (at most {DEFAULT_THRESHOLDS.phash}).",
     )
+    strictness = strictness_field(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         try:
             attrs["thresholds"] = DEFAULT_THRESHOLDS.stricter(
-                pdq=attrs.get("pdq_threshold"), phash=attrs.get("phash_threshold")
+                pdq=attrs.get("pdq_threshold"),
+                phash=attrs.get("phash_threshold"),
+                strictness=attrs.get("strictness"),
             )
         except ThresholdTooLoose as error:
-            name = "pdq_threshold" if str(error).startswith("pdq") else "phash_threshold"
+            name = next(
+                field
+                for field in ("pdq_threshold", "phash_threshold", "strictness")
+                if str(error).startswith(field.split("_")[0])
+            )
             raise serializers.ValidationError({name: [str(error)]}) from None
         return attrs
 
@@ -385,11 +392,11 @@ class BatchListSubmitView(PipelineBatchView, generics.ListAPIView):
         summary="Submit a manifest for checking",
         description=(
             "Multipart: `manifest` file, `use`, optional `format`, `pdq_threshold`, "
-            "`phash_threshold`. The `Idempotency-Key` header is required: the same key with "
-            "the same body returns the same batch (200), with another body a 422. JSONL, CSV "
-            "and Parquet are split into chunks at once; a webdataset shard is hashed by a "
-            "worker first. A malformed row becomes an invalid record with its row number "
-            "(`GET …/exclusions?decision=invalid`), never a failure of the batch."
+            "`phash_threshold`, `strictness`. The `Idempotency-Key` header is required: the "
+            "same key with the same body returns the same batch (200), with another body a "
+            "422. JSONL, CSV and Parquet are split into chunks at once; a webdataset shard is "
+            "hashed by a worker first. A malformed row becomes an invalid record with its row "
+            "number (`GET …/exclusions?decision=invalid`), never a failure of the batch."
         ),
         parameters=[
             OpenApiParameter(

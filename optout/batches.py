@@ -159,7 +159,7 @@ def manifest_format_resolve(name: str, manifest: IO[bytes], requested: str = "")
 def _request_digest(*, use: str, thresholds: Thresholds, manifest_format: str, sha256: str) -> str:
     body = {
         "use": use,
-        "thresholds": {"pdq": thresholds.pdq, "phash": thresholds.phash},
+        "thresholds": thresholds.as_dict(),
         "format": manifest_format,
         "manifest_sha256": sha256,
     }
@@ -403,7 +403,7 @@ def batch_submit(
                 manifest_bytes=size,
                 idempotency_key=idempotency_key,
                 request_digest=digest,
-                thresholds={"pdq": thresholds.pdq, "phash": thresholds.phash},
+                thresholds=thresholds.as_dict(),
                 spool_path=str(spool or ""),
             )
             if spool is not None:
@@ -593,7 +593,7 @@ def _chunk_decisions(
             registry,
             use=batch.use,
             organization=batch.organization_id,
-            thresholds=Thresholds(**batch.thresholds),
+            thresholds=Thresholds.from_dict(batch.thresholds),
         )
 
 
@@ -716,7 +716,7 @@ def batch_receipt_statement(batch: Batch) -> dict[str, Any]:
         "invalid_count": batch.invalid_count,
         "excluded_ids_sha256": excluded_ids_digest(excluded_ids(batch)),
         "registry_version": batch.registry_version,
-        "thresholds": {"pdq": batch.thresholds["pdq"], "phash": batch.thresholds["phash"]},
+        "thresholds": Thresholds.from_dict(batch.thresholds).as_dict(),
         "algorithms": receipt_algorithms(),
         "started_at": batch.started_at.isoformat(),
         "finished_at": batch.finished_at.isoformat(),

@@ -61,6 +61,7 @@ class CheckOptions:
     idempotency_key: str | None
     poll_interval: float
     progress: bool
+    strictness: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ def run(options: CheckOptions) -> int:
 def _run(options: CheckOptions) -> int:
     trusted_key = _trusted_key_from_file(options.public_key)
     _check_paths(options)
-    manifest_sha256, default_key = manifest_digests(options.manifest, options.use)
+    manifest_sha256, default_key = manifest_digests(
+        options.manifest, options.use, options.strictness
+    )
     registry = client.Registry(options.url, options.api_key)
     try:
         batch = _submit(registry, options, options.idempotency_key or default_key)
@@ -136,12 +139,15 @@ def _run(options: CheckOptions) -> int:
 # --- before anything is sent -------------------------------------------------------
 
 
-def manifest_digests(manifest: Path, use: str) -> tuple[str, str]:
+def manifest_digests(manifest: Path, use: str, strictness: int = 0) -> tuple[str, str]:
     """(sha256 of the manifest, the default Idempotency-Key: sha256 of the use
-    followed by the manifest bytes). The same manifest checked for the same use
-    again gets the same key, so a rerun resumes the batch instead of starting one."""
+    (and the strictness, when some was asked for) followed by the manifest
+    bytes). The same manifest checked for the same use again gets the same key,
+    so a rerun resumes the batch instead of starting one."""
     plain = hashlib.sha256()
     keyed = hashlib.sha256(use.encode("utf-8"))
+    if strictness:
+        keyed.update(f"\0strictness={strictness}\0".encode())
     try:
         with manifest.open("rb") as handle:
             while block := handle.read(1024 * 1024):
@@ -203,12 +209,17 @@ def _submit(registry: client.Registry, options: CheckOptions, key: str) -> dict[
         leave=False,
     ) as bar:
         status, batch = registry.batch_submit(
-            options.manifest, use=options.use, idempotency_key=key, on_read=bar.update
+            options.manifest,
+            use=options.use,
+            strictness=options.strictness,
+            idempotency_key=key,
+            on_read=bar.update,
         )
     if "id" not in batch:
         raise CheckFailed(f"the registry accepted the manifest but named no batch id: {batch}")
     if status == 202:
-        say(f"submitted {options.manifest.name} for {options.use}: batch {batch['id']}")
+        stricter = f", {options.strictness} steps stricter" if options.strictness else ""
+        say(f"submitted {options.manifest.name} for {options.use}{stricter}: batch {batch['id']}")
     else:
         say(
             f"batch {batch['id']} was already submitted with this Idempotency-Key "

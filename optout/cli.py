@@ -319,6 +319,7 @@ def command_check(args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         poll_interval=args.poll_interval,
         progress=not args.quiet,
+        strictness=args.strictness,
     )
     return check.run(options)
 
@@ -470,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_check_parser(commands: Any) -> None:
+    from optout.matching.rule import MAX_STRICTNESS
     from optout.uses import USES
 
     check_parser = commands.add_parser(
@@ -529,6 +531,15 @@ def _add_check_parser(commands: Any) -> None:
         default=2.0,
         metavar="S",
         help="seconds between status requests (default: %(default)s)",
+    )
+    check_parser.add_argument(
+        "--strictness",
+        type=int,
+        choices=range(MAX_STRICTNESS + 1),
+        default=0,
+        metavar="K",
+        help=f"decide with the registry's rule K steps stricter, 0 to {MAX_STRICTNESS}: fewer "
+        "false exclusions, fewer edited copies caught (default: %(default)s, the registry's own)",
     )
     check_parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     check_parser.set_defaults(handler=command_check)

@@ -162,11 +162,20 @@ class Registry:
                 ) from None
 
     def batch_submit(
-        self, manifest: Path, *, use: str, idempotency_key: str, on_read: Callable[[int], None]
+        self,
+        manifest: Path,
+        *,
+        use: str,
+        idempotency_key: str,
+        on_read: Callable[[int], None],
+        strictness: int = 0,
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, the batch): 202 for a new batch, 200 for one this
         Idempotency-Key already submitted."""
-        body = MultipartBody({"use": use}, "manifest", manifest)
+        fields = {"use": use}
+        if strictness:
+            fields["strictness"] = str(strictness)
+        body = MultipartBody(fields, "manifest", manifest)
         body.on_read = on_read
         status, answer = self.json_with_status(
             "POST", "/api/v1/batches", body=body, headers={"Idempotency-Key": idempotency_key}

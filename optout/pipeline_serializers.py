@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from config.api import ItemsCheckedOneByOne, PayloadTooLarge
 from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
+from optout.matching.rule import MAX_STRICTNESS, PDQ_STEP, PHASH_STEP
 from optout.models import OptOut
 from optout.uses import USES
 from registry.colour import COLOUR_HEX_LENGTH
@@ -119,6 +120,23 @@ def threshold_field(kind: str, maximum: int, **kwargs: Any) -> serializers.Integ
     )
 
 
+def strictness_field(**kwargs: Any) -> serializers.IntegerField:
+    """How many steps stricter than its own the registry's rule decides."""
+    message = f"strictness must be between 0 and {MAX_STRICTNESS}"
+    return serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_STRICTNESS,
+        error_messages={"min_value": message, "max_value": message},
+        help_text=(
+            f"0 (the default) to {MAX_STRICTNESS}: decide with the registry's rule that many "
+            f"steps stricter (every box {PDQ_STEP} PDQ and {PHASH_STEP} pHash bits narrower per "
+            "step): fewer false "
+            'exclusions, less recall on edited copies (docs/matching.md, "Trade-off").'
+        ),
+        **kwargs,
+    )
+
+
 class LookupThresholdsSerializer(serializers.Serializer):
     pdq = threshold_field(
         "pdq",
@@ -132,6 +150,7 @@ class LookupThresholdsSerializer(serializers.Serializer):
         required=False,
         help_text=f"pHash Hamming distance, 0 to {DEFAULT_THRESHOLDS.phash} (the default).",
     )
+    strictness = strictness_field(required=False)
 
     def validate(self, attrs: dict[str, int]) -> Thresholds:  # type: ignore[override]
         try:
@@ -158,7 +177,7 @@ class LookupRequestSerializer(serializers.Serializer):
         required=False,
         help_text=(
             "Caps on the Hamming distances of a photo match, stricter than the registry's "
-            "widest; a looser one is a 400."
+            "widest, and a stricter rule (`strictness`); a looser one is a 400."
         ),
     )
 
@@ -393,7 +412,11 @@ class UrlQueryResponseSerializer(serializers.Serializer):
 
 
 class ThresholdsSerializer(serializers.Serializer):
-    """The PDQ and pHash thresholds a batch was decided with (its own, or the registry's)."""
+    """The PDQ and pHash thresholds a batch was decided with (its own, or the
+    registry's), and the strictness it asked for."""
 
     pdq = serializers.IntegerField()
     phash = serializers.IntegerField()
+    strictness = serializers.IntegerField(
+        default=0, help_text="Steps stricter than the registry's rule (0: its own)."
+    )

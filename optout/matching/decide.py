@@ -212,7 +212,7 @@ def _photo_hits(
         ]
         candidates = registry.variant_candidates(queries, SEARCH_PLAN)
         for i, query, pairs in zip(positions, queries, candidates, strict=True):
-            rule = rule_for(query)
+            rule = rule_for(query, thresholds.strictness)
             for photo, variant in pairs:
                 evidence = rule.evaluate(query, variant)
                 capped = _capped(evidence, thresholds) if evidence.matched else None

@@ -626,7 +626,19 @@ DEFAULT_RULE = MatchRule(
 UNKNOWN_QUALITY_RULE = DEFAULT_RULE.shifted(-2)
 
 
-def rule_for(query: QueryHashes) -> MatchRule:
+# A pipeline may ask for the rule up to this many steps stricter
+# (``Thresholds.strictness``): a point further down the trade-off curve between
+# recall per edit and false exclusions per record (docs/matching.md, "Trade-off").
+MAX_STRICTNESS = 4
+_STRICTER = {0: (DEFAULT_RULE, UNKNOWN_QUALITY_RULE)} | {
+    steps: (DEFAULT_RULE.shifted(-steps), UNKNOWN_QUALITY_RULE.shifted(-steps))
+    for steps in range(1, MAX_STRICTNESS + 1)
+}
+
+
+def rule_for(query: QueryHashes, strictness: int = 0) -> MatchRule:
     """The registry's rule for a record: DEFAULT_RULE when the record carries
-    its PDQ quality, UNKNOWN_QUALITY_RULE otherwise."""
-    return DEFAULT_RULE if query.pdq_quality is not None else UNKNOWN_QUALITY_RULE
+    its PDQ quality, UNKNOWN_QUALITY_RULE otherwise; ``strictness`` steps
+    stricter (0 to MAX_STRICTNESS) when a pipeline asked for it."""
+    known, unknown = _STRICTER[strictness]
+    return known if query.pdq_quality is not None else unknown

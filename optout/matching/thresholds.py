@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from optout.matching.rule import DEFAULT_RULE
+from optout.matching.rule import DEFAULT_RULE, MAX_STRICTNESS
 
 
 class ThresholdTooLoose(ValueError):
@@ -19,24 +20,47 @@ def _widest(kind: str) -> int:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Caps on the Hamming distances of a perceptual match. The registry's own
-    rule (rule.py) decides within them; the defaults are the widest distances
-    that rule accepts, and a pipeline's stricter caps exclude every match
-    beyond them on either hash."""
+    """Caps on the Hamming distances of a perceptual match, and how many steps
+    stricter than its own the registry's rule (rule.py) decides. The defaults
+    are the widest distances that rule accepts and no extra strictness; a
+    pipeline's stricter caps exclude every match beyond them on either hash,
+    and ``strictness`` k decides with the rule shifted by -k (every box k
+    steps narrower: fewer false exclusions, less recall; docs/matching.md,
+    "Trade-off")."""
 
     pdq: int = field(default_factory=lambda: _widest("pdq"))
     phash: int = field(default_factory=lambda: _widest("phash"))
+    strictness: int = 0
 
-    def stricter(self, *, pdq: int | None = None, phash: int | None = None) -> Thresholds:
+    def stricter(
+        self, *, pdq: int | None = None, phash: int | None = None, strictness: int | None = None
+    ) -> Thresholds:
         """Thresholds a caller asked for; raises ThresholdTooLoose above the registry's."""
         for name, requested, allowed in (("pdq", pdq, self.pdq), ("phash", phash, self.phash)):
             if requested is not None and not 0 <= requested <= allowed:
                 raise ThresholdTooLoose(
                     f"{name} threshold must be between 0 and {allowed} (the registry's maximum)"
                 )
+        if strictness is not None and not 0 <= strictness <= MAX_STRICTNESS:
+            raise ThresholdTooLoose(f"strictness must be between 0 and {MAX_STRICTNESS}")
         return Thresholds(
-            pdq=self.pdq if pdq is None else pdq, phash=self.phash if phash is None else phash
+            pdq=self.pdq if pdq is None else pdq,
+            phash=self.phash if phash is None else phash,
+            strictness=self.strictness if strictness is None else strictness,
         )
+
+    def as_dict(self) -> dict[str, int]:
+        """As batches store, digest and sign them: ``strictness`` only when a
+        pipeline asked for some (so what the registry's defaults stated before
+        it existed reads the same)."""
+        stored = {"pdq": self.pdq, "phash": self.phash}
+        if self.strictness:
+            stored["strictness"] = self.strictness
+        return stored
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Thresholds:
+        return cls(pdq=stored["pdq"], phash=stored["phash"], strictness=stored.get("strictness", 0))
 
 
 DEFAULT_THRESHOLDS = Thresholds()

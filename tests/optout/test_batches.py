@@ -33,7 +33,7 @@ from rest_framework.test import APIClient
 from optout import batches, receipts
 from optout.engine import engines
 from optout.matching import DEFAULT_THRESHOLDS, rule_fingerprint
-from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box
+from optout.matching.rule import DEFAULT_RULE, MAX_STRICTNESS, PDQ_STEP, UNKNOWN_QUALITY_RULE, Box
 from optout.models import Batch, BatchResult, Chunk, OptOut, Organization, PipelineRequest
 from optout.services import opt_out_file
 from optout.tasks import batch_chunk_decide_task, batch_chunks_sweep_task, batch_shard_hash_task
@@ -679,6 +679,56 @@ def test_a_stricter_threshold_excludes_fewer(client: APIClient) -> None:
     capped.refresh_from_db()
     assert capped.thresholds == {"pdq": 5, "phash": 2}
     assert capped.receipt["statement"]["thresholds"] == {"pdq": 5, "phash": 2}  # type: ignore[index]
+
+
+def test_a_stricter_rule_is_asked_for_applied_stored_and_signed(client: APIClient) -> None:
+    registry = registry_with_opt_outs()
+    rng = random.Random(5)
+    # "edited" sits inside the photo's middle box by half a step: the rule one
+    # step stricter leaves it out; "close" stays inside every stricter rule.
+    box = ORIGINAL.both[1]
+    records = [
+        {
+            "id": name,
+            "pdq": flip_bits(registry.photo.pdq, pdq, rng),
+            "phash": flip_bits(registry.photo.phash, phash, rng),
+            "pdq_quality": 100,
+        }
+        for name, pdq, phash in (("edited", box.pdq - PDQ_STEP // 2, box.phash), ("close", 2, 0))
+    ]
+    manifest = jsonl(records)
+
+    default = batch_of(submit(client, manifest, key="default"))
+    stricter = batch_of(submit(client, manifest, key="stricter", strictness=1))
+    # The same key with another strictness is another request.
+    conflict = submit(client, manifest, key="default", strictness=1)
+    too_strict = submit(client, manifest, key="too-strict", strictness=MAX_STRICTNESS + 1)
+    run_chunks(default)
+    run_chunks(stricter)
+
+    _status, body = download(client, f"/api/v1/batches/{default.public_id}/exclusions")
+    assert [row["id"] for row in jsonl_rows(body)] == ["edited", "close"]
+    _status, body = download(client, f"/api/v1/batches/{stricter.public_id}/exclusions")
+    assert [row["id"] for row in jsonl_rows(body)] == ["close"]
+    assert conflict.status_code == 422
+    assert too_strict.status_code == 400
+    assert too_strict.json()["fields"] == {
+        "strictness": [f"strictness must be between 0 and {MAX_STRICTNESS}"]
+    }
+    stricter.refresh_from_db()
+    default.refresh_from_db()
+    limits = {"pdq": DEFAULT_THRESHOLDS.pdq, "phash": DEFAULT_THRESHOLDS.phash}
+    # The registry's own rule is stored and signed as before strictness existed.
+    assert default.thresholds == limits
+    assert default.receipt["statement"]["thresholds"] == limits  # type: ignore[index]
+    assert stricter.thresholds == {**limits, "strictness": 1}
+    assert stricter.receipt["statement"]["thresholds"] == {**limits, "strictness": 1}  # type: ignore[index]
+    shown = client.get(f"/api/v1/batches/{stricter.public_id}").json()["thresholds"]
+    assert shown == {**limits, "strictness": 1}
+    assert client.get(f"/api/v1/batches/{default.public_id}").json()["thresholds"] == {
+        **limits,
+        "strictness": 0,
+    }
 
 
 def test_an_exception_granted_to_the_organization_is_honoured(

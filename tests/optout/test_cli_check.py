@@ -505,6 +505,8 @@ def test_check_of_an_img2dataset_parquet_with_a_pinned_key_and_default_paths(
         str(tmp_path / "filtered.parquet"),
         "--poll-interval",
         "0.2",
+        "--strictness",
+        "1",
         "--quiet",
         cwd=work,
         api_key=api_key,
@@ -512,6 +514,8 @@ def test_check_of_an_img2dataset_parquet_with_a_pinned_key_and_default_paths(
 
     assert result.returncode == 0, result.stderr + worker.read_text(errors="replace")
     batch = Batch.objects.get()
+    # The stricter rule asked for (exact copies match under any) is the batch's.
+    assert batch.thresholds["strictness"] == 1
     key_id = receipts.key_id(signing_key.public_key())
     assert stderr_lines(result)[0] == f"trusting the public key in {key_file} (key id {key_id})"
     assert "fetched" not in result.stderr
@@ -529,6 +533,7 @@ def test_check_of_an_img2dataset_parquet_with_a_pinned_key_and_default_paths(
     receipt_path = work / f"{batch.public_id}.receipt.json"
     verified = optout("verify", str(receipt_path), "--public-key", str(key_file), cwd=work)
     receipt = json.loads(receipt_path.read_text())
+    assert receipt["statement"]["thresholds"]["strictness"] == 1
     receipt["statement"]["excluded_count"] = 1
     tampered = work / "tampered.json"
     tampered.write_text(json.dumps(receipt))
@@ -715,6 +720,9 @@ def test_the_default_idempotency_key_is_the_sha256_of_use_and_manifest(tmp_path:
     assert digest == hashlib.sha256(b'{"id": "a"}\n').hexdigest()
     assert key == hashlib.sha256(b'ai_training{"id": "a"}\n').hexdigest()
     assert check.manifest_digests(manifest, "data_mining")[1] != key
+    # A stricter rule is another request: another default key (none asked: the same).
+    assert check.manifest_digests(manifest, "ai_training", 0)[1] == key
+    assert check.manifest_digests(manifest, "ai_training", 1)[1] != key
 
 
 @pytest.mark.worker

@@ -23,7 +23,14 @@ from rest_framework.test import APIClient
 
 from optout import changes, services
 from optout.matching import DEFAULT_THRESHOLDS
-from optout.matching.rule import DEFAULT_RULE, UNKNOWN_QUALITY_RULE, Box, KindRule
+from optout.matching.rule import (
+    DEFAULT_RULE,
+    MAX_STRICTNESS,
+    PDQ_STEP,
+    UNKNOWN_QUALITY_RULE,
+    Box,
+    KindRule,
+)
 from optout.models import OptOut, Organization, PipelineRequest
 from registry import services as registry_services
 from registry.colour import COLOUR_HEX_LENGTH, COLOUR_THRESHOLD, colour_signature
@@ -732,6 +739,38 @@ def test_stricter_thresholds_cap_the_distances_of_every_match(world: World) -> N
     ]
 
 
+def test_strictness_decides_with_the_rule_that_many_steps_stricter(world: World) -> None:
+    # A copy inside the photo's middle box by 4 PDQ bits: one step (8 bits)
+    # stricter, no box holds it; an exact copy stays matched at every step.
+    box = ORIGINAL.both[1]
+    pdq, phash = box.pdq - PDQ_STEP // 2, box.phash
+    assert not any(b.contains(pdq, phash) for b in DEFAULT_RULE.shifted(-1).kinds["original"].both)
+    edited = {
+        "id": "edited",
+        "pdq": flip(PDQ_A, pdq),
+        "phash": flip(PHASH_A, phash),
+        "pdq_quality": GOOD_QUALITY,
+    }
+    exact = {"id": "exact", "pdq": PDQ_A, "phash": PHASH_A, "pdq_quality": GOOD_QUALITY}
+
+    default = lookup(world.api, [edited, exact])
+    stricter = lookup(world.api, [edited, exact], thresholds={"strictness": 1})
+    strictest = lookup(world.api, [edited, exact], thresholds={"strictness": MAX_STRICTNESS})
+
+    assert [r["decision"] for r in default.json()["results"]] == ["exclude", "exclude"]
+    assert [r["decision"] for r in stricter.json()["results"]] == ["allow", "exclude"]
+    assert [r["decision"] for r in strictest.json()["results"]] == ["allow", "exclude"]
+    # The evidence reports the thresholds of the rule it was decided with.
+    widest = max(b.pdq for b in ORIGINAL.both)
+    found = strictest.json()["results"][1]["matches"][0]["evidence"]
+    assert found["pdq_distance"] == 0
+    assert found["pdq_threshold"] <= widest - MAX_STRICTNESS * PDQ_STEP
+
+
+def strictness_message() -> str:
+    return f"strictness must be between 0 and {MAX_STRICTNESS}"
+
+
 def loose_message(kind: str) -> str:
     maximum = getattr(DEFAULT_THRESHOLDS, kind)
     return f"{kind} threshold must be between 0 and {maximum} (the registry's maximum)"
@@ -758,6 +797,8 @@ def test_the_default_thresholds_are_the_widest_distances_the_rule_accepts() -> N
         ({"phash": DEFAULT_THRESHOLDS.phash + 1}, "phash", loose_message("phash")),
         ({"pdq": -1}, "pdq", loose_message("pdq")),
         ({"pdq": 2094623224568405248}, "pdq", loose_message("pdq")),
+        ({"strictness": MAX_STRICTNESS + 1}, "strictness", strictness_message()),
+        ({"strictness": -1}, "strictness", strictness_message()),
     ],
 )
 def test_a_looser_threshold_is_a_400_naming_the_threshold_and_the_maximum(
@@ -790,6 +831,10 @@ def test_the_lookup_schema_documents_what_the_view_accepts(world: World) -> None
     assert (thresholds["phash"]["minimum"], thresholds["phash"]["maximum"]) == (
         0,
         DEFAULT_THRESHOLDS.phash,
+    )
+    assert (thresholds["strictness"]["minimum"], thresholds["strictness"]["maximum"]) == (
+        0,
+        MAX_STRICTNESS,
     )
     quality = schemas["LookupRecordRequest"]["properties"]["pdq_quality"]
     assert (quality["type"], quality["minimum"], quality["maximum"]) == ("integer", 0, 100)

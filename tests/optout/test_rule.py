@@ -22,6 +22,7 @@ from optout.matching import rule_fingerprint
 from optout.matching.rule import (
     DEFAULT_RULE,
     KINDS,
+    MAX_STRICTNESS,
     PDQ_INDEXED_KINDS,
     PDQ_STEP,
     PHASH_STEP,
@@ -459,6 +460,18 @@ def test_bare_hashes_without_quality_get_the_stricter_rule() -> None:
     assert not UNKNOWN_QUALITY_RULE.evaluate(query(45, 0), variant("original")).matched
     assert UNKNOWN_QUALITY_RULE.evaluate(query(15, None), variant("original")).matched
     assert not UNKNOWN_QUALITY_RULE.evaluate(query(16, None), variant("original")).matched
+
+
+@pytest.mark.parametrize("steps", range(MAX_STRICTNESS + 1))
+def test_a_pipelines_strictness_shifts_the_rule_for_every_record(steps: int) -> None:
+    known = QueryHashes(pdq=PDQ, phash=PHASH, pdq_quality=90)
+    bare = QueryHashes(pdq=PDQ, phash=PHASH)
+
+    assert rule_for(known, steps) == DEFAULT_RULE.shifted(-steps)
+    assert rule_for(bare, steps) == DEFAULT_RULE.shifted(-2 - steps)
+    # Each step narrows the photo's widest box by one step.
+    widest = max(box.pdq for box in rule_for(known, steps).kinds["original"].both)
+    assert widest == max(box.pdq for box in DEFAULT_RULE.kinds["original"].both) - steps * PDQ_STEP
 
 
 def test_colours_that_agree_confirm_a_match_and_say_so() -> None:
