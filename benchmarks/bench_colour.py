@@ -61,6 +61,7 @@ from PIL import Image
 
 from optout.matching.rule import (
     DEFAULT_RULE,
+    MAX_STRICTNESS,
     PDQ_STEP,
     PHASH_STEP,
     QueryHashes,
@@ -449,17 +450,18 @@ def threshold(true_d, true_skip, fraction):  # type: ignore[no-untyped-def]
     return t, binding
 
 
-def fit_at_zero(counts: dict[int, int], ks, minimum: int = 5) -> float:
+def fit_at_zero(counts: dict[int, int], ks, minimum: int = 5, at: int = 0) -> float:
     """bench_precision/matchbench.extrapolate on levels ``ks``: the observed
     count at 0 when >= minimum, else a log-linear fit of the cumulative counts
-    at the first three levels of ``ks`` with >= minimum pairs, evaluated at 0."""
-    if counts.get(0, 0) >= minimum:
-        return float(counts[0])
+    at the first three levels of ``ks`` with >= minimum pairs, evaluated at 0
+    (``at``: at that level instead, for the rule ``shifted(at)``)."""
+    if counts.get(at, 0) >= minimum:
+        return float(counts[at])
     levels = [k for k in ks if counts[k] >= minimum][:3]
     if len(levels) < 2:
         return float("nan")
-    _slope, intercept = np.polyfit(levels, np.log([counts[k] for k in levels]), 1)
-    return float(np.exp(intercept))
+    slope, intercept = np.polyfit(levels, np.log([counts[k] for k in levels]), 1)
+    return float(np.exp(intercept + slope * at))
 
 
 def q(x: np.ndarray, p: float) -> str:
@@ -545,12 +547,13 @@ def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
     return inner.pdq <= outer.pdq and inner.phash <= outer.phash
 
 
-def _per_record(counts: dict[int, int], kmax: int, pairs: int) -> str:
+def _per_record(counts: dict[int, int], kmax: int, pairs: int, at: int = 0) -> str:
     """False exclusions per record at 10^6 photos from the tail ``counts``
-    over ``pairs`` cross pairs (``fit_at_zero``; rough through 1-4 pairs)."""
-    e, how = fit_at_zero(counts, range(1, kmax + 1)), ""
+    over ``pairs`` cross pairs (``fit_at_zero``; rough through 1-4 pairs), for
+    the rule shifted by ``at``."""
+    e, how = fit_at_zero(counts, range(1, kmax + 1), at=at), ""
     if np.isnan(e):  # fewer than two levels with 5 pairs: any two with one
-        e = fit_at_zero(counts, range(1, kmax + 1), minimum=1)
+        e = fit_at_zero(counts, range(1, kmax + 1), minimum=1, at=at)
         how = " (rough: fit through 1-4 pairs)"
     if np.isnan(e):  # pairs at one level only
         return "- (too few pairs to fit)"
@@ -725,9 +728,10 @@ def confirmed_section(  # type: ignore[no-untyped-def]
             reg, bi, qs, bj, blevel - k, band_rule.shifted(k), "both", True, band=True
         )
     band_records = {"all": np.ones(len(bj), dtype=bool), "colour": ~q_grey[bj], "grey": q_grey[bj]}
+    band_counts: dict[str, dict[int, int]] = {}
     for which in ("all", "colour", "grey"):
         subset, pairs, _ = records[which]
-        c = {}
+        c = band_counts[which] = {}
         for k in range(kmax + 1):
             own = alive(k) & subset
             keys = set(zip(pi[own].tolist(), pj[own].tolist(), strict=True))
@@ -755,13 +759,13 @@ def confirmed_section(  # type: ignore[no-untyped-def]
     band_levels = mb.recall_levels(rs, band_rule, query_quality=True, band=True)
 
     def true_accept(
-        name: str, tc: float, g: int = g, band: bool = False
+        name: str, tc: float, g: int = g, band: bool = False, level: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The (photo, variant) pairs of edit ``name`` the product rule accepts
-        with the confirmed boxes' threshold ``tc`` (a grey record against a
-        colourful variant ``g`` levels further; ``band``: records with their
-        band hashes), and the photos the boxes with the colour check alone
-        match."""
+        """The (photo, variant) pairs of edit ``name`` the product rule
+        (shifted by ``level``) accepts with the confirmed boxes' threshold
+        ``tc`` (a grey record against a colourful variant ``g`` levels further;
+        ``band``: records with their band hashes), and the photos the boxes
+        with the colour check alone match."""
         lv = true_levels[name]
         lvc = variant_levels(rs.photos, rs.edits[name], photo, photo, rule=confirmed)
         qsig = true_qsig[name]
@@ -776,10 +780,10 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         okt &= layout_pass(qsig, reg_sig_recall)
         okc &= (q_col >= grey)[:, None]
         gv = (q_col < grey)[:, None] & (r_col >= 2 * grey)
-        accept = ((np.where(gv, lv + g, lv) <= 0) & okt) | ((lvc <= 0) & okc)
+        accept = ((np.where(gv, lv + g, lv) <= level) & okt) | ((lvc <= level) & okc)
         if band:
-            accept[:, band_column] = band_levels[name] <= 0
-        return accept, np.any((lv <= 0) & okt, axis=1)
+            accept[:, band_column] = band_levels[name] <= level
+        return accept, np.any((lv <= level) & okt, axis=1)
 
     true_checked = 0
     for name in rs.edits:
@@ -815,6 +819,43 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         f"triples and band pairs and {true_checked} true (pair, variant) pairs, records "
         "with their band hashes: identical)"
     )
+
+    # ---- a pipeline's strictness: the product rule shifted by -s
+    out("\n### Strictness: the product rule asked for k steps stricter\n")
+    out(
+        "Records with their colour and band hashes; false exclusions per record at 10^6 "
+        "by the tail fit evaluated at -k (the further below 0, the rougher); recall over "
+        "all photos, the target edits' lowest and those below 0.95. Every (photo, "
+        "variant) pair of every target edit replayed through `rule.shifted(-k).evaluate`.\n"
+    )
+    out(
+        "| strictness | colour records | grey records | lowest target edit "
+        "| target edits below 0.95 |"
+    )
+    out("|---|---|---|---|---|")
+    strict_checked = 0
+    for strictness in range(MAX_STRICTNESS + 1):
+        shifted_rule = rule.shifted(-strictness)
+        recalls: dict[str, float] = {}
+        for name in TARGETS:
+            accept, _ = true_accept(name, COLOUR_CONFIRM_THRESHOLD, band=True, level=-strictness)
+            recalls[name] = float(np.any(accept, axis=1).mean())
+            qsig, qs_e = true_qsig[name], rs.edits[name]
+            for n in range(len(photo)):
+                query = query_at(qs_e, n, _product_hex(qsig[n]), band=True)
+                for v, vname in enumerate(rs.photos.names):
+                    variant = variant_at(rs.photos, n, v, _product_hex(reg_sig_recall[n, v]))
+                    if shifted_rule.evaluate(query, variant).matched != bool(accept[n, v]):
+                        raise AssertionError(f"strictness {strictness}: {name} {n} {vname}")
+                    strict_checked += 1
+        lowest = min(recalls, key=lambda n: recalls[n])
+        below = ", ".join(f"{n} {r:.2f}" for n, r in recalls.items() if r < 0.95) or "none"
+        colour_e, grey_e = (
+            _per_record(band_counts[which], kmax, records[which][1], at=-strictness)
+            for which in ("colour", "grey")
+        )
+        out(f"| {strictness} | {colour_e} | {grey_e} | {lowest} {recalls[lowest]:.2f} | {below} |")
+    out(f"\n({strict_checked} true (pair, variant) pairs replayed: identical)")
 
     # ---- how much stricter for a grey record against a colourful variant
     out("\n### A grey record against a colourful variant: how many levels stricter\n")
