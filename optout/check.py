@@ -123,6 +123,7 @@ def _run(options: CheckOptions) -> int:
         use=options.use,
         manifest_sha256=manifest_sha256,
         exclusions=exclusions,
+        strictness=options.strictness,
     )
     if problems:
         raise CheckFailed(
@@ -375,6 +376,7 @@ def receipt_problems(
     use: str,
     manifest_sha256: str,
     exclusions: Exclusions,
+    strictness: int = 0,
 ) -> list[str]:
     """Everything wrong with ``receipt`` for this run; empty when it holds up."""
     try:
@@ -390,11 +392,20 @@ def receipt_problems(
         ("excluded_count", len(exclusions.rows), "the number of exclusions downloaded"),
         ("excluded_ids_sha256", exclusions.ids_sha256, "the sha256 of the downloaded ids"),
     ]
-    return [
+    problems = [
         f"{field} is {statement.get(field)!r}, expected {value!r} ({meaning})"
         for field, value, meaning in expected
         if statement.get(field) != value
     ]
+    # The registry's own rule states no strictness.
+    thresholds = statement.get("thresholds") or {}
+    stated = thresholds.get("strictness", 0) if isinstance(thresholds, dict) else thresholds
+    if stated != strictness:
+        problems.append(
+            f"thresholds.strictness is {stated!r}, expected {strictness!r} "
+            "(the strictness asked for)"
+        )
+    return problems
 
 
 def _filter(manifest: Path, target: Path, exclusions: Exclusions) -> None:

@@ -264,7 +264,7 @@ record, then:
     FILE if given, else against the key fetched from
     URL/api/v1/receipts/public-key (stderr says which was trusted); and the
     statement against this run: batch id, use, the manifest's sha256, the
-    number of exclusions and the sha256 of their ids;
+    number of exclusions and the sha256 of their ids, the --strictness;
   - with --filtered, writes the manifest minus the excluded records, in the
     manifest's own format. Rows are matched by number as the registry numbers
     them (JSONL and CSV: line number, the CSV header being line 1; Parquet:

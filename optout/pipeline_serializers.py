@@ -130,8 +130,8 @@ def strictness_field(**kwargs: Any) -> serializers.IntegerField:
         help_text=(
             f"0 (the default) to {MAX_STRICTNESS}: decide with the registry's rule that many "
             f"steps stricter (every box {PDQ_STEP} PDQ and {PHASH_STEP} pHash bits narrower per "
-            "step): fewer false "
-            'exclusions, less recall on edited copies (docs/matching.md, "Trade-off").'
+            "step): fewer false exclusions, less recall on edited copies (docs/matching.md, "
+            '"Trade-off").'
         ),
         **kwargs,
     )

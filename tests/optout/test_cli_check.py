@@ -699,15 +699,27 @@ def test_receipt_problems_name_every_statement_field_that_does_not_match_the_run
         use="ai_training",
         manifest_sha256=sha(2),
         exclusions=one_missing,
+        strictness=2,
+    )
+    stricter = receipts.receipt_sign({**statement, "thresholds": {"strictness": 1}}, key)
+    stated = check.receipt_problems(
+        stricter,
+        key.public_key(),
+        batch_id="b-1",
+        use="ai_training",
+        manifest_sha256=sha(1),
+        exclusions=downloaded,
+        strictness=1,
     )
 
-    assert matching == []
+    assert matching == [] and stated == []
     assert mismatching == [
         "batch is 'b-1', expected 'b-2' (the batch checked)",
         f"manifest_sha256 is '{sha(1)}', expected '{sha(2)}' (the sha256 of the local manifest)",
         "excluded_count is 2, expected 1 (the number of exclusions downloaded)",
         f"excluded_ids_sha256 is '{statement['excluded_ids_sha256']}', expected "
         f"'{one_missing.ids_sha256}' (the sha256 of the downloaded ids)",
+        "thresholds.strictness is 0, expected 2 (the strictness asked for)",
     ]
 
 
