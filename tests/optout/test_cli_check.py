@@ -684,33 +684,21 @@ def test_receipt_problems_name_every_statement_field_that_does_not_match_the_run
     )
     one_missing = check.Exclusions(rows={1: "r1"}, ids_sha256=receipts.excluded_ids_digest(["r1"]))
 
-    matching = check.receipt_problems(
-        receipt,
-        key.public_key(),
-        batch_id="b-1",
-        use="ai_training",
-        manifest_sha256=sha(1),
-        exclusions=downloaded,
-    )
-    mismatching = check.receipt_problems(
-        receipt,
-        key.public_key(),
-        batch_id="b-2",
-        use="ai_training",
-        manifest_sha256=sha(2),
-        exclusions=one_missing,
-        strictness=2,
+    def problems(signed: dict[str, Any], **run: Any) -> list[str]:
+        this_run = {
+            "batch_id": "b-1",
+            "use": "ai_training",
+            "manifest_sha256": sha(1),
+            "exclusions": downloaded,
+        }
+        return check.receipt_problems(signed, key.public_key(), **{**this_run, **run})
+
+    matching = problems(receipt)
+    mismatching = problems(
+        receipt, batch_id="b-2", manifest_sha256=sha(2), exclusions=one_missing, strictness=2
     )
     stricter = receipts.receipt_sign({**statement, "thresholds": {"strictness": 1}}, key)
-    stated = check.receipt_problems(
-        stricter,
-        key.public_key(),
-        batch_id="b-1",
-        use="ai_training",
-        manifest_sha256=sha(1),
-        exclusions=downloaded,
-        strictness=1,
-    )
+    stated = problems(stricter, strictness=1)
 
     assert matching == [] and stated == []
     assert mismatching == [
