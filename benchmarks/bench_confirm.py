@@ -152,36 +152,7 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(classes))
     for s, signal in enumerate(SIGNALS):
         for label in ("pdq", "phash", "both"):
-            # The smallest (PDQ, pHash) a true pair needs from its accepted variants.
-            def need(p, h, c):  # type: ignore[no-untyped-def]
-                return np.where(c, p, 0), np.where(c, h, 0)
-
-            if label == "both":
-                tp = max(int(need(*d)[0][:, s].min()) for d, _, _ in true)
-                worst_p = max(true, key=lambda t: need(*t[0])[0][:, s].min())
-                # With PDQ capped at tp, the pHash each true pair still needs.
-                th_list = []
-                for d, name, source in true:
-                    p, h = need(*d)
-                    ok = p[:, s] <= tp
-                    th_list.append((int(h[ok, s].min()), name, source))
-                th = max(th_list)
-                threshold = (
-                    f"PDQ {tp} ({worst_p[1]}, {worst_p[2]}), pHash {th[0]} ({th[1]}, {th[2]})"
-                )
-
-                def passes(p, h, c, tp=tp, th=th[0]):  # type: ignore[no-untyped-def]
-                    return ~c | ((p <= tp) & (h <= th))
-            else:
-                column = 0 if label == "pdq" else 1
-                worst = max(
-                    (int(need(*d)[column][:, s].min()), name, source) for d, name, source in true
-                )
-                threshold = f"{worst[0]} ({worst[1]}, {worst[2]})"
-
-                def passes(p, h, c, column=column, t=worst[0]):  # type: ignore[no-untyped-def]
-                    return ~c | ((p if column == 0 else h) <= t)
-
+            threshold, passes = view_check(true, s, label)
             ok = passes(f_pdq[..., s], f_phash[..., s], f_cmp[..., s])  # (pairs, V)
             cells = []
             for accept, subset in classes.values():
@@ -191,6 +162,32 @@ def main() -> None:
                 ]
                 cells.append(f"{'/'.join(map(str, before))} -> {'/'.join(map(str, after))}")
             print(f"| {signal} | {label} | {threshold} | {' | '.join(cells)} |", flush=True)
+
+
+def _needed(distance: tuple[np.ndarray, ...], s: int) -> tuple[np.ndarray, np.ndarray]:
+    """The PDQ and pHash distances of view ``s`` a true pair's accepted
+    variants offer (0 where the views are not compared: the check passes)."""
+    pdq, phash, compared = (x[:, s] for x in distance)
+    return np.where(compared, pdq, 0), np.where(compared, phash, 0)
+
+
+def view_check(true, s: int, label: str):  # type: ignore[no-untyped-def]
+    """(the threshold described, the check on (pdq, phash, compared) arrays)
+    for view ``s`` judged by ``label`` ("pdq", "phash" or "both"): each
+    threshold the largest that a true pair needs from its closest accepted
+    variant (for "both", the pHash a true pair needs with PDQ within its
+    threshold)."""
+    if label == "both":
+        tp, name, source = max((int(_needed(d, s)[0].min()), n, src) for d, n, src in true)
+        th = max((int(h[p <= tp].min()), n, src) for d, n, src in true for p, h in [_needed(d, s)])
+        described = f"PDQ {tp} ({name}, {source}), pHash {th[0]} ({th[1]}, {th[2]})"
+        return described, lambda p, h, c: ~c | ((p <= tp) & (h <= th[0]))
+    column = 0 if label == "pdq" else 1
+    worst = max((int(_needed(d, s)[column].min()), n, src) for d, n, src in true)
+    return (
+        f"{worst[0]} ({worst[1]}, {worst[2]})",
+        lambda p, h, c: ~c | ((p if column == 0 else h) <= worst[0]),
+    )
 
 
 if __name__ == "__main__":
