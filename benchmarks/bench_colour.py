@@ -64,6 +64,7 @@ from optout.matching.rule import (
     MAX_STRICTNESS,
     PDQ_STEP,
     PHASH_STEP,
+    MatchRule,
     QueryHashes,
     VariantHashes,
 )
@@ -450,7 +451,7 @@ def threshold(true_d, true_skip, fraction):  # type: ignore[no-untyped-def]
     return t, binding
 
 
-def fit_at_zero(counts: dict[int, int], ks, minimum: int = 5, at: int = 0) -> float:
+def fit_at_zero(counts: dict[int, float], ks, minimum: int = 5, at: int = 0) -> float:
     """bench_precision/matchbench.extrapolate on levels ``ks``: the observed
     count at 0 when >= minimum, else a log-linear fit of the cumulative counts
     at the first three levels of ``ks`` with >= minimum pairs, evaluated at 0
@@ -547,17 +548,23 @@ def _contained(inner, outer) -> bool:  # type: ignore[no-untyped-def]
     return inner.pdq <= outer.pdq and inner.phash <= outer.phash
 
 
-def _per_record(counts: dict[int, int], kmax: int, pairs: int, at: int = 0) -> str:
+def _tail_fit(counts: dict[int, float], kmax: int, at: int = 0) -> tuple[float, bool]:
+    """(pairs at level ``at`` by ``fit_at_zero`` over levels 1..kmax, whether
+    the fit is rough: fewer than two levels held 5 pairs, so levels with 1-4
+    were used; nan when even those are too few)."""
+    e = fit_at_zero(counts, range(1, kmax + 1), at=at)
+    if not np.isnan(e):
+        return e, False
+    return fit_at_zero(counts, range(1, kmax + 1), minimum=1, at=at), True
+
+
+def _per_record(counts: dict[int, float], kmax: int, pairs: int, at: int = 0) -> str:
     """False exclusions per record at 10^6 photos from the tail ``counts``
-    over ``pairs`` cross pairs (``fit_at_zero``; rough through 1-4 pairs), for
-    the rule shifted by ``at``."""
-    e, how = fit_at_zero(counts, range(1, kmax + 1), at=at), ""
-    if np.isnan(e):  # fewer than two levels with 5 pairs: any two with one
-        e = fit_at_zero(counts, range(1, kmax + 1), minimum=1, at=at)
-        how = " (rough: fit through 1-4 pairs)"
+    over ``pairs`` cross pairs, for the rule shifted by ``at``."""
+    e, rough = _tail_fit(counts, kmax, at)
     if np.isnan(e):  # pairs at one level only
         return "- (too few pairs to fit)"
-    return f"{e / pairs * 1e6:.2g}{how}"
+    return f"{e / pairs * 1e6:.2g}" + (" (rough: fit through 1-4 pairs)" if rough else "")
 
 
 class SourceBootstrap:
@@ -583,10 +590,7 @@ class SourceBootstrap:
         pairs = per_r.sum(axis=1) * per_q.sum(axis=1) - (per_r * per_q).sum(axis=1)
         estimates = []
         for b in range(len(self.weights)):
-            c = {k: float(counts[k][b]) for k in counts}
-            e = fit_at_zero(c, range(1, kmax + 1))
-            if np.isnan(e):
-                e = fit_at_zero(c, range(1, kmax + 1), minimum=1)
+            e, _rough = _tail_fit({k: float(counts[k][b]) for k in counts}, kmax)
             estimates.append(e / pairs[b] * 1e6 if pairs[b] else np.nan)
         values = np.array(estimates)
         known = values[~np.isnan(values)]
@@ -785,21 +789,25 @@ def confirmed_section(  # type: ignore[no-untyped-def]
             accept[:, band_column] = band_levels[name] <= level
         return accept, np.any((lv <= level) & okt, axis=1)
 
-    true_checked = 0
-    for name in rs.edits:
-        qsig = true_qsig[name]
-        q_col = qsig[:, COLOURFUL]
-        accept, base_hit = true_accept(name, COLOUR_CONFIRM_THRESHOLD, band=True)
-        hit_band = np.any(accept, axis=1)
-        hit = np.any(np.delete(accept, band_column, axis=1), axis=1)
-        qs_e = rs.edits[name]
+    def replay_true(name: str, accept: np.ndarray, judge: MatchRule) -> int:
+        """Every (photo, variant) pair of edit ``name`` through ``judge.evaluate``
+        (records with their colour and band hashes): it must decide ``accept``."""
+        qsig, qs_e = true_qsig[name], rs.edits[name]
         for n in range(len(photo)):
             query = query_at(qs_e, n, _product_hex(qsig[n]), band=True)
             for v, vname in enumerate(rs.photos.names):
                 variant = variant_at(rs.photos, n, v, _product_hex(reg_sig_recall[n, v]))
-                if rule.evaluate(query, variant).matched != bool(accept[n, v]):
+                if judge.evaluate(query, variant).matched != bool(accept[n, v]):
                     raise AssertionError(f"evaluate disagrees: photo {n} edit {name} v={vname}")
-                true_checked += 1
+        return accept.size
+
+    true_checked = 0
+    for name in rs.edits:
+        q_col = true_qsig[name][:, COLOURFUL]
+        accept, base_hit = true_accept(name, COLOUR_CONFIRM_THRESHOLD, band=True)
+        hit_band = np.any(accept, axis=1)
+        hit = np.any(np.delete(accept, band_column, axis=1), axis=1)
+        true_checked += replay_true(name, accept, rule)
 
         def rates(x: np.ndarray) -> str:
             return f"{x[cal].mean():.2f} / {x[~cal].mean():.2f} / {x.mean():.2f}"
@@ -840,14 +848,7 @@ def confirmed_section(  # type: ignore[no-untyped-def]
         for name in TARGETS:
             accept, _ = true_accept(name, COLOUR_CONFIRM_THRESHOLD, band=True, level=-strictness)
             recalls[name] = float(np.any(accept, axis=1).mean())
-            qsig, qs_e = true_qsig[name], rs.edits[name]
-            for n in range(len(photo)):
-                query = query_at(qs_e, n, _product_hex(qsig[n]), band=True)
-                for v, vname in enumerate(rs.photos.names):
-                    variant = variant_at(rs.photos, n, v, _product_hex(reg_sig_recall[n, v]))
-                    if shifted_rule.evaluate(query, variant).matched != bool(accept[n, v]):
-                        raise AssertionError(f"strictness {strictness}: {name} {n} {vname}")
-                    strict_checked += 1
+            strict_checked += replay_true(name, accept, shifted_rule)
         lowest = min(recalls, key=lambda n: recalls[n])
         below = ", ".join(f"{n} {r:.2f}" for n, r in recalls.items() if r < 0.95) or "none"
         colour_e, grey_e = (
