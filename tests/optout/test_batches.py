@@ -533,6 +533,10 @@ def test_the_schema_bounds_the_thresholds_as_the_view_does(client: APIClient) ->
         0,
         DEFAULT_THRESHOLDS.phash,
     )
+    assert (fields["strictness"]["minimum"], fields["strictness"]["maximum"]) == (
+        0,
+        MAX_STRICTNESS,
+    )
     assert loosest.status_code == 202
     assert huge.status_code == 400
     assert huge.json()["fields"] == {"pdq_threshold": [loose_message("pdq")]}
