@@ -331,8 +331,7 @@ def plants_check() -> None:
     from registry.variants import DEFAULT_VARIANTS, variant_kind
 
     if not any(
-        box.contains(PLANT_BAND_PDQ_BITS, PLANT_BAND_PHASH_BITS)
-        for box in DEFAULT_RULE.band_boxes()
+        box.contains(PLANT_BAND_PDQ_BITS, PLANT_BAND_PHASH_BITS) for box in DEFAULT_RULE.band
     ):
         raise SystemExit("PLANT_BAND_PDQ_BITS / PLANT_BAND_PHASH_BITS are no band match")
     for kind in {variant_kind(name) for name in DEFAULT_VARIANTS} - BAND_KINDS:

@@ -14,7 +14,7 @@
   rules of the trade-off curve.
 - The middle band (``band=True``): a record from our tools carries the
   hashes of its middle band (``registry.hashing.band_of``), matched against
-  the photo's ``band`` variant only, inside ``rule.band_boxes()``, both bands
+  the photo's ``band`` variant only, inside ``rule.band``, both bands
   of PDQ quality >= ``rule.min_quality`` (a gate that is not shifted). The
   level of that pair is computed like any box's, and a (photo, record) pair's
   level is the smaller of its own hashes' and its band's; a pair the band
@@ -224,8 +224,8 @@ def band_tables(
     rule: MatchRule, names: Sequence[str], band: bool
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """The column of the ``band`` variant (-1: the band is not measured) and
-    (B,) arrays of the PDQ and pHash thresholds of ``rule.band_boxes()``."""
-    boxes = rule.band_boxes()
+    (B,) arrays of the PDQ and pHash thresholds of ``rule.band``."""
+    boxes = rule.band
     column = list(names).index(BAND) if band else -1  # ValueError: photos without a band
     return (
         column,

@@ -456,10 +456,6 @@ class MatchRule:
         quality = "low_registered" if low_registered else ("low_query" if low_query else "ok")
         return low_registered, low_query, quality
 
-    def band_boxes(self) -> tuple[Box, ...]:
-        """The boxes of the band kinds (band hashes against a band variant)."""
-        return self.band
-
     def _evaluate_band(self, query: QueryHashes, variant: VariantHashes) -> Evidence:
         """The record's band hashes against a band variant: inside a box, both
         bands of PDQ quality at least ``min_quality``; no colour check (the
@@ -470,7 +466,7 @@ class MatchRule:
         pdq_distance = hamming_hex(band.pdq, variant.pdq)
         phash_distance = hamming_hex(band.phash, variant.phash)
         low_registered, low_query, quality = self._quality_gate(band, variant)
-        boxes = () if low_registered or low_query else self.band_boxes()
+        boxes = () if low_registered or low_query else self.band
         for box in boxes:
             if box.contains(pdq_distance, phash_distance):
                 return Evidence(

@@ -719,10 +719,10 @@ def test_the_band_never_decides_on_a_featureless_band_or_on_the_records_own_hash
 def test_the_band_is_searched_at_its_boxes_and_shifts_with_the_rule() -> None:
     plan = DEFAULT_RULE.search_plan()
 
-    assert plan.band_phash == max(box.phash for box in DEFAULT_RULE.band_boxes()) == 4
+    assert plan.band_phash == max(box.phash for box in DEFAULT_RULE.band) == 4
     # Derived variants are not searched wider because of the band.
     assert plan.derived_phash == 6
     stricter = DEFAULT_RULE.shifted(-1)
-    assert stricter.band_boxes() == (Box(pdq=24, phash=2),)
+    assert stricter.band == (Box(pdq=24, phash=2),)
     assert not stricter.evaluate(band_query(32, 4), variant("band")).matched
     assert stricter.evaluate(band_query(24, 2), variant("band")).matched
