@@ -260,6 +260,23 @@ def _near_task(task):  # type: ignore[no-untyped-def]
     )
 
 
+def _recall_task(task):  # type: ignore[no-untyped-def]
+    index, image, registered, query, targets = task
+    rgb = decode(mb.jpeg(image, 95))
+    return registered(rgb), {
+        name: query(decode(edits.edited_bytes(rgb, name, index))) for name in targets
+    }
+
+
+def recall_features(registered, query, targets, windows=4, workers=2):  # type: ignore[no-untyped-def]
+    """For the experiments on the recall set: per photo (``recall_items``
+    order), ``registered`` of the photo as uploaded (decoded JPEG q95) and a
+    dict of ``query`` of each of its edited copies named in ``targets``.
+    ``registered`` and ``query`` are module-level functions of an RGB image."""
+    tasks = [(i, im, registered, query, targets) for i, (_, im) in enumerate(recall_items(windows))]
+    return _map(_recall_task, tasks, workers)
+
+
 def near_pair_features(pi, pj, per_source, registered, query, workers=2):  # type: ignore[no-untyped-def]
     """For the experiments on the cached cross pairs (pi, pj): ``registered``
     of each registered patch as uploaded (decoded JPEG q95) and ``query`` of

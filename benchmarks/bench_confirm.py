@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,13 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_colour as bc
 import corpus
 import edits
-import matchbench as mb
 import numpy as np
 from PIL import Image
 
 from optout.matching.rule import DEFAULT_RULE
 from registry import fast_hashing
-from registry.hashing import band_of, band_split, decode, phash_of
+from registry.hashing import band_of, band_split, phash_of
 from registry.variants import DEFAULT_VARIANTS, variant_image
 
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
@@ -83,13 +81,6 @@ def registered_views(rgb: Image.Image) -> np.ndarray:
     return np.stack([views(variant_image(rgb, name)) for name in DEFAULT_VARIANTS])
 
 
-def _recall(item: tuple[int, Image.Image]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    index, image = item
-    rgb = decode(mb.jpeg(image, 95))
-    queries = {name: views(decode(edits.edited_bytes(rgb, name, index))) for name in TARGETS}
-    return registered_views(rgb), queries
-
-
 def distances(record: np.ndarray, variants: np.ndarray) -> tuple[np.ndarray, ...]:
     """PDQ bits, pHash bits and whether compared (both views above the gate),
     between record views (..., S, 6) and variant views (..., V, S, 6)."""
@@ -111,8 +102,7 @@ def main() -> None:
     corpus.apply(args)
     tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
     rs, _rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag)
-    with Pool(2) as pool:
-        recall = pool.map(_recall, list(enumerate(im for _, im in bc.recall_items(4))), chunksize=4)
+    recall = bc.recall_features(registered_views, views, TARGETS)
     vreg, vq = bc.near_pair_features(pi, pj, PER_SOURCE, registered_views, views)
 
     # False pairs, per variant: the boxes alone and the product rule.
