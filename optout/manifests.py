@@ -7,9 +7,12 @@ image members are hashed by the worker, the shard itself deleted afterwards).
 Each reader yields ``(row, raw)`` where ``raw`` is a dict with the record's
 fields, or a string saying why that row is malformed: one bad row never stops
 the others. Row numbers are 1-based: the line number for JSONL and CSV (the CSV
-header is line 1; a quoted field spanning lines gives its last line), the row
-index for Parquet, the sample index for webdataset shards. ManifestInvalid is
-raised only when the manifest as a whole cannot be read.
+header is line 1; a quoted field spanning lines gives its last line, and so does
+a malformed record: the line the reader was on when it gave up), the row index
+for Parquet, the sample index for webdataset shards. A row number is never given
+twice: the batch keeps one result per row. ManifestInvalid is raised only when
+the manifest as a whole cannot be read, or when a column it names twice leaves
+in doubt which one holds the record.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ import json
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Self
 
 FORMATS = ("jsonl", "csv", "parquet", "webdataset")
 RECORD_FIELDS = ("id", "sha256", "pdq", "phash", "url")
 # Read when present, never required.
 OPTIONAL_FIELDS = ("pdq_quality", "colour", "band")
+# Every column or key a record is read from: named twice, it is refused (the
+# last one winning would decide on a value nobody chose).
+_READ_FIELDS = frozenset((*RECORD_FIELDS, *OPTIONAL_FIELDS, "key"))
 # webdataset image members the worker hashes (extension after the sample key).
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif"})
 # Parquet rows converted to Python objects at a time: bounds memory whatever the
@@ -38,6 +44,14 @@ _PARQUET_BATCH_ROWS = 10_000
 _JSON_ERRORS = (ValueError, RecursionError)
 # What a damaged tar stream raises, depending on where the damage is.
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+# The header errors tarfile raises for a block of zeros (the end-of-archive
+# marker: no damage), and for no or half a header block (a shard cut short).
+# Not in typeshed.
+_END_OF_ARCHIVE: type[tarfile.HeaderError] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+_CUT_HEADER: tuple[type[tarfile.HeaderError], ...] = (
+    tarfile.EmptyHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
 # Undecodable bytes survive CSV decoding as lone surrogates (surrogateescape), so
 # that one bad row is reported on its own instead of failing the whole block of
 # text around it.
@@ -105,12 +119,42 @@ def _pick(raw: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+class _RepeatedKey(dict[str, Any]):
+    """A JSON object that names ``key``, one of the record's fields, twice."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], key: str) -> None:
+        super().__init__(pairs)
+        self.key = key
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A decoded JSON object; json.loads would silently keep the last of two
+    values for one key."""
+    decoded = dict(pairs)
+    if len(decoded) != len(pairs):
+        repeated = _repeated(name for name, _ in pairs)
+        if repeated is not None:
+            return _RepeatedKey(pairs, repeated)
+    return decoded
+
+
+# Built once: json.loads(…, object_pairs_hook=…) would build a decoder per line.
+_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_json_object)
+
+
+def _json_line(line: bytes) -> Any:
+    """``json.loads(line)``, but an object naming a record field twice comes back
+    as a _RepeatedKey. Bytes are decoded as json.loads decodes them (a UTF-8
+    BOM is dropped)."""
+    return _JSON_DECODER.decode(line.decode(json.detect_encoding(line), "surrogatepass"))
+
+
 def read_jsonl(stream: IO[bytes]) -> Iterator[Row]:
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw = _json_line(line)
         except _JSON_ERRORS as error:
             reason = getattr(error, "msg", None) or type(error).__name__
             if isinstance(error, RecursionError):
@@ -120,11 +164,39 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Row]:
         if not isinstance(raw, dict):
             yield number, "each line must be a JSON object"
             continue
+        if isinstance(raw, _RepeatedKey):
+            yield number, f"the object names {raw.key!r} more than once"
+            continue
         yield number, _pick(raw)
 
 
+def _repeated(names: Iterable[str]) -> str | None:
+    """The first of the fields a record is read from that ``names`` holds twice."""
+    seen: set[str] = set()
+    for name in names:
+        if name in _READ_FIELDS:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
+
+
+def _csv_columns(header: str, delimiter: str) -> list[str]:
+    return [name.strip().lower() for name in header.split(delimiter)]
+
+
 def _csv_delimiter(header: str) -> str:
-    return "\t" if "\t" in header and "," not in header else ","
+    """Tab for a tab-separated header: one without commas, or one that names
+    more known columns split at its tabs than at its commas (a TSV column name
+    may hold a comma: ``id<TAB>url<TAB>width, px``)."""
+    if "\t" not in header:
+        return ","
+    if "," not in header:
+        return "\t"
+    by_tab, by_comma = (
+        len(_READ_FIELDS.intersection(_csv_columns(header, delimiter))) for delimiter in ("\t", ",")
+    )
+    return "\t" if by_tab > by_comma else ","
 
 
 def read_csv(stream: IO[bytes]) -> Iterator[Row]:
@@ -137,26 +209,35 @@ def read_csv(stream: IO[bytes]) -> Iterator[Row]:
         fields = reader.fieldnames or []
     except csv.Error as error:
         raise ManifestInvalid("malformed", f"cannot read the CSV header: {error}") from None
+    names = [name.strip().lower() for name in fields]
     known = set(RECORD_FIELDS) | {"key"}
-    if not known & {name.strip().lower() for name in fields}:
+    if not known.intersection(names):
         raise ManifestInvalid(
             "malformed", f"the CSV header names none of {', '.join(RECORD_FIELDS)} (or key)"
         )
+    repeated = _repeated(names)
+    if repeated is not None:
+        raise ManifestInvalid(
+            "malformed", f"the CSV header names the column {repeated!r} more than once"
+        )
+    # The line numbers of the csv reader itself: DictReader's stay at the previous
+    # record's when a record cannot be read (a field over csv.field_size_limit).
+    lines_read = reader.reader
     while True:
         try:
             raw = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            yield reader.line_num, f"malformed CSV: {error}"
+            yield lines_read.line_num, f"malformed CSV: {error}"
             continue
         if None in raw:
-            yield reader.line_num, "row has more fields than the header"
+            yield lines_read.line_num, "row has more fields than the header"
             continue
         if any(_UNDECODABLE.search(value) for value in raw.values() if isinstance(value, str)):
-            yield reader.line_num, "row is not valid UTF-8"
+            yield lines_read.line_num, "row is not valid UTF-8"
             continue
-        yield reader.line_num, _pick({k.strip().lower(): v for k, v in raw.items() if k})
+        yield lines_read.line_num, _pick({k.strip().lower(): v for k, v in raw.items() if k})
 
 
 def _prepend(first: str, rest: IO[str]) -> Iterator[str]:
@@ -184,6 +265,11 @@ def read_parquet(stream: IO[bytes]) -> Iterator[Row]:
         raise ManifestInvalid(
             "malformed",
             f"the Parquet file has none of the columns {', '.join(RECORD_FIELDS)} (or key)",
+        )
+    repeated = _repeated(columns)
+    if repeated is not None:
+        raise ManifestInvalid(
+            "malformed", f"the Parquet file has more than one column named {repeated!r}"
         )
     row = 0
     batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns)
@@ -279,12 +365,51 @@ def _sample_record(key: str, sample: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+class _ShardHeader(tarfile.TarInfo):
+    """A member header of a shard being read. Past the first member, tarfile
+    takes any header it cannot read (none left, half of one, a bad checksum) for
+    the end of the archive, without a word: the one that ended the shard is kept
+    on the _Shard, to tell the end-of-archive marker from damage."""
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.HeaderError as error:
+            if isinstance(archive, _Shard):
+                archive.stop = error
+            raise
+
+
+class _Shard(tarfile.TarFile):
+    """A tar shard read with _ShardHeader: ``stop``, the header error that ended it."""
+
+    stop: tarfile.HeaderError | None = None
+
+    def damage_at_end(self) -> str | None:
+        """Once the members are read: why the shard did not end properly, or None
+        if it ends with its end-of-archive marker (two blocks of zeros)."""
+        stop = self.stop
+        if isinstance(stop, _END_OF_ARCHIVE):
+            # tarfile stops at the first block of zeros; the second must follow.
+            return None if self.fileobj.read(tarfile.BLOCKSIZE) == _ZERO_BLOCK else _CUT_SHORT
+        if stop is None or isinstance(stop, _CUT_HEADER):
+            return _CUT_SHORT
+        return f"the tar shard is damaged here: {stop}"
+
+
+_CUT_SHORT = "the tar shard ends here without its end-of-archive marker: it may be cut short"
+_ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
+
+
 def read_webdataset(stream: IO[bytes]) -> Iterator[Row]:
     """Samples of a webdataset shard: id = the sample key, url from the ``.json``
     (or ``.url``) member, and ``image`` bytes (the first image member) for the
-    caller to hash. A damaged shard ends with one row saying where."""
+    caller to hash. A damaged shard ends with one row saying where: the sample
+    being read then, which may have lost members (a shard cut short between two
+    members, so without its end-of-archive marker, included)."""
     try:
-        archive = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 (closed below)
+        archive = _Shard.open(fileobj=stream, mode="r|*", tarinfo=_ShardHeader)  # closed below
     except _TAR_ERRORS as error:
         raise ManifestInvalid("malformed", f"cannot read the tar shard: {error}") from None
     current_key: str | None = None
@@ -308,16 +433,19 @@ def read_webdataset(stream: IO[bytes]) -> Iterator[Row]:
                 sample["json"] = _json_member(handle.read())
             elif extension == "url":
                 sample["url"] = handle.read().decode("utf-8", "replace").strip()
+        damage = archive.damage_at_end()
     except _TAR_ERRORS as error:
-        # The sample being read when the damage showed is incomplete: reported,
-        # not decided on whatever part of it was read.
-        if current_key is not None:
-            yield row, f"sample {current_key!r}: the tar shard is damaged here: {error}"
-        return
+        damage = f"the tar shard is damaged here: {error}"
     finally:
         archive.close()
-    if current_key is not None:
-        yield row, _sample_record(current_key, sample)
+    if current_key is None:
+        return
+    if damage is not None:
+        # The sample being read when the damage showed is incomplete: reported,
+        # not decided on whatever part of it was read.
+        yield row, f"sample {current_key!r}: {damage}"
+        return
+    yield row, _sample_record(current_key, sample)
 
 
 def webdataset_check(stream: IO[bytes]) -> None:

@@ -7,14 +7,35 @@ import io
 import json
 import random
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
+from optout import receipts
+from optout.engine import engines
 from optout.models import Organization, OrganizationAPIKey
+
+
+def batch_environment(settings: Settings, tmp_path: Path) -> Iterator[None]:
+    """The settings of a batch test, for an autouse fixture to ``yield from``: a
+    spool folder, a new receipt signing key and no quota on submissions (quotas
+    are another test's subject; these tests submit many batches quickly), with
+    the matching engines reset before and after."""
+    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
+    settings.OPTOUT_RECEIPT_SIGNING_KEY = receipts.private_key_pem(receipts.private_key_generate())
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"batches": None},
+    }
+    engines.reset()
+    yield
+    engines.reset()
+
 
 # The evidence of a match by equal SHA-256 (the same file), as every pipeline
 # response states it.

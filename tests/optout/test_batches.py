@@ -31,7 +31,6 @@ from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
 from optout import batches, receipts
-from optout.engine import engines
 from optout.matching import DEFAULT_THRESHOLDS, rule_fingerprint
 from optout.matching.rule import DEFAULT_RULE, MAX_STRICTNESS, PDQ_STEP, UNKNOWN_QUALITY_RULE, Box
 from optout.models import Batch, BatchResult, Chunk, OptOut, Organization, PipelineRequest
@@ -50,6 +49,7 @@ from tests.factories import (
 from tests.images import encode, generated_photo, jpeg_bytes, meme_captions, skimage_photo
 from tests.optout.batch_helpers import (
     SHA256_EVIDENCE,
+    batch_environment,
     download,
     flip_bits,
     hamming,
@@ -66,16 +66,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 @pytest.fixture(autouse=True)
 def batch_settings(settings: Settings, tmp_path: Path) -> Iterator[None]:
-    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
-    settings.OPTOUT_RECEIPT_SIGNING_KEY = receipts.private_key_pem(receipts.private_key_generate())
-    # Quotas are another test's subject; these tests submit many batches quickly.
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"batches": None},
-    }
-    engines.reset()
-    yield
-    engines.reset()
+    yield from batch_environment(settings, tmp_path)
 
 
 @dataclass

@@ -193,3 +193,118 @@ def test_detect_format_refuses(name: str, head: bytes, code: str) -> None:
         detect_format(name, head)
 
     assert error.value.code == code
+
+
+# --- row numbers and repeated fields (fuzzing finds) -----------------------------------
+
+OVERLONG = b"y" * 200_000  # over csv.field_size_limit(): the csv reader gives up on the row
+
+
+def test_a_csv_row_over_the_field_limit_is_reported_under_its_own_line() -> None:
+    manifest = (
+        b"id,url\n"
+        b"a,https://optedout.example/a\n"
+        b"b,https://optedout.example/b\n"
+        b"c,https://optedout.example/" + OVERLONG + b"\n"
+        b"d,https://optedout.example/d\n"
+    )
+
+    rows = list(read_csv(io.BytesIO(manifest)))
+
+    assert rows == [
+        (2, {"id": "a", "url": "https://optedout.example/a"}),
+        (3, {"id": "b", "url": "https://optedout.example/b"}),
+        (4, "malformed CSV: field larger than field limit (131072)"),
+        (5, {"id": "d", "url": "https://optedout.example/d"}),
+    ]
+
+
+def test_a_malformed_csv_row_after_a_multiline_field_keeps_its_last_line() -> None:
+    manifest = (
+        b"id,url\n"
+        b'"a\nb\nc",https://a.org/\n'  # lines 2-4: row 4
+        b'd,"https://d.org/\n' + OVERLONG + b'"\n'  # lines 5-6, given up on line 6
+        b"e,https://e.org/\n"
+    )
+
+    rows = list(read_csv(io.BytesIO(manifest)))
+
+    assert rows == [
+        (4, {"id": "a\nb\nc", "url": "https://a.org/"}),
+        (6, "malformed CSV: field larger than field limit (131072)"),
+        (7, {"id": "e", "url": "https://e.org/"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "repeated"),
+    [
+        (b"id,url,url", "url"),
+        (b"ID, sha256 ,caption,id", "id"),  # the same column once spellings are normalised
+        (b"key,pdq,key", "key"),
+        (b"id\turl\tcolour\tcolour", "colour"),
+    ],
+)
+def test_a_csv_header_naming_a_read_column_twice_is_refused(header: bytes, repeated: str) -> None:
+    manifest = header + b"\n" + b"a,https://optedout.example/a,https://fine.example/b,x\n"
+
+    with pytest.raises(ManifestInvalid) as error:
+        list(read_csv(io.BytesIO(manifest)))
+
+    assert error.value.code == "malformed"
+    assert str(error.value) == f"the CSV header names the column {repeated!r} more than once"
+
+
+def test_a_csv_column_the_registry_ignores_may_repeat() -> None:
+    rows = list(read_csv(io.BytesIO(b"id,caption,caption\na,x,y\n")))
+
+    assert rows == [(2, {"id": "a"})]
+
+
+def test_a_parquet_file_with_two_columns_of_one_name_is_refused() -> None:
+    table = pa.Table.from_arrays(
+        [pa.array(["a"]), pa.array(["https://optedout.example/a"]), pa.array(["https://b.org/"])],
+        names=["id", "url", "url"],
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+
+    with pytest.raises(ManifestInvalid) as error:
+        list(read_parquet(io.BytesIO(buffer.getvalue())))
+
+    assert error.value.code == "malformed"
+    assert str(error.value) == "the Parquet file has more than one column named 'url'"
+
+
+def test_a_jsonl_object_naming_a_record_field_twice_is_an_invalid_row() -> None:
+    manifest = (
+        b'{"id": "a", "url": "https://optedout.example/a", "url": "https://fine.example/a"}\n'
+        b'{"id": "b", "caption": "x", "caption": "y", "meta": {"url": 1, "url": 2}}\n'
+        b'{"id": "c", "key": "k", "key": "k"}\n'
+        b'\xef\xbb\xbf{"id": "d", "url": "https://d.org/"}\n'
+    )
+
+    rows = list(read_jsonl(io.BytesIO(manifest)))
+
+    assert rows == [
+        (1, "the object names 'url' more than once"),
+        (2, {"id": "b"}),  # keys it does not read may repeat, nested ones too
+        (3, "the object names 'key' more than once"),
+        (4, {"id": "d", "url": "https://d.org/"}),
+    ]
+
+
+def test_a_tsv_header_holding_a_comma_is_still_read_at_its_tabs() -> None:
+    manifest = b"id\turl\twidth, px\na\thttps://a.org/\t3\nb,c\thttps://b.org/\t4\n"
+
+    assert detect_format("m.tsv", manifest) == "csv"
+    assert list(read_csv(io.BytesIO(manifest))) == [
+        (2, {"id": "a", "url": "https://a.org/"}),
+        (3, {"id": "b,c", "url": "https://b.org/"}),
+    ]
+
+
+def test_a_csv_header_holding_a_tab_is_still_read_at_its_commas() -> None:
+    manifest = b"id,url,cap\ttion\na,https://a.org/,x\ty\n"
+
+    assert list(read_csv(io.BytesIO(manifest))) == [(2, {"id": "a", "url": "https://a.org/"})]
