@@ -24,6 +24,7 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.utils.datastructures import MultiValueDict
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
     OpenApiSerializerFieldExtension,
@@ -133,7 +134,48 @@ def query_params_once(request: Request, names: Iterable[str]) -> dict[str, str]:
     return {name: query[name] for name in wanted if name in query}
 
 
+def form_data_once(request: Request, names: Iterable[str]) -> dict[str, Any]:
+    """The fields and files of a form, ``names`` only, one value each, as sent.
+
+    A name given twice is a 400 (QueryDict would silently keep the last value:
+    another use than the first, one of two files dropped), and so is a name not
+    in ``names``, with the accepted ones listed (a misspelt optional field would
+    otherwise be ignored and its default used). A blank value stays a value, as
+    in query_params_once: ``strictness=`` is refused, not read as "not set".
+    """
+    accepted = list(names)
+    data = request.data
+    if not isinstance(data, Mapping):
+        raise exceptions.ParseError("Expected a form of named fields.")
+    values: dict[str, list[Any]] = {
+        name: data.getlist(name) if isinstance(data, MultiValueDict) else [data[name]]
+        for name in data
+    }
+    problems: dict[str, list[str]] = {}
+    for name, given in values.items():
+        if name not in accepted:
+            problems[name] = [f"unknown field; allowed: {', '.join(accepted)}"]
+        elif len(given) > 1:
+            problems[name] = ["give this field once"]
+    if problems:
+        raise exceptions.ValidationError(problems)
+    return {name: given[0] for name, given in values.items()}
+
+
 _DIGITS = re.compile(r"[0-9]+")
+# Digits (leading zeros aside) beyond which a number is past every page and
+# page size all the same. int() refuses a string of more than 4300 digits
+# (sys.get_int_max_str_digits) with a ValueError, which would be a 500.
+_MAX_DIGITS = 18
+
+
+def _whole_number(raw: str) -> int | None:
+    """``raw`` as a whole number if it is decimal digits alone, else None; one
+    of more than _MAX_DIGITS digits reads as 10**_MAX_DIGITS."""
+    if not _DIGITS.fullmatch(raw):
+        return None
+    digits = raw.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 class Pagination(PageNumberPagination):
@@ -151,22 +193,24 @@ class Pagination(PageNumberPagination):
         raw = params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= self.max_page_size:
+        size = _whole_number(raw)
+        if size is None or not 1 <= size <= self.max_page_size:
             raise exceptions.ValidationError(
                 {self.page_size_query_param: [f"an integer from 1 to {self.max_page_size}"]}
             )
-        return int(raw)
+        return size
 
     def get_page_number(self, request: Request, paginator: Any) -> int:
         raw = request.query_params.get(self.page_query_param)
         if raw is None:
             return 1
-        if not _DIGITS.fullmatch(raw) or int(raw) < 1:
+        number = _whole_number(raw)
+        if number is None or number < 1:
             raise exceptions.ValidationError(
                 {self.page_query_param: ["a page number: an integer from 1"]}
             )
-        # Past the last page the paginator raises InvalidPage: a 404.
-        return int(raw)
+        # Past the last page (however far) the paginator raises InvalidPage: a 404.
+        return number
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.files.uploadhandler import MemoryFileUploadHandler
@@ -17,7 +17,9 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
-from django.urls import reverse
+from django.urls import register_converter, reverse
+from django.urls.converters import UUIDConverter
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -36,6 +38,7 @@ from rest_framework.throttling import BaseThrottle
 from config.api import (
     ErrorSerializer,
     PayloadTooLarge,
+    form_data_once,
     pipeline_error_responses,
     query_params_once,
 )
@@ -54,6 +57,10 @@ from optout.receipt_api import ReceiptSerializer
 from optout.throttles import ApiKeyRateThrottle
 from optout.uses import USES
 
+if TYPE_CHECKING:
+    # drf_spectacular.openapi imports rest_framework.generics: see config/api.py.
+    from drf_spectacular.openapi import AutoSchema
+
 TAGS = ["batches"]
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # What _idempotency_key accepts once HTTP has dropped the surrounding
@@ -62,6 +69,22 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"[!-~]([ -~]*[!-~])?")
 # Room for the multipart boundaries, part headers and the small form fields
 # around the manifest when the whole body is checked against the manifest limit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+# --- routes ----------------------------------------------------------------------
+
+
+class BatchIdConverter(UUIDConverter):
+    """A batch id in a path, its hex digits in either case: a UUID is
+    case-insensitive, and Django's ``uuid`` converter takes lowercase only (an
+    id written in uppercase was a 404). Registered as ``batch_id``."""
+
+    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+register_converter(BatchIdConverter, "batch_id")
+# The path parameter as the schema documents it, whichever converter routes it.
+BATCH_ID_PARAMETER = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 # --- errors ----------------------------------------------------------------------
@@ -234,6 +257,24 @@ class BatchSubmitSerializer(serializers.Serializer):
         return attrs
 
 
+# The fields a submission may carry, each once (form_data_once).
+SUBMIT_FIELDS = tuple(BatchSubmitSerializer().fields)
+
+
+class BatchSubmitScheme(OpenApiSerializerExtension):
+    """Documents the submission form as closed, as the view holds it: any other
+    field is a 400. Registered on import."""
+
+    target_class = BatchSubmitSerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_serializer(
+            self.target, direction, bypass_extensions=True
+        )
+        schema["additionalProperties"] = False
+        return schema
+
+
 class BatchAcceptedSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="public_id")
     status = serializers.CharField(help_text="`queued` | `running` | `done` | `failed`.")
@@ -392,11 +433,13 @@ class BatchListSubmitView(PipelineBatchView, generics.ListAPIView):
         summary="Submit a manifest for checking",
         description=(
             "Multipart: `manifest` file, `use`, optional `format`, `pdq_threshold`, "
-            "`phash_threshold`, `strictness`. The `Idempotency-Key` header is required: the "
-            "same key with the same body returns the same batch (200), with another body a "
-            "422. JSONL, CSV and Parquet are split into chunks at once; a webdataset shard is "
-            "hashed by a worker first. A malformed row becomes an invalid record with its row "
-            "number (`GET …/exclusions?decision=invalid`), never a failure of the batch."
+            "`phash_threshold`, `strictness`, each at most once: a field given twice, any "
+            "other field and a blank threshold or strictness are a 400. The `Idempotency-Key` "
+            "header is required: the same key with the same body returns the same batch "
+            "(200), with another body a 422. JSONL, CSV and Parquet are split into chunks at "
+            "once; a webdataset shard is hashed by a worker first. A malformed row becomes an "
+            "invalid record with its row number (`GET …/exclusions?decision=invalid`), never "
+            "a failure of the batch."
         ),
         parameters=[
             OpenApiParameter(
@@ -426,7 +469,7 @@ class BatchListSubmitView(PipelineBatchView, generics.ListAPIView):
     )
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
-        serializer = BatchSubmitSerializer(data=request.data)
+        serializer = BatchSubmitSerializer(data=form_data_once(request, SUBMIT_FIELDS))
         serializer.is_valid(raise_exception=True)
         submitted = _submit(request, key, serializer.validated_data)
         batch = submitted.batch
@@ -449,6 +492,7 @@ class BatchDetailView(PipelineBatchView, generics.RetrieveAPIView):
     @extend_schema(
         tags=TAGS,
         summary="A batch: status, progress, counts, and its receipt once done",
+        parameters=[BATCH_ID_PARAMETER],
         responses={200: BatchSerializer, **pipeline_error_responses(401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -466,6 +510,7 @@ class BatchExclusionsView(PipelineBatchView):
             "`decision=invalid`: `id`, `row`, `reason`. CSV encodes `matches` as JSON."
         ),
         parameters=[
+            BATCH_ID_PARAMETER,
             OpenApiParameter("format", OpenApiTypes.STR, enum=list(exclusions.FORMATS)),
             OpenApiParameter("decision", OpenApiTypes.STR, enum=list(exclusions.DECISIONS)),
         ],

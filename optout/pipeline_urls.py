@@ -24,9 +24,9 @@ urlpatterns += [
 
 urlpatterns += [
     path("v1/batches", batch_api.BatchListSubmitView.as_view(), name="api-batches"),
-    path("v1/batches/<uuid:id>", batch_api.BatchDetailView.as_view(), name="api-batch"),
+    path("v1/batches/<batch_id:id>", batch_api.BatchDetailView.as_view(), name="api-batch"),
     path(
-        "v1/batches/<uuid:id>/exclusions",
+        "v1/batches/<batch_id:id>/exclusions",
         batch_api.BatchExclusionsView.as_view(),
         name="api-batch-exclusions",
     ),

@@ -162,6 +162,35 @@ def test_a_bad_page_or_page_size_is_400_naming_it(
     assert response.json() == {"error": "invalid", "detail": message, "fields": {field: [message]}}
 
 
+# More digits than int() converts (sys.get_int_max_str_digits: 4300): a ValueError, a 500.
+HUGE_NUMBER = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/me/claims", "/api/v1/me/photos", "/api/v1/me/consent-events"]
+)
+def test_a_page_or_page_size_too_long_for_int_is_answered_as_any_other(
+    api: APIClient, path: str
+) -> None:
+    message = "an integer from 1 to 1000"
+
+    huge_size = api.get(f"{path}?page_size={HUGE_NUMBER}")
+    huge_page = api.get(f"{path}?page={HUGE_NUMBER}")
+    zeros = api.get(f"{path}?page={'0' * 5000}1&page_size={'0' * 5000}7")
+
+    assert huge_size.status_code == 400
+    assert huge_size.json() == {
+        "error": "invalid",
+        "detail": message,
+        "fields": {"page_size": [message]},
+    }
+    # Past the last page, however far: the 404 of ?page=9 with fewer pages.
+    assert huge_page.status_code == 404
+    assert huge_page.json() == {"error": "not_found", "detail": "Invalid page."}
+    assert zeros.status_code == 200
+    assert zeros.json()["results"] == []
+
+
 def test_page_and_page_size_bounds_and_the_400_are_documented(api: APIClient) -> None:
     operation = api.get("/api/schema/?format=json").json()["paths"]["/api/v1/me/claims"]["get"]
 
