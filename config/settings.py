@@ -238,8 +238,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # config.parsers.JSONParser: DRF's, but a string that is not valid Unicode, a
+    # body nested too deeply or a charset that is not one is a 400, not a 500. A
+    # view that lists its own parser_classes must name it instead of DRF's.
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "config.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],

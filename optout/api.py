@@ -10,11 +10,12 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, parsers, status
+from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import error_responses
+from config.parsers import JSONParser
 from optout import services
 from optout.models import OptOut
 from optout.serializers import OptOutFileSerializer, OptOutSerializer
@@ -29,7 +30,7 @@ class CreatorOptOutView(generics.GenericAPIView):
     permission_classes = [IsCreator]
     # JSON only: the web pages take the forms. Form encodings would read an empty
     # `exceptions=` as "no exceptions" instead of refusing it.
-    parser_classes = [parsers.JSONParser]
+    parser_classes = [JSONParser]
     serializer_class = OptOutSerializer
 
     def get_queryset(self) -> QuerySet[OptOut]:

@@ -11,13 +11,22 @@ request leaves one audit row (optout.services.pipeline_request_record).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from optout import changes, services
 from optout.engine import engine_for
-from optout.matching import DEFAULT_THRESHOLDS, Thresholds, decide, record_parse
+from optout.manifests import OPTIONAL_FIELDS, RECORD_FIELDS
+from optout.matching import (
+    DEFAULT_THRESHOLDS,
+    Invalid,
+    Record,
+    Thresholds,
+    decide,
+    record_parse,
+)
 from optout.matching.decide import Decision
 from optout.models import OrganizationAPIKey, PipelineRequest
 from optout.uses import AI_GENERATIVE_TRAINING
@@ -42,10 +51,50 @@ class LookupOutcome:
         }
 
 
+def field_spelling(name: str) -> str:
+    """A field name without case, spaces, ``-`` or ``_``: the spellings of one
+    field a client may send by mistake (``SHA256``, ``pdq-quality``, ``url ``)."""
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+_FIELDS = frozenset((*RECORD_FIELDS, *OPTIONAL_FIELDS))
+# A record key that is not a field but spells one (or is colour's American
+# spelling) is a mistake, not data of the caller's own: deciding the record
+# without that value would miss what it would have matched. Other keys
+# (caption, width...) are ignored, as a manifest's other columns are.
+_MISSPELT = {field_spelling(name): name for name in _FIELDS} | {"color": "colour"}
+
+
+def _misspelt_field(raw: dict[Any, Any]) -> str | None:
+    """Why the record cannot be decided as sent, if a key misspells a field."""
+    for key in raw:
+        if key in _FIELDS or not isinstance(key, str):
+            continue
+        field = _MISSPELT.get(field_spelling(key))
+        if field is not None:
+            return f'"{key[:64]}" is not a field; did you mean "{field}"?'
+    return None
+
+
+def lookup_record_parse(raw: Any, row: int) -> Record | Invalid:
+    """record_parse, with the caller's id exactly as sent (record_parse trims
+    it; results are matched to records by id) and a misspelt field invalid."""
+    parsed = record_parse(raw, row=row)
+    if not isinstance(raw, dict):
+        return parsed
+    raw_id = raw.get("id")
+    if isinstance(raw_id, str) and parsed.id == raw_id.strip():
+        parsed = replace(parsed, id=raw_id)
+    misspelt = _misspelt_field(raw)
+    if misspelt is not None:
+        return Invalid(parsed.id, misspelt, row)
+    return parsed
+
+
 def _decide(
     *, key: OrganizationAPIKey, use: str, raw_records: Sequence[Any], thresholds: Thresholds
 ) -> LookupOutcome:
-    records = [record_parse(raw, row=index) for index, raw in enumerate(raw_records)]
+    records = [lookup_record_parse(raw, row=index) for index, raw in enumerate(raw_records)]
     with engine_for().current() as registry:
         decisions = decide(
             records, registry, use=use, organization=key.organization_id, thresholds=thresholds

@@ -9,6 +9,7 @@ hashes and claim values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -22,6 +23,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from config.api import PayloadTooLarge, pipeline_error_responses, query_params_once
+from config.parsers import JSONParser, body_encoding, has_unpaired_surrogate
 from optout import changes, lookup
 from optout.pipeline_auth import ApiKeyAuthentication, HasLookupScope, pipeline_client
 from optout.pipeline_serializers import (
@@ -45,7 +47,7 @@ class PipelineView(APIView):
 
 class LookupView(PipelineView):
     throttle_scope = "lookup"
-    parser_classes = [parsers.JSONParser]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         tags=TAGS,
@@ -54,7 +56,10 @@ class LookupView(PipelineView):
             "Decides every record against the newest registry version for the key's "
             "organization (its exceptions are honoured). A malformed record is `invalid` "
             "with a reason and its `row`; the others are still decided. Results keep the "
-            "order of `records`."
+            "order of `records`, each with its `id` exactly as sent. A key of the body or "
+            "of `thresholds` that is not listed is a 400 naming it; a record key that "
+            "misspells a field (`SHA256`, `pdq-quality`, `color`) makes that record "
+            "`invalid`, and other keys of a record are ignored."
         ),
         request=LookupRequestSerializer,
         responses={
@@ -120,11 +125,19 @@ def _next_url(request: Request, cursor: changes.ChangesCursor | None) -> str | N
 # --- Spawning-compatible URL query ------------------------------------------------
 
 
+_BOM = "\ufeff"
+# A line ends with CR LF, LF or a lone CR (classic Mac OS, some exporters).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 class PlainTextParser(parsers.BaseParser):
     """A ``text/plain`` body as a string (URLs, one per line).
 
     Reads at most what the largest allowed query can take (every URL at the
-    maximum length), so an endless body is a 413, not memory."""
+    maximum length), so an endless body is a 413, not memory. The body is
+    decoded with its charset, which must be a character set (config.parsers),
+    into valid Unicode; a byte order mark in front is dropped, as the manifest
+    readers drop it, so that it does not become part of the first URL."""
 
     media_type = "text/plain"
 
@@ -135,19 +148,27 @@ class PlainTextParser(parsers.BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> str:
-        encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+        encoding = body_encoding(parser_context)
         limit = settings.OPTOUT_MAX_QUERY_URLS * (MAX_URL_LENGTH + 2)
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise PayloadTooLarge(f"Body is larger than {limit} bytes.")
         try:
-            return str(body.decode(encoding))
-        except (UnicodeDecodeError, LookupError):
+            text = str(body.decode(encoding))
+        except UnicodeError:
             raise exceptions.ParseError(f"The body is not valid {encoding} text.") from None
+        if has_unpaired_surrogate(text):
+            lines = _LINE_BREAK.split(text)
+            number = next(n for n, line in enumerate(lines, 1) if has_unpaired_surrogate(line))
+            raise exceptions.ParseError(
+                f"Line {number} is not valid Unicode (an unpaired surrogate)."
+            )
+        return text.removeprefix(_BOM)
 
 
 def _query_urls(request: Request) -> list[str]:
-    """The URLs of the body as sent (line breaks and blank lines dropped)."""
+    """The URLs of the body as sent (line breaks and blank lines dropped; a line
+    ends with CR LF, LF or CR)."""
     try:
         text = request.data
     except exceptions.UnsupportedMediaType:
@@ -158,8 +179,8 @@ def _query_urls(request: Request) -> list[str]:
                 "content type)."
             ),
         ) from None
-    lines: list[str] = text.split("\n") if isinstance(text, str) else []
-    urls = [line.rstrip("\r") for line in lines if line.strip()]
+    lines: list[str] = _LINE_BREAK.split(text) if isinstance(text, str) else []
+    urls = [line for line in lines if line.strip()]
     limit = settings.OPTOUT_MAX_QUERY_URLS
     if len(urls) > limit:
         raise PayloadTooLarge(f"{len(urls)} URLs; one query takes at most {limit}.")
@@ -190,7 +211,8 @@ class UrlQueryView(PipelineView):
         description=(
             "The request and answer of Spawning's `POST /api/v2/query/urls/`, so the "
             "`datadiligence` client works against this registry: a `text/plain` body of "
-            f"up to {settings.OPTOUT_MAX_QUERY_URLS} newline-separated URLs, "
+            f"up to {settings.OPTOUT_MAX_QUERY_URLS} URLs, one per line (LF, CR LF or CR; "
+            "a byte order mark in front is ignored), "
             "`Authorization: API <key>` (or `Api-Key <key>`). `optOut` is true when a "
             "claimed domain or URL prefix refuses AI training (general or generative) and "
             "the key's organization holds no exception; a URL that cannot be parsed matches "
