@@ -114,6 +114,9 @@ class PhotoUploadForm(forms.Form):
         help_text="JPEG, PNG, WEBP or GIF files, or ZIP archives of them. "
         "Choose as many as you like.",
         error_messages={"required": "Choose at least one photo or ZIP file."},
+        # An empty file is one refused file among the others, as in the API
+        # (registry.uploads.hash_files says "file is empty"), not a refused form.
+        allow_empty_file=True,
         widget=MultipleFileInput(
             attrs={"accept": "image/jpeg,image/png,image/webp,image/gif,.zip,application/zip"}
         ),

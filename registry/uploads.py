@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -262,6 +263,12 @@ def hashes_jsonl_parse(data: bytes, *, max_lines: int) -> Iterator[tuple[int, Ha
             continue
         except RecursionError:
             yield number, "not valid JSON: nested too deeply"
+            continue
+        except ValueError:
+            # The one other thing json.loads raises on a str: an integer longer
+            # than Python converts (sys.get_int_max_str_digits(), 4300 digits).
+            limit = sys.get_int_max_str_digits()
+            yield number, f"not valid JSON: a number has more than {limit} digits"
             continue
         try:
             yield number, hash_line_validate(item)

@@ -329,7 +329,12 @@ def _photos_page(
     hashes_result: OutcomeSummary | None = None,
 ) -> HttpResponse:
     photos = Photo.objects.filter(creator=creator).order_by("-created_at", "-id")
-    status = 400 if any(f is not None and f.errors for f in (upload_form, hashes_form)) else 200
+    refused = any(f is not None and f.errors for f in (upload_form, hashes_form))
+    # An upload whose every file was refused is bad input as a whole; the page
+    # still names each file and its reason.
+    if upload_result is not None and upload_result.rejected == upload_result.total:
+        refused = True
+    status = 400 if refused else 200
     context = {
         "page": paginate(request, photos),
         # The upload views render this page too; page links go back to the list.
