@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.core.files.uploadhandler import MemoryFileUploadHandler
@@ -19,7 +19,6 @@ from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.urls import register_converter, reverse
 from django.urls.converters import UUIDConverter
-from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -52,14 +51,15 @@ from optout.pipeline_auth import (
     PipelineClient,
     pipeline_client,
 )
-from optout.pipeline_serializers import ThresholdsSerializer, strictness_field, threshold_field
+from optout.pipeline_serializers import (
+    ClosedSerializer,
+    ThresholdsSerializer,
+    strictness_field,
+    threshold_field,
+)
 from optout.receipt_api import ReceiptSerializer
 from optout.throttles import ApiKeyRateThrottle
 from optout.uses import USES
-
-if TYPE_CHECKING:
-    # drf_spectacular.openapi imports rest_framework.generics: see config/api.py.
-    from drf_spectacular.openapi import AutoSchema
 
 TAGS = ["batches"]
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -202,7 +202,7 @@ class ManifestFormatField(serializers.CharField):
     field itself takes any text."""
 
 
-class BatchSubmitSerializer(serializers.Serializer):
+class BatchSubmitSerializer(ClosedSerializer):
     manifest = serializers.FileField(
         help_text=(
             "The manifest: JSONL, CSV (or TSV), Parquet (img2dataset's output as is) or a "
@@ -259,20 +259,6 @@ class BatchSubmitSerializer(serializers.Serializer):
 
 # The fields a submission may carry, each once (form_data_once).
 SUBMIT_FIELDS = tuple(BatchSubmitSerializer().fields)
-
-
-class BatchSubmitScheme(OpenApiSerializerExtension):
-    """Documents the submission form as closed, as the view holds it: any other
-    field is a 400. Registered on import."""
-
-    target_class = BatchSubmitSerializer
-
-    def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
-        schema: dict[str, Any] = auto_schema._map_serializer(
-            self.target, direction, bypass_extensions=True
-        )
-        schema["additionalProperties"] = False
-        return schema
 
 
 class BatchAcceptedSerializer(serializers.Serializer):
