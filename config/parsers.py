@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import codecs
 import re
+import sys
 from collections.abc import Mapping
+from json import JSONDecodeError
 from typing import IO, Any
 
 from django.conf import settings
@@ -110,8 +112,14 @@ class JSONParser(parsers.JSONParser):
             text = codecs.getreader(encoding)(stream).read()
             parse_constant = json.strict_constant if self.strict else None
             data = json.loads(text, parse_constant=parse_constant)
-        except ValueError as error:
+        except JSONDecodeError as error:
             raise exceptions.ParseError(f"JSON parse error - {error}") from None
+        except ValueError:
+            # The one other ValueError of the decoder: an integer longer than
+            # Python converts (its message advises raising the limit).
+            raise exceptions.ParseError(
+                f"JSON parse error - a number has more than {sys.get_int_max_str_digits()} digits."
+            ) from None
         except RecursionError:
             raise exceptions.ParseError(
                 f"JSON parse error - nested too deeply (more than {MAX_JSON_DEPTH} levels "

@@ -6,6 +6,7 @@ decision (config/parsers.py, optout/pipeline_api.py, optout/lookup.py)."""
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +216,18 @@ def test_a_value_nested_just_within_the_limit_is_decided_as_the_record_it_is(
 
     assert response.status_code == 200
     assert response.json()["results"][0]["decision"] == "invalid"
+
+
+def test_a_number_too_long_for_python_is_a_400_saying_so(world: World) -> None:
+    digits = sys.get_int_max_str_digits()
+    record = f'{{"id": "a", "pdq_quality": {"9" * (digits + 1)}}}'
+
+    response = post_json(world.api, f'{{"use": "ai_training", "records": [{record}]}}')
+
+    assert response.status_code == 400
+    assert response.json() == parse_error(
+        f"JSON parse error - a number has more than {digits} digits."
+    )
 
 
 def test_the_projects_json_parser_is_the_default_parser() -> None:
