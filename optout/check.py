@@ -34,6 +34,12 @@ FINAL_STATUSES = ("done", "failed")
 # with the back-off below that is about five minutes of outage.
 MAX_POLL_FAILURES = 12
 MAX_BACKOFF_SECONDS = 30.0
+# Submissions over the key's quota (HTTP 429) are tried this many times in all,
+# each after the wait the registry's Retry-After asks for, up to this long.
+SUBMIT_ATTEMPTS = 4
+MAX_RETRY_AFTER_SECONDS = 60.0
+# A count above this is no count (a progress bar cannot show it).
+MAX_COUNT = 10**15
 # Smaller manifests upload in about a second: no bar for them.
 UPLOAD_BAR_BYTES = 16 * 1024 * 1024
 # Invalid rows named on stderr; the rest are one download away (?decision=invalid).
@@ -111,10 +117,11 @@ def _run(options: CheckOptions) -> int:
     if batch.get("status") == "failed":
         reason = batch.get("failure_reason") or batch.get("detail") or "no reason given"
         raise CheckFailed(f"batch {batch_id} failed: {reason}")
+    receipt_path = options.receipt or _receipt_default(options, batch_id)
     _summary(batch)
     _invalid_warn(registry, batch)
     exclusions = _download(registry, batch_id, options.output)
-    receipt = _receipt_save(batch, options.receipt or Path(f"{batch_id}.receipt.json"))
+    receipt = _receipt_save(batch, receipt_path)
     trusted_key = trusted_key or _trusted_key_fetch(registry)
     problems = receipt_problems(
         receipt,
@@ -173,14 +180,32 @@ def _trusted_key_from_file(path: Path | None) -> Ed25519PublicKey | None:
 
 
 def _check_paths(options: CheckOptions) -> None:
-    outputs = {"-o": options.output, "--receipt": options.receipt, "--filtered": options.filtered}
-    for flag, path in outputs.items():
-        if path is None:
-            continue
-        if path.resolve() == options.manifest.resolve():
-            raise UsageError(f"{flag} {path} would overwrite the manifest")
-        if not path.parent.resolve().is_dir():
+    """Refuse, before anything is sent, outputs that would overwrite an input or
+    each other, or that cannot be written where they are to go."""
+    given = {"-o": options.output, "--receipt": options.receipt, "--filtered": options.filtered}
+    outputs = [(flag, path) for flag, path in given.items() if path is not None]
+    for index, (flag, path) in enumerate(outputs):
+        _check_output(options, flag, path)
+        for other_flag, other in outputs[:index]:
+            if _same_file(path, other):
+                raise UsageError(
+                    f"{other_flag} {other} and {flag} {path} are the same file: "
+                    "give each its own path"
+                )
+        if path.is_dir():
+            raise UsageError(f"{flag} {path} is a folder, not a file")
+        if not _resolved(path.parent).is_dir():
             raise UsageError(f"{flag} {path}: the folder {path.parent} does not exist")
+        # The exclusions and the filtered manifest go to a temporary file in the
+        # same folder first; the receipt is written in place.
+        if not os.access(path.parent, os.W_OK | os.X_OK) or (
+            flag == "--receipt" and path.exists() and not os.access(path, os.W_OK)
+        ):
+            raise UsageError(f"{flag} {path}: cannot write there (permission denied)")
+    if options.receipt is None and not os.access(Path.cwd(), os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot write the receipt in the current folder {Path.cwd()}: pass --receipt FILE"
+        )
     if options.filtered is None:
         return
     try:
@@ -195,27 +220,67 @@ def _check_paths(options: CheckOptions) -> None:
         )
 
 
+def _check_output(options: CheckOptions, flag: str, path: Path) -> None:
+    """``path`` must not be one of the files read."""
+    if _same_file(path, options.manifest):
+        raise UsageError(f"{flag} {path} would overwrite the manifest")
+    if options.public_key is not None and _same_file(path, options.public_key):
+        raise UsageError(f"{flag} {path} would overwrite the --public-key file")
+
+
+def _receipt_default(options: CheckOptions, batch_id: str) -> Path:
+    """<batch id>.receipt.json in the current folder, unless that is another file of this run."""
+    path = Path(f"{batch_id}.receipt.json")
+    _check_output(options, "the receipt", path)
+    for flag, other in (("-o", options.output), ("--filtered", options.filtered)):
+        if other is not None and _same_file(path, other):
+            raise UsageError(f"the receipt {path} would overwrite {flag} {other}: pass --receipt")
+    return path
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    """The same file, through symlinks and hard links too (or both not there yet)."""
+    if _resolved(one) == _resolved(other):
+        return True
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return path.absolute()
+
+
 # --- the batch -----------------------------------------------------------------
 
 
 def _submit(registry: client.Registry, options: CheckOptions, key: str) -> dict[str, Any]:
-    size = options.manifest.stat().st_size
-    with tqdm(
-        total=size,
-        desc="uploading",
-        unit="B",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=not options.progress or size < UPLOAD_BAR_BYTES,
-        leave=False,
-    ) as bar:
-        status, batch = registry.batch_submit(
-            options.manifest,
-            use=options.use,
-            strictness=options.strictness,
-            idempotency_key=key,
-            on_read=bar.update,
-        )
+    """Submit the manifest; a submission over the key's quota (HTTP 429) is
+    tried again, a few times, after the wait the registry asks for."""
+    attempt = 1
+    while True:
+        try:
+            status, batch = _upload(registry, options, key)
+        except client.ApiError as error:
+            if error.code == "idempotency_conflict" and options.idempotency_key is None:
+                raise CheckFailed(
+                    f"the registry refused the default Idempotency-Key ({key[:16]}…): this "
+                    f"manifest's bytes were already submitted for {options.use} as another "
+                    "request (another file name or format?): pass --idempotency-key to check "
+                    "it again"
+                ) from None
+            if error.status != 429 or attempt >= SUBMIT_ATTEMPTS:
+                raise
+            delay = _retry_delay(error, 2.0**attempt)
+            say(f"{error}; retrying in {delay:.0f}s")
+            time.sleep(delay)
+            attempt += 1
+        else:
+            break
     if "id" not in batch:
         raise CheckFailed(f"the registry accepted the manifest but named no batch id: {batch}")
     if status == 202:
@@ -229,6 +294,34 @@ def _submit(registry: client.Registry, options: CheckOptions, key: str) -> dict[
     return batch
 
 
+def _retry_delay(error: client.ApiError, otherwise: float) -> float:
+    """The wait the registry's Retry-After asks for (else ``otherwise``), bounded."""
+    wanted = otherwise if error.retry_after is None else error.retry_after
+    return min(wanted, MAX_RETRY_AFTER_SECONDS)
+
+
+def _upload(
+    registry: client.Registry, options: CheckOptions, key: str
+) -> tuple[int, dict[str, Any]]:
+    size = options.manifest.stat().st_size
+    with tqdm(
+        total=size,
+        desc="uploading",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not options.progress or size < UPLOAD_BAR_BYTES,
+        leave=False,
+    ) as bar:
+        return registry.batch_submit(
+            options.manifest,
+            use=options.use,
+            strictness=options.strictness,
+            idempotency_key=key,
+            on_read=bar.update,
+        )
+
+
 def _wait(registry: client.Registry, accepted: dict[str, Any], options: CheckOptions) -> Any:
     """The batch once done or failed, as GET /api/v1/batches/<id> shows it (the
     submission's answer carries neither counts nor receipt)."""
@@ -237,28 +330,46 @@ def _wait(registry: client.Registry, accepted: dict[str, Any], options: CheckOpt
     with tqdm(desc="checking", unit="record", file=sys.stderr, disable=not options.progress) as bar:
         failures = 0
         while True:
+            delay = options.poll_interval
             try:
                 batch = registry.batch_get(batch_id)
             except client.ApiError as error:
                 failures += 1
                 if not error.transient or failures >= MAX_POLL_FAILURES:
                     raise
-                say(f"{error}; retrying in {_backoff(options.poll_interval, failures):.0f}s")
+                delay = _retry_delay(error, _backoff(options.poll_interval, failures))
+                say(f"{error}; retrying in {delay:.0f}s")
             else:
                 failures = 0
                 _progress_show(bar, batch)
                 if batch.get("status") in FINAL_STATUSES:
                     return batch
-            time.sleep(_backoff(options.poll_interval, failures))
+            time.sleep(delay)
 
 
 def _backoff(interval: float, failures: int) -> float:
     return min(interval * 2**failures, max(interval, MAX_BACKOFF_SECONDS))
 
 
+def _count(value: Any) -> int | None:
+    """A count the registry sent, or None when it is not one (unknown)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
+
+
+def _fraction(value: Any) -> float:
+    """The progress the registry sent, 0 to 1; 0 when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    if value != value or value <= 0:  # NaN, or nothing done yet
+        return 0.0
+    return 1.0 if value >= 1 else float(value)
+
+
 def _progress_show(bar: tqdm[Any], batch: dict[str, Any]) -> None:
-    records = int(batch.get("record_count") or 0)
-    fraction = float(batch.get("progress") or 0.0)
+    records = _count(batch.get("record_count")) or 0
+    fraction = _fraction(batch.get("progress"))
     if batch.get("status") == "done":
         fraction = 1.0
     if records and bar.total != records:
@@ -285,7 +396,7 @@ def _summary(batch: dict[str, Any]) -> None:
 def _invalid_warn(registry: client.Registry, batch: dict[str, Any]) -> None:
     """Records the registry could not read were not checked: say which ones."""
     counts = _counts(batch)
-    invalid = int(counts.get("invalid") or 0)
+    invalid = _count(counts.get("invalid"))
     if not invalid:
         return
     shown = []

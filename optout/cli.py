@@ -15,7 +15,9 @@ import argparse
 import json
 import os
 import signal
+import stat
 import sys
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +36,8 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2  # argparse's own exit status for a bad command line
 EXIT_INTERRUPTED = 130
+# `optout check --poll-interval`: more than an hour between polls is a typo.
+MAX_POLL_INTERVAL_SECONDS = 3600.0
 
 HASH_EPILOG = """\
 Output: one JSON object per photo, in path order:
@@ -61,7 +65,9 @@ knows the photo's own hashes only).
 
 Files are picked by extension (.jpg .jpeg .png .webp .gif, any case); other
 files, and hidden files and folders (names starting with "."), are skipped.
-A photo that cannot be hashed is reported on stderr and the run goes on.
+A photo that cannot be hashed (or a name that is not a regular file: a named
+pipe, a device) is reported on stderr and the run goes on. -o may not be one
+of the photos.
 
 By default every pixel is decoded: the hashes are exactly the ones the registry
 computes from an uploaded photo. --fast decodes JPEGs of 768 x 768 and larger at
@@ -75,8 +81,9 @@ pixels), so with variants --fast saves less (about half the time on
 
 Exit status:
   0  every photo was hashed
-  1  at least one photo could not be hashed (each is reported on stderr)
-  2  usage error (bad arguments, DIR is not a folder)
+  1  at least one photo could not be hashed (each is reported on stderr),
+     or the output could not be written (a full disk)
+  2  usage error (bad arguments, DIR is not a folder, -o cannot be written)
 """
 
 
@@ -87,6 +94,10 @@ class HashResult:
     path: str
     line: dict[str, Any] | None = None
     error: str = ""
+
+
+class OutputFailed(Exception):
+    """The JSON lines could not be written (a full disk): the run stops."""
 
 
 def photo_paths(root: Path) -> tuple[list[str], list[OSError]]:
@@ -136,6 +147,10 @@ def hash_file(
 
 
 def _read_capped(file: Path, max_bytes: int) -> bytes:
+    # Only a regular file is opened: opening a named pipe waits for a writer
+    # (forever), and a device is no photo.
+    if not stat.S_ISREG(file.stat().st_mode):
+        raise hashing.ImageRejected("not_a_file", "not a regular file")
     with file.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > max_bytes:
@@ -196,7 +211,7 @@ def write_results(
     ) as bar:
         for result in results:
             if result.line is not None:
-                out.write(json.dumps(result.line) + "\n")
+                _output_write(out, json.dumps(result.line) + "\n")
                 hashed += 1
             else:
                 tqdm.write(f"failed: {result.path}: {result.error}", file=sys.stderr)
@@ -205,9 +220,58 @@ def write_results(
     return hashed, failed
 
 
+def _output_write(out: TextIO, text: str) -> None:
+    try:
+        out.write(text)
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise OutputFailed(error.strerror or str(error)) from None
+
+
+def _output_close(out: TextIO) -> None:
+    try:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise OutputFailed(error.strerror or str(error)) from None
+
+
+def _stdout_discard() -> None:
+    # What stdout still buffers would fail again when Python flushes it at exit.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def photo_at(root: Path, paths: Sequence[str], output: Path) -> str | None:
+    """The photo among ``paths`` that ``output`` is (the same file, also through a
+    symlink or a hard link), if any."""
+    try:
+        target = output.stat()
+    except OSError:  # nothing there yet (or nothing reachable): no photo
+        return None
+    for path in paths:
+        try:
+            found = (root / path).stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            return path
+    return None
+
+
 def command_hash(args: argparse.Namespace) -> int:
     root: Path = args.directory
     paths, unreadable = photo_paths(root)
+    if args.output is not None and (photo := photo_at(root, paths, args.output)) is not None:
+        print(
+            f"optout hash: error: -o {args.output} would overwrite the photo {photo}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     for error in unreadable:
         print(f"failed: {error.filename}: cannot read folder: {error.strerror}", file=sys.stderr)
     try:
@@ -216,28 +280,34 @@ def command_hash(args: argparse.Namespace) -> int:
         print(f"optout hash: cannot write {args.output}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        results = hash_results(
-            root,
-            paths,
-            workers=args.workers,
-            max_bytes=args.max_bytes,
-            fast=args.fast,
-            with_variants=not args.no_variants,
-        )
-        hashed, failed = write_results(results, len(paths), out, progress=not args.quiet)
+        try:
+            results = hash_results(
+                root,
+                paths,
+                workers=args.workers,
+                max_bytes=args.max_bytes,
+                fast=args.fast,
+                with_variants=not args.no_variants,
+            )
+            hashed, failed = write_results(results, len(paths), out, progress=not args.quiet)
+        finally:
+            _output_close(out)
     except BrokenProcessPool:
         print("optout hash: a worker process died (out of memory?); run aborted", file=sys.stderr)
         return EXIT_SOME_FAILED
     except BrokenPipeError:
         # The reader went away (`optout hash DIR | head`): stop quietly, and keep
         # Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_discard()
         return EXIT_SOME_FAILED
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
+    except OutputFailed as error:
+        if out is sys.stdout:
+            _stdout_discard()
+        print(
+            f"optout hash: cannot write {args.output or 'to stdout'}: {error}; run aborted",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     failed += len(unreadable)
     print(f"hashed {hashed}, failed {failed}", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
@@ -329,19 +399,26 @@ def command_verify(args: argparse.Namespace) -> int:
 
     try:
         trusted = _trusted_key(args.public_key)
-        text = args.receipt.read_text(encoding="utf-8")
+        data = args.receipt.read_bytes()
     except (OSError, receipts.KeyInvalid) as error:
         message = getattr(error, "strerror", None) or error
         print(f"optout verify: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        receipt = _unwrap_receipt(json.loads(text))
+        receipt = _unwrap_receipt(json.loads(data.decode("utf-8")))
+    except UnicodeDecodeError as error:
+        receipt = f"not UTF-8 text: {error.reason} at byte {error.start}"
     except ValueError as error:
         receipt = f"not JSON: {error}"
+    except RecursionError:
+        receipt = "not JSON: nested too deeply"
     try:
         if isinstance(receipt, str):
             raise receipts.ReceiptInvalid(receipt)
-        receipts.receipt_verify(receipt, trusted)
+        try:
+            receipts.receipt_verify(receipt, trusted)
+        except RecursionError:
+            raise receipts.ReceiptInvalid("malformed receipt: nested too deeply") from None
         statement = receipt["statement"]
         if statement.get("type") != receipts.STATEMENT_TYPE:
             raise receipts.ReceiptInvalid(f"not a batch receipt: type {statement.get('type')!r}")
@@ -395,18 +472,57 @@ def _existing_file(value: str) -> Path:
 
 
 def _registry_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"not an http(s) URL: {value}")
+    """--url: checked here, so that a URL urllib cannot use is a usage error, not
+    a traceback; one with a password in it is refused without showing it."""
+    shown = _url_shown(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError as error:
+        reason = f" ({error})" if shown == value else ""  # a masked password is not echoed
+        raise argparse.ArgumentTypeError(f"not a valid URL{reason}: {shown}") from None
+    if parts.scheme not in ("http", "https"):
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {shown}")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise argparse.ArgumentTypeError(f"not a valid URL (blank or control characters): {shown}")
+    if "@" in parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"a user name or password in the URL is not used (the API key goes in --key or "
+            f"$OPTOUT_API_KEY): {shown}"
+        )
+    if "?" in value or "#" in value:
+        raise argparse.ArgumentTypeError(
+            f"the registry's URL takes no query or fragment (?, #): {shown}"
+        )
+    if not parts.hostname or port == 0:
+        raise argparse.ArgumentTypeError(f"not a valid URL (no host or port): {shown}")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"not a valid host name: {shown}") from None
     return value.rstrip("/")
 
 
-def _positive_seconds(value: str) -> float:
+def _url_shown(value: str) -> str:
+    """``value`` with everything between the scheme and its last @ masked: an
+    error message must not echo a password (user:password@host)."""
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        scheme, rest = "", value
+    if "@" not in rest:
+        return value
+    return f"{scheme}{separator}***@{rest.rpartition('@')[2]}"
+
+
+def _poll_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    if not 0 < seconds <= MAX_POLL_INTERVAL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_POLL_INTERVAL_SECONDS:.0f} seconds, got {value}"
+        )
     return seconds
 
 
@@ -527,10 +643,11 @@ def _add_check_parser(commands: Any) -> None:
     )
     check_parser.add_argument(
         "--poll-interval",
-        type=_positive_seconds,
+        type=_poll_seconds,
         default=2.0,
         metavar="S",
-        help="seconds between status requests (default: %(default)s)",
+        help=f"seconds between status requests, at most {MAX_POLL_INTERVAL_SECONDS:.0f} "
+        "(default: %(default)s)",
     )
     check_parser.add_argument(
         "--strictness",

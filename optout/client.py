@@ -8,10 +8,12 @@ fields it names), never a traceback.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import mimetypes
 import secrets
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,12 +31,24 @@ _READ_BLOCK = 1024 * 1024
 
 
 class ApiError(Exception):
-    """A request to the registry failed. ``transient``: worth retrying later."""
+    """A request to the registry failed. ``transient``: worth retrying later;
+    ``code``: the registry's machine-readable ``error``, if it sent one;
+    ``retry_after``: the seconds its Retry-After header asked to wait, if any."""
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        code: str = "",
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.transient = transient
+        self.code = code
+        self.retry_after = retry_after
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -122,18 +136,18 @@ class Registry:
         authenticated: bool = True,
     ) -> http.client.HTTPResponse:
         """Send one request; a response with status >= 400 becomes an ApiError."""
-        request = urllib.request.Request(self.url(path), data=body, method=method)  # noqa: S310 (http(s) only, checked by the caller)
-        request.add_header("Accept", "application/json")
-        request.add_header("User-Agent", "optout-cli")
-        if authenticated and self.api_key:
-            request.add_header("Authorization", f"Api-Key {self.api_key}")
-        if body is not None:
-            request.add_header("Content-Type", body.content_type)
-            request.add_header("Content-Length", str(body.length))
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
         opener = urllib.request.build_opener(_NoRedirects)
         try:
+            request = urllib.request.Request(self.url(path), data=body, method=method)  # noqa: S310 (http(s) only, checked by the caller)
+            request.add_header("Accept", "application/json")
+            request.add_header("User-Agent", "optout-cli")
+            if authenticated and self.api_key:
+                request.add_header("Authorization", f"Api-Key {self.api_key}")
+            if body is not None:
+                request.add_header("Content-Type", body.content_type)
+                request.add_header("Content-Length", str(body.length))
+            for name, value in (headers or {}).items():
+                request.add_header(name, value)
             response = opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as error:
             raise _http_error(method, self.url(path), error) from None
@@ -143,6 +157,8 @@ class Registry:
             ) from None
         except (OSError, http.client.HTTPException) as error:
             raise ApiError(f"{method} {self.url(path)} failed: {error}", transient=True) from None
+        except ValueError as error:  # a URL urllib cannot use (the command line checks --url)
+            raise ApiError(f"{method} {self.url(path)}: not a usable URL: {error}") from None
         finally:
             if body is not None:
                 body.close()
@@ -223,7 +239,39 @@ def _http_error(method: str, url: str, error: urllib.error.HTTPError) -> ApiErro
             status=status,
         )
     message = f"{method} {url}: HTTP {status}: {_describe(body, error.reason)}"
-    return ApiError(message, status=status, transient=status in TRANSIENT_STATUSES)
+    return ApiError(
+        message,
+        status=status,
+        transient=status in TRANSIENT_STATUSES,
+        code=_error_code(body),
+        retry_after=_retry_after(error.headers.get("Retry-After")),
+    )
+
+
+def _error_code(body: bytes) -> str:
+    """The ``error`` field of the registry's JSON error body, if it has one."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return ""
+    code = answer.get("error") if isinstance(answer, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _describe(body: bytes, reason: str) -> str:

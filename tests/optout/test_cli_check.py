@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from pytest_django.fixtures import Settings
 
-from optout import check, manifest_filter, manifests, receipts
+from optout import check, client, manifest_filter, manifests, receipts
 from optout.manifest_filter import FilterError
 from optout.models import Batch, Organization, OrganizationAPIKey
 from optout.services import opt_out_file
@@ -657,6 +657,36 @@ def test_check_of_a_manifest_the_registry_refuses_prints_its_detail_and_exits_1(
     assert result.returncode == 1
     assert Batch.objects.count() == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_bytes_under_another_name_explain_the_refused_default_idempotency_key(
+    live_server: Any, tmp_path: Path
+) -> None:
+    _, raw = OrganizationAPIKey.objects.create_key(
+        organization=OrganizationFactory(), name="cli", scopes=["batches"]
+    )
+    content = b"id,sha256\na," + b"ab" * 32 + b"\n"
+    as_jsonl, as_csv = tmp_path / "x.jsonl", tmp_path / "x.csv"
+    as_jsonl.write_bytes(content)
+    as_csv.write_bytes(content)
+    default_key = check.manifest_digests(as_jsonl, "ai_training")[1]
+    # The first run (here without waiting for its batch): the bytes as JSONL.
+    status, _ = client.Registry(live_server.url, raw).batch_submit(
+        as_jsonl, use="ai_training", idempotency_key=default_key, on_read=lambda size: None
+    )
+
+    result = optout("check", str(as_csv), "--url", live_server.url, "-q", cwd=tmp_path, api_key=raw)
+
+    assert status == 202
+    assert result.stderr == (
+        f"optout check: the registry refused the default Idempotency-Key ({default_key[:16]}…): "
+        "this manifest's bytes were already submitted for ai_training as another request "
+        "(another file name or format?): pass --idempotency-key to check it again\n"
+    )
+    assert result.returncode == 1
+    assert Batch.objects.count() == 1
 
 
 def test_check_help_documents_the_exit_status_and_the_defaults() -> None:
