@@ -4,6 +4,9 @@ Opt-outs are evidence: they are filed by creators, changed (superseded by a new
 opt-out that ``replaces`` them) and withdrawn, never deleted or edited. The one
 operator change is the "withdraw" action, which goes through the same service
 as a creator's own withdrawal and so takes its ledger version.
+
+Every admin here derives from config.admin_guards.GuardedModelAdmin: a filter
+value or selection PostgreSQL cannot take is an invalid lookup, not a 500.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
+from config.admin_guards import GuardedModelAdmin
 from optout import services
 from optout.models import (
     Batch,
@@ -55,7 +60,7 @@ class OrganizationAPIKeyInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(GuardedModelAdmin):
     list_display = ("name", "public_id", "created_at", "suspended_at")
     list_filter = (("suspended_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "=public_id")
@@ -64,7 +69,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(OptOut)
-class OptOutAdmin(admin.ModelAdmin):
+class OptOutAdmin(GuardedModelAdmin):
     list_display = (
         "public_id",
         "creator",
@@ -153,12 +158,35 @@ class OptOutAdmin(admin.ModelAdmin):
         )
 
 
+class OrganizationAPIKeyForm(forms.ModelForm):
+    """The key admin's form: an expiry in the past is refused, as
+    services.api_key_create refuses it (a key created expired is useless, and
+    its raw value would be shown anyway)."""
+
+    class Meta:
+        model = OrganizationAPIKey
+        fields = ("organization", "name", "scopes", "expiry_date", "revoked")
+
+    def clean_expiry_date(self) -> Any:
+        expiry = self.cleaned_data.get("expiry_date")
+        # An existing key keeps the expiry it has (perhaps passed); a new or
+        # changed one must be ahead.
+        changed = self.instance.pk is None or "expiry_date" in self.changed_data
+        if expiry is not None and changed and expiry <= timezone.now():
+            raise forms.ValidationError(
+                "The expiry must be in the future (revoke a key to stop it now).",
+                code="expiry_in_past",
+            )
+        return expiry
+
+
 @admin.register(OrganizationAPIKey)
-class OrganizationAPIKeyAdmin(APIKeyModelAdmin):
+class OrganizationAPIKeyAdmin(GuardedModelAdmin, APIKeyModelAdmin):
     """Keys are shown once, in a message, when created here (APIKeyModelAdmin);
     only their hash is stored. Revoking cannot be undone; keys are never deleted,
     so the audit log keeps naming them."""
 
+    form = OrganizationAPIKeyForm
     fields = ("prefix", "organization", "name", "scopes", "expiry_date", "revoked")
     # The base class declares these as fixed-length tuples; ours are longer.
     list_display = (  # type: ignore[assignment]

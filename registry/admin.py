@@ -8,19 +8,40 @@ that call the same services a creator's own request would.
 Scale: foreign keys are shown read-only (no <select> of every creator is ever
 rendered), list pages join what they display, and the big tables skip the
 unfiltered COUNT(*) that Django shows next to search results.
+
+Every admin here derives from config.admin_guards.GuardedModelAdmin: a filter
+value or selection PostgreSQL cannot take is an invalid lookup, not a 500.
 """
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth.models import Group, User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.admin_guards import GuardedModelAdmin
 from registry import services
 from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
 
+# The operators' own accounts: Django's admins, with the guards.
+for auth_model in (User, Group):
+    if admin.site.is_registered(auth_model):
+        admin.site.unregister(auth_model)
 
-class EvidenceAdmin(admin.ModelAdmin):
+
+@admin.register(User)
+class OperatorUserAdmin(GuardedModelAdmin, auth_admin.UserAdmin):
+    pass
+
+
+@admin.register(Group)
+class OperatorGroupAdmin(GuardedModelAdmin, auth_admin.GroupAdmin):
+    pass
+
+
+class EvidenceAdmin(GuardedModelAdmin):
     """Rows created by services only: no add and no delete from the admin."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -40,7 +61,8 @@ class ReadOnlyAdmin(EvidenceAdmin):
 @admin.register(Creator)
 class CreatorAdmin(EvidenceAdmin):
     # Deleting an account must settle its opt-outs (optout.services.creator_delete);
-    # suspending is the operator's lever here.
+    # suspending (and lifting a suspension) is the operator's lever here. Each
+    # leaves an entry in the creator's admin history.
     list_display = (
         "__str__",
         "public_id",
@@ -64,15 +86,27 @@ class CreatorAdmin(EvidenceAdmin):
         "anonymized_at",
         "created_at",
     )
-    actions = ("suspend",)
+    actions = ("suspend", "unsuspend")
 
     @admin.action(description="Suspend selected creators", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[Creator]) -> None:
         suspended = 0
         for creator in queryset.filter(suspended_at__isnull=True):
             services.creator_suspend(creator=creator)
+            self.log_change(request, creator, "Suspended.")
             suspended += 1
         self.message_user(request, f"Suspended {suspended} creator(s).", messages.SUCCESS)
+
+    @admin.action(description="Lift the suspension of selected creators", permissions=["change"])
+    def unsuspend(self, request: HttpRequest, queryset: QuerySet[Creator]) -> None:
+        lifted = 0
+        for creator in queryset.filter(suspended_at__isnull=False):
+            services.creator_unsuspend(creator=creator)
+            self.log_change(request, creator, "Suspension lifted.")
+            lifted += 1
+        self.message_user(
+            request, f"Lifted the suspension of {lifted} creator(s).", messages.SUCCESS
+        )
 
 
 @admin.register(Photo)

@@ -285,6 +285,17 @@ def creator_suspend(*, creator: Creator) -> Creator:
     return creator
 
 
+def creator_unsuspend(*, creator: Creator) -> Creator:
+    """Lift a suspension (the creator can log in and use tokens again).
+
+    Like creator_suspend it changes no consent and so writes no ledger event;
+    the admin action that calls it leaves an entry in the admin's history."""
+    if creator.suspended_at is not None:
+        Creator.objects.filter(pk=creator.pk, suspended_at__isnull=False).update(suspended_at=None)
+        creator.refresh_from_db(fields=["suspended_at"])
+    return creator
+
+
 __all__ = [
     "ACTOR_CREATOR",
     "Channel",
@@ -295,6 +306,7 @@ __all__ = [
     "creator_for_user",
     "creator_sign_up",
     "creator_suspend",
+    "creator_unsuspend",
     "photos_register_from_hashes",
     "photos_register_hashed",
     "token_create",
