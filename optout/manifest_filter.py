@@ -4,12 +4,13 @@ format. Pure: no Django.
 Rows are numbered exactly as ``optout.manifests`` numbers them, which is how the
 registry's exclusions name them: the line number for JSONL and CSV (the CSV
 header is line 1, so the first record is row 2; a quoted field spanning lines
-makes a record's row its last line), the 1-based row index for Parquet, the
-1-based sample index for a webdataset .tar (whose record id is the sample key).
-Each dropped row's id is compared
-with the id the exclusion names, so a numbering mismatch stops the run instead
-of dropping the wrong records. Everything else (malformed rows, blank lines,
-columns the registry ignores) is copied unchanged.
+makes a record's row its last line, and records are read by the same lenient csv
+reader: a stray quote's record, invalid there, is copied here as it is), the
+1-based row index for Parquet, the 1-based sample index for a webdataset .tar
+(whose record id is the sample key). Each dropped row's id is compared with the
+id the exclusion names, so a numbering mismatch stops the run instead of
+dropping the wrong records. Everything else (malformed rows, blank lines,
+columns the registry ignores, the damaged end of a .tar) is copied unchanged.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def _filter_csv(source: Path, target: Path, excluded: Mapping[int, str]) -> tupl
         header_line = reader.readline()
         writer.write(header_line)
         buffered: list[str] = []
+        # Lenient about quotes, as manifests.read_csv reads records: they end
+        # where they end there (one breaking the quoting rules is invalid: kept).
         rows = csv.reader(
             _buffering(_prepend(header_line, reader), buffered),
             delimiter=manifests._csv_delimiter(header_line),
@@ -200,10 +203,25 @@ def _filter_parquet(
 
 
 def _filter_tar(source: Path, target: Path, excluded: Mapping[int, str]) -> tuple[int, set[int]]:
+    """Samples are copied member by member (folders and links as they come). A
+    damaged shard is read as the registry reads it (``manifests._Shard``): the
+    sample being read when the damage showed is an invalid row there, so it is
+    kept here as far as it could be read, and the filtered shard ends as the
+    source does, damaged: without its end-of-archive marker, and with the member
+    that was cut short, if one was, cut where it was. A tar reader then finds
+    the damage where it was, instead of a sample that silently lost a member or
+    part of one."""
     kept = 0
     seen: set[int] = set()
-    with tarfile.open(source, "r|*") as reader, tarfile.open(target, "w") as writer:
-        sample: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with (
+        source.open("rb") as stream,
+        _shard_open(stream) as shard,
+        target.open("wb") as output,
+    ):
+        # Closed (its end-of-archive marker written) only if the source ends properly.
+        writer = tarfile.TarFile(fileobj=output, mode="w")
+        members = _ShardMembers(shard)
+        sample: list[tuple[tarfile.TarInfo, bytes]] = []
         key: str | None = None
         row = 0
 
@@ -217,10 +235,10 @@ def _filter_tar(source: Path, target: Path, excluded: Mapping[int, str]) -> tupl
                 return
             kept += 1
             for member, data in sample:
-                writer.addfile(member, io.BytesIO(data) if data is not None else None)
+                writer.addfile(member, io.BytesIO(data))
 
-        for member in reader:
-            if not member.isfile():
+        for member, data in members:
+            if data is None:
                 # Folders and links are no part of a sample (the registry skips
                 # them too): copied as they come.
                 writer.addfile(member)
@@ -229,10 +247,64 @@ def _filter_tar(source: Path, target: Path, excluded: Mapping[int, str]) -> tupl
             if member_key != key:
                 flush()
                 sample, key, row = [], member_key, row + 1
-            handle = reader.extractfile(member)
-            sample.append((member, handle.read() if handle is not None else None))
-        flush()
+            sample.append((member, data))
+        if not members.damaged:
+            flush()
+            writer.close()
+        elif key is not None:
+            kept += 1  # the registry's invalid row
+            for member, data in sample:
+                if len(data) == member.size:
+                    writer.addfile(member, io.BytesIO(data))
+                else:  # its header, and the data as far as it goes
+                    output.write(member.tobuf(writer.format, writer.encoding, writer.errors))
+                    output.write(data)
     return kept, seen
+
+
+def _shard_open(stream: IO[bytes]) -> manifests._Shard:
+    """The shard, read as the registry reads it (ManifestInvalid as there)."""
+    try:
+        return manifests._Shard.open(fileobj=stream, mode="r|*", tarinfo=manifests._ShardHeader)
+    except manifests._TAR_ERRORS as error:
+        raise manifests.ManifestInvalid(
+            "malformed", f"cannot read the tar shard: {error}"
+        ) from None
+
+
+class _ShardMembers:
+    """The members of a shard with their data (None for folders and links), as
+    far as they can be read; then ``damaged``: whether the shard does not end
+    properly, as ``manifests.read_webdataset`` tells (damage, or a shard cut
+    short anywhere, at a member header too). A member cut short comes with the
+    part of its data the shard holds, shorter than its size."""
+
+    def __init__(self, shard: manifests._Shard) -> None:
+        self.shard = shard
+        self.damaged = False
+
+    def __iter__(self) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+        # Only the shard's reads are in the try: the caller's writes are not.
+        try:
+            for member in self.shard:
+                yield member, (_member_data(self.shard, member) if member.isfile() else None)
+            self.damaged = self.shard.damage_at_end() is not None
+        except manifests._TAR_ERRORS:
+            self.damaged = True
+
+
+def _member_data(shard: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A file member's data, or what the shard holds of it when it is cut short
+    there: read from the shard's stream, where tarfile's own file object would
+    raise and give none of it (tarfile finds the damage when it moves on to the
+    next member). A sparse member is stored in pieces only tarfile puts together."""
+    if member.sparse is not None:
+        handle = shard.extractfile(member)
+        return handle.read() if handle is not None else b""
+    stream = shard.fileobj
+    assert stream is not None  # an open shard has its stream
+    stream.seek(member.offset_data)
+    return stream.read(member.size)
 
 
 _WRITERS = {

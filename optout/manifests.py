@@ -8,11 +8,13 @@ Each reader yields ``(row, raw)`` where ``raw`` is a dict with the record's
 fields, or a string saying why that row is malformed: one bad row never stops
 the others. Row numbers are 1-based: the line number for JSONL and CSV (the CSV
 header is line 1; a quoted field spanning lines gives its last line, and so does
-a malformed record: the line the reader was on when it gave up), the row index
-for Parquet, the sample index for webdataset shards. A row number is never given
-twice: the batch keeps one result per row. ManifestInvalid is raised only when
-the manifest as a whole cannot be read, or when a column it names twice leaves
-in doubt which one holds the record.
+a malformed record: the line the reader was on when it gave up; a record breaking
+the quoting rules is one malformed record, and a stray quote opening a field that
+is never closed makes the rest of the file one), the row index for Parquet, the
+sample index for webdataset shards. A row number is never given twice: the batch
+keeps one result per row. ManifestInvalid is raised only when the manifest as a
+whole cannot be read, or when a column it names twice leaves in doubt which one
+holds the record.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ _CUT_HEADER: tuple[type[tarfile.HeaderError], ...] = (
 # that one bad row is reported on its own instead of failing the whole block of
 # text around it.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+# The line breaks the CSV text is split into lines at (universal newlines).
+_LINE_BREAK = re.compile("\r\n|\r|\n")
 _UNKNOWN_FORMAT = "unknown manifest format; send JSONL, CSV, Parquet or a webdataset .tar"
 
 Row = tuple[int, dict[str, Any] | str]
@@ -200,15 +204,31 @@ def _csv_delimiter(header: str) -> str:
 
 
 def read_csv(stream: IO[bytes]) -> Iterator[Row]:
-    """CSV with a header line naming the columns (comma, or tab for TSV)."""
+    """CSV with a header line naming the columns (comma, or tab for TSV).
+
+    Records end where Python's csv reader, lenient about quotes, ends them (as
+    ``optout.manifest_filter`` reads them too, to number rows alike); a record
+    it could only read by bending the quoting rules is invalid: a quoted field
+    never closed (the rest of the file read as one field, where a stray quote
+    would hide every later row), or a closing quote followed by anything but the
+    delimiter or the line end (``a,"b"c`` could be ``bc`` or ``"b"c``, and a
+    stray quote closed by the next quoted field of a later line looks like
+    that). The strict reader is not used as such: on such a quote it drops the
+    rest of the line, and a quoted field opened there would then have its
+    following lines read as records nobody wrote."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     header = text.readline()
-    lines = _prepend(header, text)
-    reader = csv.DictReader(lines, delimiter=_csv_delimiter(header))
+    delimiter = _csv_delimiter(header)
+    lines = _CsvLines(header, text)
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
-        fields = reader.fieldnames or []
+        fields = next(reader, [])
     except csv.Error as error:
         raise ManifestInvalid("malformed", f"cannot read the CSV header: {error}") from None
+    if lines.ended and fields:
+        raise ManifestInvalid(
+            "malformed", f"the CSV header: {_csv_unclosed(fields[-1], reader.line_num)}"
+        )
     names = [name.strip().lower() for name in fields]
     known = set(RECORD_FIELDS) | {"key"}
     if not known.intersection(names):
@@ -220,24 +240,91 @@ def read_csv(stream: IO[bytes]) -> Iterator[Row]:
         raise ManifestInvalid(
             "malformed", f"the CSV header names the column {repeated!r} more than once"
         )
-    # The line numbers of the csv reader itself: DictReader's stay at the previous
-    # record's when a record cannot be read (a field over csv.field_size_limit).
-    lines_read = reader.reader
     while True:
+        lines.record.clear()
         try:
-            raw = next(reader)
+            values = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            yield lines_read.line_num, f"malformed CSV: {error}"
+            yield reader.line_num, f"malformed CSV: {error}"
             continue
-        if None in raw:
-            yield lines_read.line_num, "row has more fields than the header"
+        if not values:
+            continue  # a blank line
+        row = reader.line_num
+        if lines.ended:
+            # The input ran out inside a quoted field (the lenient reader then
+            # returns what it has): its last field is the rest of the file.
+            yield row, _csv_unclosed(values[-1], row)
             continue
-        if any(_UNDECODABLE.search(value) for value in raw.values() if isinstance(value, str)):
-            yield lines_read.line_num, "row is not valid UTF-8"
+        flaw = _csv_quoting_flaw(lines.record, delimiter, row)
+        if flaw is not None:
+            yield row, flaw
             continue
-        yield lines_read.line_num, _pick({k.strip().lower(): v for k, v in raw.items() if k})
+        if len(values) > len(names):
+            yield row, "row has more fields than the header"
+            continue
+        if any(_UNDECODABLE.search(value) for value in values):
+            yield row, "row is not valid UTF-8"
+            continue
+        yield row, _pick(dict(zip(names, values, strict=False)))
+
+
+class _CsvLines:
+    """The lines of a CSV text for the csv reader, keeping those of the record
+    being read in ``record`` (the caller empties it between records); ``ended``
+    once the text is read to its end."""
+
+    def __init__(self, header: str, rest: IO[str]) -> None:
+        self._lines = _prepend(header, rest)
+        self.record: list[str] = []
+        self.ended = False
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
+        self.record.append(line)
+        return line
+
+
+def _csv_unclosed(field: str, last_line: int) -> str:
+    """Why a record whose last ``field`` is a quoted field never closed is
+    invalid, naming the line the quote opened on (the field holds every line
+    break after it; ``last_line``, the file's last, holds its end)."""
+    opened = last_line - len(_LINE_BREAK.findall(field))
+    if field.endswith(("\n", "\r")):
+        opened += 1  # the break that ends the last line
+    return (
+        f"a quoted field opened on line {opened} is never closed: "
+        "the rest of the file was read as one field"
+    )
+
+
+def _csv_quoting_flaw(lines: list[str], delimiter: str, last_line: int) -> str | None:
+    """Why the record on ``lines`` (its last one ``last_line``) breaks the
+    quoting rules the lenient csv reader bent to read it, or None: read again,
+    strictly (only a record holding a quote can break them)."""
+    if not any('"' in line for line in lines):
+        return None
+    strict = csv.reader(lines, delimiter=delimiter, strict=True)
+    try:
+        for _ in strict:
+            pass
+    except csv.Error as error:
+        first = last_line - len(lines) + 1
+        if first == last_line:
+            return f"malformed CSV: {error}"
+        return (
+            f"malformed CSV: {error} on line {first + strict.line_num - 1} "
+            f"of the record on lines {first} to {last_line}"
+        )
+    return None
 
 
 def _prepend(first: str, rest: IO[str]) -> Iterator[str]:

@@ -795,3 +795,94 @@ def test_check_of_a_csv_manifest_agrees_with_the_registry_on_row_numbers(
     assert (tmp_path / "clean.csv").read_bytes().decode() == (
         f'id,sha256,caption\nc1,{sha(5)},"a caption\nover two lines"\nc3,{sha(6)},free\n'
     )
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_check_of_a_csv_with_a_stray_quote_names_the_rows_it_swallowed(
+    live_server: Any,
+    worker: Path,
+    registry_data: tuple[str, list[hashing.PhotoHashes], Organization],
+    tmp_path: Path,
+) -> None:
+    """The rows after the quote were read into one caption: 1 record, 0 invalid,
+    and the opted-out photo of row 4 kept unnamed in the filtered manifest."""
+    api_key, photos, _ = registry_data
+    lines = [
+        "id,sha256,caption\n",
+        f"c1,{photos[0].sha256},opted out\n",
+        f'c2,{sha(5)},"a caption with a stray quote\n',
+        f"c3,{photos[1].sha256},opted out too\n",
+        f"c4,{sha(6)},free\n",
+    ]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("".join(lines))
+
+    result = optout(
+        "check",
+        str(manifest),
+        "--url",
+        live_server.url,
+        "--filtered",
+        "clean.csv",
+        "--poll-interval",
+        "0.2",
+        cwd=tmp_path,
+        api_key=api_key,
+    )
+
+    assert result.returncode == 0, result.stderr + worker.read_text(errors="replace")
+    assert [(item["id"], item["row"]) for item in read_jsonl(tmp_path / "exclusions.jsonl")] == [
+        ("c1", 2)
+    ]
+    batch = Batch.objects.get()
+    messages = stderr_lines(result)
+    assert messages[1] == (
+        f"batch {batch.public_id} done: 2 records, 1 excluded, 1 invalid, "
+        f"registry version {batch.registry_version}"
+    )
+    assert messages[2:4] == [
+        "warning: 1 records are invalid and were NOT checked (kept in a filtered manifest):",
+        "  row 5: a quoted field opened on line 3 is never closed: the rest of the file was "
+        "read as one field",
+    ]
+    assert messages[-1] == "filtered manifest: clean.csv (1 records kept, 1 dropped)"
+    assert (tmp_path / "clean.csv").read_text() == "".join(lines[:1] + lines[2:])
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_check_of_a_shard_cut_inside_its_last_member_writes_the_filtered_shard(
+    live_server: Any,
+    worker: Path,
+    registry_data: tuple[str, list[hashing.PhotoHashes], Organization],
+    tmp_path: Path,
+) -> None:
+    """It was a traceback (tarfile.ReadError), exit 1 and no filtered shard."""
+    api_key, _, _ = registry_data
+    images = [jpeg_bytes(101), jpeg_bytes(7), jpeg_bytes(8)]  # the first one opted out
+    shard = tar_bytes([(f"shard/{index:06d}.jpg", image) for index, image in enumerate(images, 1)])
+    manifest = tmp_path / "shard.tar"
+    manifest.write_bytes(shard[: shard.index(images[2]) + len(images[2]) // 2])
+
+    result = optout(
+        "check",
+        str(manifest),
+        "--url",
+        live_server.url,
+        "--filtered",
+        "clean.tar",
+        "--poll-interval",
+        "0.2",
+        cwd=tmp_path,
+        api_key=api_key,
+    )
+
+    assert result.returncode == 0, result.stderr + worker.read_text(errors="replace")
+    assert "Traceback" not in result.stderr
+    damaged = "sample 'shard/000003': the tar shard is damaged here: unexpected end of data"
+    assert f"  row 3: {damaged}" in stderr_lines(result)
+    assert stderr_lines(result)[-1] == "filtered manifest: clean.tar (2 records kept, 1 dropped)"
+    assert rows_of(tmp_path / "clean.tar") == [(1, "shard/000002"), (2, damaged)]

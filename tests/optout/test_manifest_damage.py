@@ -198,6 +198,46 @@ def test_an_excluded_row_before_a_row_over_the_field_limit_is_not_lost(
 
 @pytest.mark.postgres
 @pytest.mark.django_db
+def test_the_rows_a_stray_csv_quote_swallows_are_an_invalid_result_not_lost(
+    client: APIClient,
+) -> None:
+    """The quote opened on line 3 is never closed: rows c and d were read into b's
+    caption, and b decided on (1 record, 0 invalid: c and d silently unchecked)."""
+    _opted_out_domain("optedout.example")
+    manifest = (
+        b"id,url,caption\n"
+        b"a,https://optedout.example/a,fine\n"
+        b'b,https://fine.example/b,"a caption with a stray quote\n'
+        b"c,https://optedout.example/c,ok\n"
+        b"d,https://optedout.example/d,ok\n"
+    )
+
+    response = submit(client, manifest, name="m.csv")
+    batch = Batch.objects.get(public_id=response.json()["id"])
+    results = _decided(batch)
+    batch.refresh_from_db()
+
+    assert response.status_code == 202
+    assert results == [
+        (2, "a", "exclude", ""),
+        (
+            5,
+            "",
+            "invalid",
+            "a quoted field opened on line 3 is never closed: "
+            "the rest of the file was read as one field",
+        ),
+    ]
+    assert (batch.status, batch.record_count, batch.excluded_count, batch.invalid_count) == (
+        "done",
+        2,
+        1,
+        1,
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
 def test_a_shard_cut_after_a_member_ends_with_an_invalid_result(client: APIClient) -> None:
     shard = tar([(f"{index:06d}.jpg", jpeg_bytes(index)) for index in (1, 2, 3)])
     first = 512 + (len(jpeg_bytes(1)) + 511) // 512 * 512

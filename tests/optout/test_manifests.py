@@ -236,6 +236,76 @@ def test_a_malformed_csv_row_after_a_multiline_field_keeps_its_last_line() -> No
     ]
 
 
+UNCLOSED = (
+    "a quoted field opened on line {} is never closed: the rest of the file was read as one field"
+)
+
+
+@pytest.mark.parametrize(("newline", "end"), [("\n", "\n"), ("\r\n", "\r\n"), ("\n", "")])
+def test_a_stray_quote_left_open_is_one_invalid_row_naming_its_line_not_a_record(
+    newline: str, end: str
+) -> None:
+    """Not a record with the rest of the file as its caption, the rows there unread."""
+    digest = "0" * 64
+    lines = [
+        "id,sha256,caption",
+        f"z,{digest},fine",
+        f'a,{digest},"a caption with a stray quote',
+        f"b,{digest},ok",
+        f"c,{digest},ok",
+    ]
+
+    rows = list(read_csv(io.BytesIO((newline.join(lines) + end).encode())))
+
+    assert rows == [(2, {"id": "z", "sha256": digest}), (5, UNCLOSED.format(3))]
+
+
+def test_a_stray_quote_closed_by_a_later_quoted_field_is_one_invalid_row() -> None:
+    manifest = (
+        b"id,url,caption\n"
+        b'a,https://a.org/,"a caption with a stray quote\n'
+        b"b,https://b.org/,ok\n"
+        b'c,https://c.org/,"quoted"\n'  # its opening quote closes the stray one
+        b"d,https://d.org/,ok\n"
+    )
+
+    rows = list(read_csv(io.BytesIO(manifest)))
+
+    assert rows == [
+        (4, "malformed CSV: ',' expected after '\"' on line 4 of the record on lines 2 to 4"),
+        (5, {"id": "d", "url": "https://d.org/"}),
+    ]
+
+
+def test_a_csv_closing_quote_followed_by_more_is_invalid_and_no_line_of_it_a_record() -> None:
+    """``"b"c`` is not guessed to be ``bc``; and the rest of its record, a quoted
+    field over two lines here, stays in it (a strict csv reader would drop the
+    rest of line 2 and read line 3 as a record)."""
+    manifest = (
+        b"id,url,caption\n"
+        b'a,"https://a.org/"x,"two\n'
+        b'z,https://z.org/,lines"\n'
+        b'b,"https://b.org/" \n'
+        b'c,"https://c.org/","say ""cheese"""\n'
+    )
+
+    rows = list(read_csv(io.BytesIO(manifest)))
+
+    assert rows == [
+        (3, "malformed CSV: ',' expected after '\"' on line 2 of the record on lines 2 to 3"),
+        (4, "malformed CSV: ',' expected after '\"'"),
+        (5, {"id": "c", "url": "https://c.org/"}),
+    ]
+
+
+def test_a_csv_header_with_a_stray_quote_left_open_is_refused() -> None:
+    with pytest.raises(ManifestInvalid) as error:
+        list(read_csv(io.BytesIO(b'id,url,"caption\na,https://a.org/,x\n')))
+
+    assert error.value.code == "malformed"
+    assert str(error.value) == f"the CSV header: {UNCLOSED.format(1)}"
+
+
 @pytest.mark.parametrize(
     ("header", "repeated"),
     [
