@@ -1,5 +1,5 @@
 """DRF glue: one JSON error shape for every failure, pagination, a bounded
-multipart parser and the schema pieces every view shares.
+multipart parser, closed request bodies and the schema pieces every view shares.
 
 Every error body is ``{"error": <code>, "detail": <message>, "fields": {...}}``
 (``fields`` only for validation errors), whatever raised it: DRF, Django's
@@ -8,9 +8,11 @@ ValidationError, an oversized request body, or an unexpected exception.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -27,15 +29,19 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.datastructures import MultiValueDict
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
     OpenApiSerializerFieldExtension,
 )
-from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.plumbing import build_bearer_security_scheme_object, get_doc
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.listing import LISTED_MAX
 
 if TYPE_CHECKING:
     # drf_spectacular.openapi imports rest_framework.generics, which imports this
@@ -160,6 +166,102 @@ def form_data_once(request: Request, names: Iterable[str]) -> dict[str, Any]:
     if problems:
         raise exceptions.ValidationError(problems)
     return {name: given[0] for name, given in values.items()}
+
+
+# --- closed request bodies ----------------------------------------------------------
+
+# How alike (difflib's ratio) a key and a field must be for the key to be taken
+# for a misspelling of the field: "exception" and "exceptions" are 0.95 alike,
+# "hash" and "hashes" 0.8, "expires" and "exceptions" 0.59.
+_CLOSE_ENOUGH = 0.8
+
+
+def field_spelling(name: str) -> str:
+    """A field name without case, spaces, ``-`` or ``_``: the spellings of one
+    field a client may send by mistake (``SHA256``, ``pdq-quality``, ``url ``)."""
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+def unknown_field_message(
+    key: str, names: Iterable[str], misplaced: Mapping[str, str] | None = None
+) -> str:
+    """Why ``key`` is refused: it is none of ``names``. Names the field it
+    misspells (``SHA256``, the singular ``exception``, ``pdq_qualty``), or the
+    one it belongs to (``misplaced``: spellings of keys that belong elsewhere),
+    if any, else lists ``names``."""
+    names = list(names)
+    spelling = field_spelling(key)
+    spellings = {field_spelling(name): name for name in names}
+    suggestion = spellings.get(spelling) or (misplaced or {}).get(spelling)
+    if suggestion is None:  # a typo, or the singular of a plural
+        close = difflib.get_close_matches(spelling, spellings, n=1, cutoff=_CLOSE_ENOUGH)
+        suggestion = spellings[close[0]] if close else None
+    if suggestion is not None:
+        return f'"{key[:64]}" is not a field; did you mean "{suggestion}"?'
+    return f'"{key[:64]}" is not a field; allowed: {", ".join(names)}.'
+
+
+class ClosedSerializer(serializers.Serializer):
+    """Refuses keys it does not declare, with a 400 naming each: a misspelt or
+    misplaced option (``thresholds.pdq_threshold``, a top-level ``strictness``,
+    an opt-out's ``exception``) would otherwise be dropped and the request
+    carried out other than asked. Its request schema says so
+    (``additionalProperties: false``, ClosedSerializerScheme)."""
+
+    # Spellings (field_spelling) of keys that belong elsewhere: what to say instead.
+    misplaced: Mapping[str, str] = {}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = [str(key) for key in data if key not in self.fields]
+            if unknown:
+                errors: dict[str, list[str]] = {
+                    key: [self._unknown_message(key)] for key in unknown[:LISTED_MAX]
+                }
+                if len(unknown) > LISTED_MAX:
+                    more = len(unknown) - LISTED_MAX
+                    errors[api_settings.NON_FIELD_ERRORS_KEY] = [
+                        f"… and {more} more keys that are not fields."
+                    ]
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+    def _unknown_message(self, key: str) -> str:
+        return unknown_field_message(key, self.fields.keys(), self.misplaced)
+
+
+class ClosedSerializerScheme(OpenApiSerializerExtension):
+    """Documents ClosedSerializer requests as closed objects; registered on import."""
+
+    target_class = ClosedSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> Any:
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        if schema.get("description") == get_doc(ClosedSerializer):
+            # A serializer without a docstring of its own: the one above is not
+            # the request's description.
+            del schema["description"]
+        if direction == "request":
+            schema["additionalProperties"] = False
+        return schema
+
+
+class CappedErrorsListField(serializers.ListField):
+    """A ListField whose error names the first LISTED_MAX bad items (by
+    position, as DRF does) and counts the others: 30 000 malformed ids are a
+    400 of a few lines, not of a megabyte."""
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        try:
+            return super().run_child_validation(data)  # type: ignore[no-any-return]
+        except serializers.ValidationError as error:
+            detail = error.detail
+            if not isinstance(detail, dict) or len(detail) <= LISTED_MAX:
+                raise
+            capped: dict[Any, Any] = dict(islice(detail.items(), LISTED_MAX))
+            capped["more"] = [f"… and {len(detail) - LISTED_MAX} more invalid items."]
+            raise serializers.ValidationError(capped) from None
 
 
 _DIGITS = re.compile(r"[0-9]+")

@@ -290,6 +290,8 @@ SPECTACULAR_SETTINGS = {
         "UseEnum": "optout.uses.USES",
         "VariantNameEnum": "registry.variants.DERIVED_VARIANTS",
     },
+    # Public ids in paths (config.converters): a UUID, whatever case routes it.
+    "PATH_CONVERTER_OVERRIDES": {"any_uuid": {"type": "string", "format": "uuid"}},
 }
 
 # Celery. The database row is the queue of record; Redis only wakes workers up.

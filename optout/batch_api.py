@@ -17,8 +17,7 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
-from django.urls import register_converter, reverse
-from django.urls.converters import UUIDConverter
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -35,6 +34,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
 from config.api import (
+    ClosedSerializer,
     ErrorSerializer,
     PayloadTooLarge,
     form_data_once,
@@ -52,7 +52,6 @@ from optout.pipeline_auth import (
     pipeline_client,
 )
 from optout.pipeline_serializers import (
-    ClosedSerializer,
     ThresholdsSerializer,
     strictness_field,
     threshold_field,
@@ -69,22 +68,6 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"[!-~]([ -~]*[!-~])?")
 # Room for the multipart boundaries, part headers and the small form fields
 # around the manifest when the whole body is checked against the manifest limit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-
-
-# --- routes ----------------------------------------------------------------------
-
-
-class BatchIdConverter(UUIDConverter):
-    """A batch id in a path, its hex digits in either case: a UUID is
-    case-insensitive, and Django's ``uuid`` converter takes lowercase only (an
-    id written in uppercase was a 404). Registered as ``batch_id``."""
-
-    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-
-
-register_converter(BatchIdConverter, "batch_id")
-# The path parameter as the schema documents it, whichever converter routes it.
-BATCH_ID_PARAMETER = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 # --- errors ----------------------------------------------------------------------
@@ -478,7 +461,6 @@ class BatchDetailView(PipelineBatchView, generics.RetrieveAPIView):
     @extend_schema(
         tags=TAGS,
         summary="A batch: status, progress, counts, and its receipt once done",
-        parameters=[BATCH_ID_PARAMETER],
         responses={200: BatchSerializer, **pipeline_error_responses(401, 403, 404)},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -496,7 +478,6 @@ class BatchExclusionsView(PipelineBatchView):
             "`decision=invalid`: `id`, `row`, `reason`. CSV encodes `matches` as JSON."
         ),
         parameters=[
-            BATCH_ID_PARAMETER,
             OpenApiParameter("format", OpenApiTypes.STR, enum=list(exclusions.FORMATS)),
             OpenApiParameter("decision", OpenApiTypes.STR, enum=list(exclusions.DECISIONS)),
         ],

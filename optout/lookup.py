@@ -11,11 +11,11 @@ request leaves one audit row (optout.services.pipeline_request_record).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from config.api import field_spelling
 from optout import changes, services
 from optout.engine import engine_for
 from optout.manifests import OPTIONAL_FIELDS, RECORD_FIELDS
@@ -49,12 +49,6 @@ class LookupOutcome:
             "registry_version": self.registry_version,
             "results": [decision.as_dict() for decision in self.decisions],
         }
-
-
-def field_spelling(name: str) -> str:
-    """A field name without case, spaces, ``-`` or ``_``: the spellings of one
-    field a client may send by mistake (``SHA256``, ``pdq-quality``, ``url ``)."""
-    return re.sub(r"[\W_]+", "", name.casefold())
 
 
 _FIELDS = frozenset((*RECORD_FIELDS, *OPTIONAL_FIELDS))

@@ -7,15 +7,12 @@ per lookup); the response serializers here document that shape for OpenAPI.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
-from config.api import ItemsCheckedOneByOne, PayloadTooLarge
-from optout.lookup import field_spelling
+from config.api import ClosedSerializer, ItemsCheckedOneByOne, PayloadTooLarge
 from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
 from optout.matching.rule import MAX_STRICTNESS, PDQ_STEP, PHASH_STEP
 from optout.models import OptOut
@@ -33,47 +30,6 @@ _HASH_HELP = {
 
 
 # --- POST /api/v1/lookup -------------------------------------------------------
-
-
-class ClosedSerializer(serializers.Serializer):
-    """Refuses keys it does not declare, with a 400 naming each: a misspelt or
-    misplaced option (``thresholds.pdq_threshold``, a top-level ``strictness``)
-    would otherwise be dropped and the request decided more loosely than asked.
-    Its request schema says so (``additionalProperties: false``)."""
-
-    # Spellings (field_spelling) of keys that belong elsewhere: what to say instead.
-    misplaced: Mapping[str, str] = {}
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            unknown = [key for key in data if key not in self.fields]
-            if unknown:
-                raise serializers.ValidationError(
-                    {str(key): [self._unknown_message(str(key))] for key in unknown}
-                )
-        return super().to_internal_value(data)
-
-    def _unknown_message(self, key: str) -> str:
-        names: list[str] = list(self.fields.keys())
-        spelling = field_spelling(key)
-        suggestion = {field_spelling(name): name for name in names}.get(spelling)
-        suggestion = suggestion or self.misplaced.get(spelling)
-        if suggestion is not None:
-            return f'"{key[:64]}" is not a field; did you mean "{suggestion}"?'
-        return f'"{key[:64]}" is not a field; allowed: {", ".join(names)}.'
-
-
-class ClosedSerializerScheme(OpenApiSerializerExtension):
-    """Documents ClosedSerializer requests as closed objects; registered on import."""
-
-    target_class = ClosedSerializer
-    match_subclasses = True
-
-    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
-        schema = auto_schema._map_basic_serializer(self.target, direction)
-        if direction == "request":
-            schema["additionalProperties"] = False
-        return schema
 
 
 class LookupRecordSerializer(serializers.Serializer):

@@ -3,6 +3,7 @@ change feed, and the Spawning-compatible URL query."""
 
 from django.urls import URLPattern, path
 
+from config import converters  # noqa: F401 - registers <any_uuid:...>
 from optout import batch_api, pipeline_api, receipt_api, registry_api
 
 urlpatterns: list[URLPattern] = []
@@ -24,9 +25,9 @@ urlpatterns += [
 
 urlpatterns += [
     path("v1/batches", batch_api.BatchListSubmitView.as_view(), name="api-batches"),
-    path("v1/batches/<batch_id:id>", batch_api.BatchDetailView.as_view(), name="api-batch"),
+    path("v1/batches/<any_uuid:id>", batch_api.BatchDetailView.as_view(), name="api-batch"),
     path(
-        "v1/batches/<batch_id:id>/exclusions",
+        "v1/batches/<any_uuid:id>/exclusions",
         batch_api.BatchExclusionsView.as_view(),
         name="api-batch-exclusions",
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api import CappedErrorsListField, ClosedSerializer
 from optout.models import OptOut, Organization
 from optout.uses import USES
 from registry.models import Claim, Photo
@@ -13,8 +14,12 @@ _USES_ALLOWED = ", ".join(USES)
 _SCOPES_ALLOWED = ", ".join(OptOut.Scope.values)
 
 
-class OptOutFileSerializer(serializers.Serializer):
-    uses = serializers.ListField(
+class OptOutFileSerializer(ClosedSerializer):
+    """An opt-out to file, or to change one into. A key that is not a field (a
+    misspelt `exception`) is a 400 naming it: never dropped, so the opt-out
+    filed is always the one asked for."""
+
+    uses = CappedErrorsListField(
         child=serializers.ChoiceField(
             choices=USES,
             error_messages={"invalid_choice": "unknown use {input!r}; allowed: " + _USES_ALLOWED},
@@ -29,13 +34,13 @@ class OptOutFileSerializer(serializers.Serializer):
         error_messages={"invalid_choice": "unknown scope {input!r}; allowed: " + _SCOPES_ALLOWED},
         help_text="`all_photos` covers future photos too.",
     )
-    photos = serializers.ListField(
+    photos = CappedErrorsListField(
         child=serializers.UUIDField(), required=False, help_text="With scope `photos`."
     )
-    claims = serializers.ListField(
+    claims = CappedErrorsListField(
         child=serializers.UUIDField(), required=False, help_text="With scope `claims`."
     )
-    exceptions = serializers.ListField(
+    exceptions = CappedErrorsListField(
         child=serializers.UUIDField(),
         required=False,
         help_text="Organizations granted consent despite this opt-out.",

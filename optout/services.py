@@ -18,6 +18,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from config.listing import listing
 from optout.models import Batch, OptOut, Organization, OrganizationAPIKey, PipelineRequest
 from optout.uses import USE_LABELS, USES, unknown_uses
 from registry.ledger import LedgerEntry, entries_append, entry_append
@@ -35,7 +36,7 @@ def _owned(
     missing = set(unique_ids) - {item.public_id for item in found}  # type: ignore[attr-defined]
     if missing:
         # Another creator's object is reported exactly like one that does not exist.
-        raise ValidationError({field: f"not found: {', '.join(sorted(map(str, missing)))}"})
+        raise ValidationError({field: f"not found: {listing(sorted(map(str, missing)))}"})
     return found
 
 
@@ -95,7 +96,7 @@ def _opt_out_request_validate(
     missing = set(exception_ids) - {org.public_id for org in organizations}
     if missing:
         raise ValidationError(
-            {"exceptions": f"unknown organization: {', '.join(sorted(map(str, missing)))}"}
+            {"exceptions": f"unknown organization: {listing(sorted(map(str, missing)))}"}
         )
     return _OptOutRequest(
         uses=[use for use in USES if use in set(uses)],

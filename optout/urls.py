@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from config import converters  # noqa: F401 - registers <any_uuid:...>
 from optout import views
 
 app_name = "optout"
@@ -10,12 +11,12 @@ urlpatterns = [
     path("me/", views.dashboard, name="dashboard"),
     path("me/opt-outs/", views.opt_outs, name="opt_outs"),
     path(
-        "me/opt-outs/<uuid:opt_out_id>/change/",
+        "me/opt-outs/<any_uuid:opt_out_id>/change/",
         views.opt_out_change,
         name="opt_out_change",
     ),
     path(
-        "me/opt-outs/<uuid:opt_out_id>/withdraw/",
+        "me/opt-outs/<any_uuid:opt_out_id>/withdraw/",
         views.opt_out_withdraw,
         name="opt_out_withdraw",
     ),

@@ -12,8 +12,14 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from config.api import ItemsCheckedOneByOne, PayloadTooLarge
-from registry import uploads, variants
+from config.api import (
+    ClosedSerializer,
+    ItemsCheckedOneByOne,
+    PayloadTooLarge,
+    unknown_field_message,
+)
+from config.listing import listing
+from registry import hashing, uploads, variants
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.models import Claim, ConsentEvent, Photo
 
@@ -41,7 +47,7 @@ def _colour_field(whose: str) -> serializers.RegexField:
     )
 
 
-class PhotoVariantHashesSerializer(serializers.Serializer):
+class PhotoVariantHashesSerializer(ClosedSerializer):
     """The hashes of one derived image of a photo (as `optout hash` writes them)."""
 
     name = serializers.ChoiceField(
@@ -54,22 +60,37 @@ class PhotoVariantHashesSerializer(serializers.Serializer):
     colour = _colour_field("The derived image's")
 
 
-class PhotoHashItemSerializer(serializers.Serializer):
+class PhotoHashItemSerializer(ClosedSerializer):
     """One photo's locally computed hashes (the output of `optout hash`).
 
-    Documents the shape only: items are checked one by one with
-    ``registry.uploads.hash_line_validate`` so that a bad item becomes its own
-    error while the others are registered.
+    Documents the shape only: items are checked one by one so that a bad item
+    (one with a key that is not a field too) becomes its own error while the
+    others are registered.
     """
 
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", help_text="64 hex digits.")
     pdq = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, help_text="64 hex digits.")
     phash = serializers.RegexField(r"^[0-9a-fA-F]{16}$", required=False, help_text="16 hex digits.")
     filename = serializers.CharField(required=False, max_length=255)
+    path = serializers.CharField(
+        required=False,
+        help_text=(
+            "The photo's path, as `optout hash` writes it: read as `filename` when there is "
+            "none; only the file name (not the folder) is kept."
+        ),
+    )
     pdq_quality = serializers.IntegerField(required=False, min_value=0, max_value=100)
     width = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
     height = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
     colour = _colour_field("The photo's")
+    band = serializers.CharField(
+        required=False,
+        help_text=(
+            f"The middle band's hashes ({hashing.BAND_HEX_LENGTH} hex digits), as `optout hash` "
+            "writes them for lookups. Not stored: a photo's middle band is registered from "
+            "its `band` entry in `variants`."
+        ),
+    )
     variants = PhotoVariantHashesSerializer(
         many=True,
         required=False,
@@ -87,13 +108,48 @@ class PhotoHashItemsField(ItemsCheckedOneByOne, serializers.ListField):
     child = serializers.JSONField(allow_null=True)
     item_serializer = PhotoHashItemSerializer
     other_items = (
-        "Anything else (no `sha256`, a malformed hash) comes back as that item's error; "
-        "the other items are still registered."
+        "Anything else (no `sha256`, a malformed hash, a key that is not a field such as "
+        "`sha_256`, in the item or in one of its `variants`) comes back as that item's "
+        "error; the other items are still registered."
     )
     min_items = 1
 
 
-class PhotoHashesRegisterSerializer(serializers.Serializer):
+_ITEM_FIELDS = tuple(PhotoHashItemSerializer._declared_fields)
+_VARIANT_FIELDS = tuple(PhotoVariantHashesSerializer._declared_fields)
+
+
+def _unknown_keys(item: dict[Any, Any]) -> str | None:
+    """Why a hashes item cannot be registered as sent, if it or one of its
+    variants holds a key that is not a field: a misspelt ``pdq_qualty`` would
+    otherwise be dropped and the photo registered without it."""
+    problems = [
+        unknown_field_message(str(key), _ITEM_FIELDS) for key in item if key not in _ITEM_FIELDS
+    ]
+    derived = item.get("variants")
+    for position, variant in enumerate(derived if isinstance(derived, list) else []):
+        if isinstance(variant, dict):
+            problems.extend(
+                f"variants[{position}]: {unknown_field_message(str(key), _VARIANT_FIELDS)}"
+                for key in variant
+                if key not in _VARIANT_FIELDS
+            )
+    return listing(problems, separator=" ") if problems else None
+
+
+def _hash_item_validate(item: Any) -> uploads.HashLine | str:
+    """One JSON hashes item: its HashLine, or why it is refused."""
+    if isinstance(item, dict):
+        unknown = _unknown_keys(item)
+        if unknown is not None:
+            return unknown
+    try:
+        return uploads.hash_line_validate(item)
+    except uploads.HashLineInvalid as error:
+        return str(error)
+
+
+class PhotoHashesRegisterSerializer(ClosedSerializer):
     """JSON body: ``{"hashes": [...]}``. Validated data: ``items``, a list of
     (line number or None, HashLine or the reason the item is invalid)."""
 
@@ -104,12 +160,7 @@ class PhotoHashesRegisterSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        items: list[tuple[int | None, uploads.HashLine | str]] = []
-        for item in attrs["hashes"]:
-            try:
-                items.append((None, uploads.hash_line_validate(item)))
-            except uploads.HashLineInvalid as error:
-                items.append((None, str(error)))
+        items = [(None, _hash_item_validate(item)) for item in attrs["hashes"]]
         return {"items": items}
 
 
@@ -205,7 +256,7 @@ class PhotoSerializer(serializers.ModelSerializer):
 # --- claims -----------------------------------------------------------------
 
 
-class ClaimAddSerializer(serializers.Serializer):
+class ClaimAddSerializer(ClosedSerializer):
     kind = serializers.ChoiceField(
         choices=Claim.Kind.choices,
         error_messages={

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from config import converters  # noqa: F401 - registers <any_uuid:...>
 from registry import views
 
 app_name = "registry"
@@ -34,9 +35,9 @@ urlpatterns = [
     path("me/photos/", views.photos, name="photos"),
     path("me/photos/upload/", views.photos_upload, name="photos_upload"),
     path("me/photos/hashes/", views.photos_upload_hashes, name="photos_upload_hashes"),
-    path("me/photos/<uuid:photo_id>/", views.photo_detail, name="photo_detail"),
+    path("me/photos/<any_uuid:photo_id>/", views.photo_detail, name="photo_detail"),
     path("me/claims/", views.claims, name="claims"),
     path("me/consent/", views.consent_history, name="consent_history"),
     path("me/tokens/", views.tokens, name="tokens"),
-    path("me/tokens/<uuid:token_id>/revoke/", views.token_revoke, name="token_revoke"),
+    path("me/tokens/<any_uuid:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]

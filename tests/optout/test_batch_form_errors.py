@@ -268,7 +268,7 @@ def test_leading_zeros_do_not_make_a_page_or_page_size_unreadable(client: APICli
 # --- batch ids in uppercase ------------------------------------------------------------
 
 
-def test_the_batch_id_converter_takes_either_case_and_writes_lowercase() -> None:
+def test_a_batch_route_takes_either_case_and_writes_lowercase() -> None:
     public_id = uuid.uuid4()
 
     for written in (str(public_id).upper(), str(public_id), str(public_id).title()):
@@ -305,7 +305,7 @@ def test_another_organizations_batch_is_404_in_uppercase_too(client: APIClient) 
     assert client.get(f"/api/v1/batches/{upper}/exclusions").status_code == 404
 
 
-def test_the_schema_documents_the_batch_id_as_a_uuid_with_the_batch_id_converter(
+def test_the_schema_documents_the_batch_id_as_a_uuid(
     client: APIClient,
 ) -> None:
     paths = client.get("/api/schema/?format=json").json()["paths"]
