@@ -8,7 +8,6 @@ ValidationError, an oversized request body, or an unexpected exception.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -41,7 +40,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from config.listing import LISTED_MAX
+from config.messages import LISTED_MAX, unknown_field_message
 
 if TYPE_CHECKING:
     # drf_spectacular.openapi imports rest_framework.generics, which imports this
@@ -169,36 +168,6 @@ def form_data_once(request: Request, names: Iterable[str]) -> dict[str, Any]:
 
 
 # --- closed request bodies ----------------------------------------------------------
-
-# How alike (difflib's ratio) a key and a field must be for the key to be taken
-# for a misspelling of the field: "exception" and "exceptions" are 0.95 alike,
-# "hash" and "hashes" 0.8, "expires" and "exceptions" 0.59.
-_CLOSE_ENOUGH = 0.8
-
-
-def field_spelling(name: str) -> str:
-    """A field name without case, spaces, ``-`` or ``_``: the spellings of one
-    field a client may send by mistake (``SHA256``, ``pdq-quality``, ``url ``)."""
-    return re.sub(r"[\W_]+", "", name.casefold())
-
-
-def unknown_field_message(
-    key: str, names: Iterable[str], misplaced: Mapping[str, str] | None = None
-) -> str:
-    """Why ``key`` is refused: it is none of ``names``. Names the field it
-    misspells (``SHA256``, the singular ``exception``, ``pdq_qualty``), or the
-    one it belongs to (``misplaced``: spellings of keys that belong elsewhere),
-    if any, else lists ``names``."""
-    names = list(names)
-    spelling = field_spelling(key)
-    spellings = {field_spelling(name): name for name in names}
-    suggestion = spellings.get(spelling) or (misplaced or {}).get(spelling)
-    if suggestion is None:  # a typo, or the singular of a plural
-        close = difflib.get_close_matches(spelling, spellings, n=1, cutoff=_CLOSE_ENOUGH)
-        suggestion = spellings[close[0]] if close else None
-    if suggestion is not None:
-        return f'"{key[:64]}" is not a field; did you mean "{suggestion}"?'
-    return f'"{key[:64]}" is not a field; allowed: {", ".join(names)}.'
 
 
 class ClosedSerializer(serializers.Serializer):

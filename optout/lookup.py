@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from config.api import field_spelling
+from config.messages import field_spelling
 from optout import changes, services
 from optout.engine import engine_for
 from optout.manifests import OPTIONAL_FIELDS, RECORD_FIELDS

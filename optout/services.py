@@ -18,7 +18,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from config.listing import listing
+from config.messages import listing
 from optout.models import Batch, OptOut, Organization, OrganizationAPIKey, PipelineRequest
 from optout.uses import USE_LABELS, USES, unknown_uses
 from registry.ledger import LedgerEntry, entries_append, entry_append

@@ -16,9 +16,7 @@ from config.api import (
     ClosedSerializer,
     ItemsCheckedOneByOne,
     PayloadTooLarge,
-    unknown_field_message,
 )
-from config.listing import listing
 from registry import hashing, uploads, variants
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.models import Claim, ConsentEvent, Photo
@@ -115,40 +113,6 @@ class PhotoHashItemsField(ItemsCheckedOneByOne, serializers.ListField):
     min_items = 1
 
 
-_ITEM_FIELDS = tuple(PhotoHashItemSerializer._declared_fields)
-_VARIANT_FIELDS = tuple(PhotoVariantHashesSerializer._declared_fields)
-
-
-def _unknown_keys(item: dict[Any, Any]) -> str | None:
-    """Why a hashes item cannot be registered as sent, if it or one of its
-    variants holds a key that is not a field: a misspelt ``pdq_qualty`` would
-    otherwise be dropped and the photo registered without it."""
-    problems = [
-        unknown_field_message(str(key), _ITEM_FIELDS) for key in item if key not in _ITEM_FIELDS
-    ]
-    derived = item.get("variants")
-    for position, variant in enumerate(derived if isinstance(derived, list) else []):
-        if isinstance(variant, dict):
-            problems.extend(
-                f"variants[{position}]: {unknown_field_message(str(key), _VARIANT_FIELDS)}"
-                for key in variant
-                if key not in _VARIANT_FIELDS
-            )
-    return listing(problems, separator=" ") if problems else None
-
-
-def _hash_item_validate(item: Any) -> uploads.HashLine | str:
-    """One JSON hashes item: its HashLine, or why it is refused."""
-    if isinstance(item, dict):
-        unknown = _unknown_keys(item)
-        if unknown is not None:
-            return unknown
-    try:
-        return uploads.hash_line_validate(item)
-    except uploads.HashLineInvalid as error:
-        return str(error)
-
-
 class PhotoHashesRegisterSerializer(ClosedSerializer):
     """JSON body: ``{"hashes": [...]}``. Validated data: ``items``, a list of
     (line number or None, HashLine or the reason the item is invalid)."""
@@ -160,7 +124,12 @@ class PhotoHashesRegisterSerializer(ClosedSerializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        items = [(None, _hash_item_validate(item)) for item in attrs["hashes"]]
+        items: list[tuple[int | None, uploads.HashLine | str]] = []
+        for item in attrs["hashes"]:
+            try:
+                items.append((None, uploads.hash_line_validate(item)))
+            except uploads.HashLineInvalid as error:
+                items.append((None, str(error)))
         return {"items": items}
 
 

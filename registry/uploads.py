@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from config.messages import listing, unknown_field_message
 from registry import hashing, variants
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.variants import Variant
@@ -185,10 +186,50 @@ def _optional_int(item: dict[str, Any], key: str, upper: int) -> int | None:
     return value
 
 
+# The keys of a hashes object and of each of its variants, as `optout hash`
+# writes them (``path``: the photo's path, read as ``filename``; ``band``: the
+# middle band's hashes, written for lookups). Any other key is refused.
+HASH_LINE_KEYS = (
+    "sha256",
+    "pdq",
+    "phash",
+    "filename",
+    "path",
+    "pdq_quality",
+    "width",
+    "height",
+    "colour",
+    "band",
+    "variants",
+)
+VARIANT_KEYS = ("name", "pdq", "pdq_quality", "phash", "colour")
+
+
+def _unknown_keys(item: dict[Any, Any]) -> str | None:
+    """Why a hashes object cannot be registered as sent, if it or one of its
+    variants holds a key that is not a field: a misspelt ``pdq_qualty`` would
+    otherwise be dropped and the photo registered without it."""
+    problems = [
+        unknown_field_message(str(key), HASH_LINE_KEYS) for key in item if key not in HASH_LINE_KEYS
+    ]
+    derived = item.get("variants")
+    for position, variant in enumerate(derived if isinstance(derived, list) else []):
+        if isinstance(variant, dict):
+            problems.extend(
+                f"variants[{position}]: {unknown_field_message(str(key), VARIANT_KEYS)}"
+                for key in variant
+                if key not in VARIANT_KEYS
+            )
+    return listing(problems, separator=" ") if problems else None
+
+
 def hash_line_validate(item: Any) -> HashLine:
     """Validate one hashes object (JSON API item or JSONL line)."""
     if not isinstance(item, dict):
         raise HashLineInvalid("expected a JSON object")
+    unknown = _unknown_keys(item)
+    if unknown is not None:
+        raise HashLineInvalid(unknown)
     fields = {
         "sha256": hashing.SHA256_HEX_LENGTH,
         "pdq": hashing.PDQ_HEX_LENGTH,

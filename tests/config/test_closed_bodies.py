@@ -14,7 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import UUIDConverter
 from rest_framework.test import APIClient
 
-from config.listing import LISTED_MAX, listing
+from config.messages import LISTED_MAX, listing
 from optout.models import OptOut
 from optout.services import opt_out_file
 from registry import services

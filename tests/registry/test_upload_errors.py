@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from registry import uploads
 from registry.models import Claim, Creator, Photo
+from registry.serializers import PhotoHashItemSerializer, PhotoVariantHashesSerializer
 from registry.uploads import HashLine
 from tests.conftest import ClientFor
 from tests.factories import CreatorFactory
@@ -163,6 +164,32 @@ def test_jsonl_integer_too_long_for_python_is_a_bad_line_not_a_crash() -> None:
         (2, HUGE_INTEGER_REASON),
         (3, HashLine(SHA_C)),
     ]
+
+
+def test_a_hashes_jsonl_line_with_a_key_that_is_not_a_field_is_a_bad_line_naming_it() -> None:
+    variant = {"name": "mirror", "pdq": "0" * 64, "pdq_quality": 90, "phash": "0" * 16}
+    lines = [
+        {"sha256": SHA_A, "path": "photos/a.jpg", "band": "", "variants": [variant]},
+        {"sha256": SHA_B, "pdq_qualty": 90},
+        {"sha256": SHA_C, "variants": [{**variant, "qualty": 90}]},
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+    results = list(uploads.hashes_jsonl_parse(data, max_lines=10))
+
+    assert isinstance(results[0][1], HashLine) and results[0][1].filename == "a.jpg"
+    assert results[1:] == [
+        (2, '"pdq_qualty" is not a field; did you mean "pdq_quality"?'),
+        (
+            3,
+            'variants[0]: "qualty" is not a field; allowed: name, pdq, pdq_quality, phash, colour.',
+        ),
+    ]
+
+
+def test_the_hashes_item_schema_documents_the_keys_the_parser_takes() -> None:
+    assert set(PhotoHashItemSerializer().fields) == set(uploads.HASH_LINE_KEYS)
+    assert set(PhotoVariantHashesSerializer().fields) == set(uploads.VARIANT_KEYS)
 
 
 def test_api_hashes_file_with_a_huge_integer_reports_the_line_and_registers_the_rest(
