@@ -34,7 +34,8 @@ FINAL_STATUSES = ("done", "failed")
 # with the back-off below that is about five minutes of outage.
 MAX_POLL_FAILURES = 12
 MAX_BACKOFF_SECONDS = 30.0
-# Submissions over the key's quota (HTTP 429) are tried this many times in all,
+# Submissions over the key's quota (HTTP 429) or refused for the moment (502,
+# 503, 504) are tried this many times in all,
 # each after the wait the registry's Retry-After asks for, up to this long.
 SUBMIT_ATTEMPTS = 4
 MAX_RETRY_AFTER_SECONDS = 60.0
@@ -259,8 +260,10 @@ def _resolved(path: Path) -> Path:
 
 
 def _submit(registry: client.Registry, options: CheckOptions, key: str) -> dict[str, Any]:
-    """Submit the manifest; a submission over the key's quota (HTTP 429) is
-    tried again, a few times, after the wait the registry asks for."""
+    """Submit the manifest; a submission over the key's quota (HTTP 429) or met
+    by a gateway or a registry busy for the moment (502, 503, 504) is tried
+    again, a few times, after the wait the registry asks for. The same
+    Idempotency-Key makes a retry safe: one the registry did take is followed."""
     attempt = 1
     while True:
         try:
@@ -273,7 +276,7 @@ def _submit(registry: client.Registry, options: CheckOptions, key: str) -> dict[
                     "request (another file name or format?): pass --idempotency-key to check "
                     "it again"
                 ) from None
-            if error.status != 429 or attempt >= SUBMIT_ATTEMPTS:
+            if error.status not in client.TRANSIENT_STATUSES or attempt >= SUBMIT_ATTEMPTS:
                 raise
             delay = _retry_delay(error, 2.0**attempt)
             say(f"{error}; retrying in {delay:.0f}s")

@@ -532,6 +532,35 @@ def test_a_submission_over_quota_is_tried_again_after_retry_after(
     assert code == 0
 
 
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_submission_met_by_a_busy_registry_is_tried_again(
+    registry: FakeRegistry,
+    signing: receipts.Ed25519PrivateKey,
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+) -> None:
+    busy = Answer(status, {"error": "unavailable", "detail": "busy"}, {"Retry-After": "0"})
+    script_done(registry, signing, [busy, Answer(202, {"id": "b1", "status": "queued"})])
+
+    code, _ = run(capsys, *check_args(registry, manifest))
+
+    posts = [path for method, path, _ in registry.requests if method == "POST"]
+    assert posts == ["/api/v1/batches"] * 2
+    assert code == 0
+
+
+def test_a_submission_refused_for_good_is_not_tried_again(
+    registry: FakeRegistry, manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry.script = {("POST", "/api/v1/batches"): [Answer(400, {"detail": "bad use"})]}
+
+    code, _ = run(capsys, *check_args(registry, manifest))
+
+    assert len(registry.requests) == 1
+    assert code == 1
+
+
 def test_a_submission_over_quota_gives_up_after_a_few_tries(
     registry: FakeRegistry, manifest: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
