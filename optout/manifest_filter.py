@@ -215,7 +215,7 @@ def _filter_tar(source: Path, target: Path, excluded: Mapping[int, str]) -> tupl
     seen: set[int] = set()
     with (
         source.open("rb") as stream,
-        _shard_open(stream) as shard,
+        manifests.shard_open(stream) as shard,
         target.open("wb") as output,
     ):
         # Closed (its end-of-archive marker written) only if the source ends properly.
@@ -260,16 +260,6 @@ def _filter_tar(source: Path, target: Path, excluded: Mapping[int, str]) -> tupl
                     output.write(member.tobuf(writer.format, writer.encoding, writer.errors))
                     output.write(data)
     return kept, seen
-
-
-def _shard_open(stream: IO[bytes]) -> manifests._Shard:
-    """The shard, read as the registry reads it (ManifestInvalid as there)."""
-    try:
-        return manifests._Shard.open(fileobj=stream, mode="r|*", tarinfo=manifests._ShardHeader)
-    except manifests._TAR_ERRORS as error:
-        raise manifests.ManifestInvalid(
-            "malformed", f"cannot read the tar shard: {error}"
-        ) from None
 
 
 class _ShardMembers:

@@ -489,16 +489,23 @@ _CUT_SHORT = "the tar shard ends here without its end-of-archive marker: it may 
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 
 
+def shard_open(stream: IO[bytes]) -> _Shard:
+    """A webdataset shard opened for reading in order (plain or compressed),
+    with _ShardHeader telling its end-of-archive marker from damage; a stream
+    that is no tar at all is ManifestInvalid."""
+    try:
+        return _Shard.open(fileobj=stream, mode="r|*", tarinfo=_ShardHeader)
+    except _TAR_ERRORS as error:
+        raise ManifestInvalid("malformed", f"cannot read the tar shard: {error}") from None
+
+
 def read_webdataset(stream: IO[bytes]) -> Iterator[Row]:
     """Samples of a webdataset shard: id = the sample key, url from the ``.json``
     (or ``.url``) member, and ``image`` bytes (the first image member) for the
     caller to hash. A damaged shard ends with one row saying where: the sample
     being read then, which may have lost members (a shard cut short between two
     members, so without its end-of-archive marker, included)."""
-    try:
-        archive = _Shard.open(fileobj=stream, mode="r|*", tarinfo=_ShardHeader)  # closed below
-    except _TAR_ERRORS as error:
-        raise ManifestInvalid("malformed", f"cannot read the tar shard: {error}") from None
+    archive = shard_open(stream)  # closed below
     current_key: str | None = None
     sample: dict[str, Any] = {}
     row = 0
