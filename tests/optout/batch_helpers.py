@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-from optout import receipts
+from optout import manifests, receipts
 from optout.engine import engines
 from optout.models import Organization, OrganizationAPIKey
 
@@ -35,6 +35,13 @@ def batch_environment(settings: Settings, tmp_path: Path) -> Iterator[None]:
     engines.reset()
     yield
     engines.reset()
+
+
+def rows_of(path: Path) -> list[tuple[int, Any]]:
+    """(row, record id or reason) as the registry's own reader numbers them."""
+    with path.open("rb") as stream:
+        _, rows = manifests.read_manifest(path.name, stream)
+        return [(row, raw if isinstance(raw, str) else raw.get("id")) for row, raw in rows]
 
 
 # The evidence of a match by equal SHA-256 (the same file), as every pipeline

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from pytest_django.fixtures import Settings
 
-from optout import check, client, manifest_filter, manifests, receipts
+from optout import check, client, manifest_filter, receipts
 from optout.manifest_filter import FilterError
 from optout.models import Batch, Organization, OrganizationAPIKey
 from optout.services import opt_out_file
@@ -32,6 +32,7 @@ from registry.uploads import HashLine
 from tests.factories import CreatorFactory, OrganizationFactory
 from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import jpeg_bytes
+from tests.optout.batch_helpers import rows_of
 from tests.workers import broker_at, worker_start, worker_stop
 
 OPTOUT = Path(sys.executable).parent / "optout"
@@ -61,13 +62,6 @@ def sha(seed: int) -> str:
 
 
 # --- filtering a manifest: the registry's row numbers, every format ---------------------
-
-
-def rows_of(path: Path) -> list[tuple[int, Any]]:
-    """(row, record id or reason) as the registry's own reader numbers them."""
-    with path.open("rb") as stream:
-        _, rows = manifests.read_manifest(path.name, stream)
-        return [(row, raw if isinstance(raw, str) else raw.get("id")) for row, raw in rows]
 
 
 def test_jsonl_filter_drops_the_excluded_lines_and_copies_the_rest_byte_for_byte(

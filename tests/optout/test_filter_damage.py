@@ -12,19 +12,12 @@ import pytest
 
 from optout import manifest_filter, manifests
 from optout.manifest_filter import FilterResult
-from tests.optout.batch_helpers import tar
+from tests.optout.batch_helpers import rows_of, tar
 
 UNCLOSED = (
     "a quoted field opened on line 3 is never closed: the rest of the file was read as one field"
 )
 CUT_SHORT = "the tar shard ends here without its end-of-archive marker: it may be cut short"
-
-
-def rows_of(path: Path) -> list[tuple[int, Any]]:
-    """(row, record id or reason) as the registry's own reader numbers them."""
-    with path.open("rb") as stream:
-        _, rows = manifests.read_manifest(path.name, stream)
-        return [(row, raw if isinstance(raw, str) else raw.get("id")) for row, raw in rows]
 
 
 # --- CSV: a stray quote ---------------------------------------------------------
