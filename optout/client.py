@@ -238,24 +238,23 @@ def _http_error(method: str, url: str, error: urllib.error.HTTPError) -> ApiErro
             "pass the registry's final address as --url",
             status=status,
         )
-    message = f"{method} {url}: HTTP {status}: {_describe(body, error.reason)}"
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = _NOT_JSON
+    message = f"{method} {url}: HTTP {status}: {_describe(answer, body, error.reason)}"
+    code = answer.get("error") if isinstance(answer, dict) else None
     return ApiError(
         message,
         status=status,
         transient=status in TRANSIENT_STATUSES,
-        code=_error_code(body),
+        code=code if isinstance(code, str) else "",
         retry_after=_retry_after(error.headers.get("Retry-After")),
     )
 
 
-def _error_code(body: bytes) -> str:
-    """The ``error`` field of the registry's JSON error body, if it has one."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        return ""
-    code = answer.get("error") if isinstance(answer, dict) else None
-    return code if isinstance(code, str) else ""
+# An error body that is not JSON (an HTML page of a proxy, plain text).
+_NOT_JSON = object()
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -274,11 +273,10 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _describe(body: bytes, reason: str) -> str:
-    """The registry's error body in words: its detail, then each field it names."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
+def _describe(answer: Any, body: bytes, reason: str) -> str:
+    """The registry's error body in words: its detail, then each field it names
+    (``answer``: the body decoded as JSON, or _NOT_JSON)."""
+    if answer is _NOT_JSON:
         text = body.decode("utf-8", "replace").strip()
         return (text[:300] + "…" if len(text) > 300 else text) or reason
     if not isinstance(answer, dict):
