@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -220,25 +221,29 @@ def write_results(
     return hashed, failed
 
 
-def _output_write(out: TextIO, text: str) -> None:
+@contextmanager
+def _output_errors() -> Iterator[None]:
+    """A failed write of the output is OutputFailed (a reader gone away stays
+    BrokenPipeError: a quiet stop)."""
     try:
-        out.write(text)
+        yield
     except BrokenPipeError:
         raise
     except OSError as error:
         raise OutputFailed(error.strerror or str(error)) from None
 
 
+def _output_write(out: TextIO, text: str) -> None:
+    with _output_errors():
+        out.write(text)
+
+
 def _output_close(out: TextIO) -> None:
-    try:
+    with _output_errors():
         if out is not sys.stdout:
             out.close()
         else:
             out.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as error:
-        raise OutputFailed(error.strerror or str(error)) from None
 
 
 def _stdout_discard() -> None:
