@@ -12,7 +12,7 @@ request leaves one audit row (optout.services.pipeline_request_record).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from config.messages import field_spelling
@@ -71,14 +71,11 @@ def _misspelt_field(raw: dict[Any, Any]) -> str | None:
 
 
 def lookup_record_parse(raw: Any, row: int) -> Record | Invalid:
-    """record_parse, with the caller's id exactly as sent (record_parse trims
-    it; results are matched to records by id) and a misspelt field invalid."""
-    parsed = record_parse(raw, row=row)
+    """record_parse, with the caller's id exactly as sent (results are matched
+    to records by id) and a misspelt field invalid."""
+    parsed = record_parse(raw, row=row, exact_id=True)
     if not isinstance(raw, dict):
         return parsed
-    raw_id = raw.get("id")
-    if isinstance(raw_id, str) and parsed.id == raw_id.strip():
-        parsed = replace(parsed, id=raw_id)
     misspelt = _misspelt_field(raw)
     if misspelt is not None:
         return Invalid(parsed.id, misspelt, row)

@@ -51,17 +51,21 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def record_parse(raw: Any, row: int | None = None) -> Record | Invalid:
+def record_parse(raw: Any, row: int | None = None, *, exact_id: bool = False) -> Record | Invalid:
     """Validate one record (a mapping with id and any of sha256/pdq/phash/url,
-    optionally pdq_quality, colour and band)."""
+    optionally pdq_quality, colour and band). The id is trimmed of surrounding
+    blanks (a manifest's ``a, b``), unless ``exact_id``: a string id is then
+    kept as sent (a lookup's results are matched to its records by id); its
+    length and whether it is blank are judged trimmed either way."""
     if not isinstance(raw, dict):
         return Invalid(None, "record must be an object", row)
     raw_id = raw.get("id")
-    if raw_id is None or isinstance(raw_id, bool | dict | list) or _text(raw_id) == "":
+    trimmed = _text(raw_id)
+    if raw_id is None or isinstance(raw_id, bool | dict | list) or trimmed == "":
         return Invalid(None, "id is required", row)
-    record_id = _text(raw_id)
-    if len(record_id) > MAX_ID_LENGTH:
-        return Invalid(record_id[:64], f"id is longer than {MAX_ID_LENGTH} characters", row)
+    if len(trimmed) > MAX_ID_LENGTH:
+        return Invalid(trimmed[:64], f"id is longer than {MAX_ID_LENGTH} characters", row)
+    record_id = raw_id if exact_id and isinstance(raw_id, str) else trimmed
     values: dict[str, str] = {}
     for kind, length in _HASH_LENGTHS.items():
         value = _text(raw.get(kind)).lower()
