@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,6 +72,18 @@ _PHOTO_FIELDS = (
     "variant_colours",
 )
 _READ_BATCH = 10_000
+
+
+def photo_keypoints_read(photos: Sequence[int]) -> dict[int, bytes]:
+    """The registered keypoints of those photos that have them: read from the
+    database when a match needs them (a few kilobytes per photo is too much
+    to hold in the index)."""
+    return {
+        key: bytes(value)
+        for key, value in Photo.objects.filter(id__in=list(photos))
+        .exclude(keypoints=b"")
+        .values_list("id", "keypoints")
+    }
 
 
 class _ReadWriteLock:
@@ -251,6 +263,7 @@ class MatchingEngine:
     def load(self, target: int, horizon: int) -> None:
         """Read everything that can match at a version from ``horizon`` to ``target``."""
         index = LiveIndex()
+        index.keypoints_source = photo_keypoints_read
         needed = _active_from(horizon, target)
         opt_outs = _opt_outs_read(needed, target)
         index.opt_outs_add(opt_outs)

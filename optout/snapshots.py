@@ -84,6 +84,7 @@ def snapshot_load(*, version: int | None = None) -> Snapshot:
             variants=bytes(variants),
             colour=colour,
             variant_colours=bytes(variant_colours),
+            keypoints=bytes(photo_keypoints),
         )
         for (
             key,
@@ -95,6 +96,7 @@ def snapshot_load(*, version: int | None = None) -> Snapshot:
             variants,
             colour,
             variant_colours,
+            photo_keypoints,
         ) in Photo.objects.filter(
             Q(creator_id__in=all_photo_creators) | Q(id__in=chosen_photos),
             registered_version__lte=version,
@@ -110,6 +112,7 @@ def snapshot_load(*, version: int | None = None) -> Snapshot:
             "variants",
             "colour",
             "variant_colours",
+            "keypoints",
         )
         .iterator(chunk_size=10_000)
     ]

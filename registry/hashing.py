@@ -11,6 +11,8 @@ Three hash kinds (PRODUCT.md):
 
 and the photo's colour signature (``registry.colour``, 66 hex digits), which
 confirms a perceptual match: computed by ``colour_of`` on a 64 x 64 copy; and
+its local keypoints (``registry.keypoints``: corners and their descriptors,
+which confirm a match geometrically); and
 the hashes of its **middle band** (``band_of``, 82 hex digits: the image with
 the top and bottom ``BAND_MARGIN`` of its height cut away, where captions,
 credit lines and handles go), which find a captioned repost whose own hashes
@@ -42,7 +44,7 @@ import numpy.typing as npt
 import pdqhash
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from registry import fast_hashing
+from registry import fast_hashing, keypoints
 from registry.colour import colour_signature
 
 # Formats a photo may arrive in. Everything else is refused before decoding:
@@ -151,6 +153,9 @@ class PhotoHashes:
     # band_of: the middle band's PDQ, pHash and PDQ quality (82 hex digits);
     # "" when not computed.
     band: str = ""
+    # registry.keypoints.keypoints_of, in its text form (base64); "" when not
+    # computed.
+    keypoints: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -322,6 +327,7 @@ def hash_bytes(data: bytes, *, max_bytes: int = MAX_BYTES, fast: bool = False) -
         height=rgb.height,
         colour=colour_of(rgb),
         band=band_of(rgb),
+        keypoints=keypoints.to_text(keypoints.keypoints_of(rgb)),
     )
 
 
@@ -482,7 +488,13 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         # From the reduced decode: its area means are the full image's.
         colour=colour_of(reduced.rgb),
         band=band,
+        # The luminance: a YCbCr decode's Y plane.
+        keypoints=keypoints.to_text(keypoints.keypoints_of(_luminance(reduced.rgb))),
     )
+
+
+def _luminance(image: Image.Image) -> Image.Image:
+    return image.getchannel(0) if image.mode == "YCbCr" else image.convert("L")
 
 
 def band_of_luma(luma: npt.NDArray[np.float32], width: int, scale: int, reversed_: bool) -> str:

@@ -96,6 +96,11 @@ class Photo(models.Model):
     # without them, or rows from before colour signatures).
     colour = models.CharField(max_length=66, blank=True, default="")
     variant_colours = models.BinaryField(default=b"", blank=True, editable=False)
+    # registry.keypoints of the photo and of its mirror image (two sets, as
+    # photo_keypoints_of writes them; one when only the photo's own is known):
+    # they confirm a perceptual match geometrically. Never pixels. Empty: not
+    # known (hashes registered without them, or rows from before keypoints).
+    keypoints = models.BinaryField(default=b"", blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -8,7 +8,7 @@ registry version (live.py) both provide it and give the same decisions."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ from optout.matching.rule import (
     DEFAULT_RULE,
     UNKNOWN_QUALITY_RULE,
     Evidence,
+    MatchRule,
     QueryHashes,
     SearchPlan,
     VariantHashes,
@@ -25,6 +26,7 @@ from optout.matching.rule import (
 )
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.thresholds import Thresholds
+from registry import keypoints
 
 # The index searches every rule in use needs: the default rule's plan covers
 # the stricter rule for records without their PDQ quality and every stricter
@@ -61,6 +63,11 @@ class MatchSource(Protocol):
 
     def opt_outs_of_photo(self, photo: int) -> Sequence[SnapshotOptOut]:
         """The opt-outs covering the photo that are active at this version."""
+        ...
+
+    def photo_keypoints(self, photos: Sequence[int]) -> Mapping[int, bytes]:
+        """The registered keypoints (registry.keypoints) of those photos that
+        have them."""
         ...
 
     def claim_hits(self, url: str) -> Iterable[tuple[int, str]]:
@@ -211,14 +218,46 @@ def _photo_hits(
             for i in positions
         ]
         candidates = registry.variant_candidates(queries, SEARCH_PLAN)
+        perceptual: list[tuple[int, int, Evidence, MatchRule]] = []
         for i, query, pairs in zip(positions, queries, candidates, strict=True):
             rule = rule_for(query, thresholds.strictness)
             for photo, variant in pairs:
                 evidence = rule.evaluate(query, variant)
                 capped = _capped(evidence, thresholds) if evidence.matched else None
                 if capped is not None:
-                    hits[i].append(_perceptual_hit(photo, capped))
+                    perceptual.append((i, photo, capped, rule))
+        for i, photo, evidence in _keypoints_confirm(records, registry, perceptual):
+            hits[i].append(_perceptual_hit(photo, evidence))
     return hits
+
+
+def _keypoints_confirm(
+    records: Sequence[Record],
+    registry: MatchSource,
+    perceptual: Sequence[tuple[int, int, Evidence, MatchRule]],
+) -> Iterator[tuple[int, int, Evidence]]:
+    """The perceptual matches (record position, photo, evidence) that the
+    geometric check leaves standing, their evidence completed with it. A
+    record and a photo are compared once, whichever variants matched."""
+    wanted = sorted({photo for i, photo, _, _ in perceptual if records[i].keypoints})
+    stored = registry.photo_keypoints(wanted) if wanted else {}
+    checked: dict[tuple[int, int], int] = {}
+    for i, photo, evidence, rule in perceptual:
+        registered = stored.get(photo, b"")
+        if not (records[i].keypoints and registered):
+            yield i, photo, evidence
+            continue
+        if (i, photo) not in checked:
+            checked[i, photo] = keypoints.inliers(records[i].keypoints, registered)
+        agreeing = checked[i, photo]
+        if agreeing >= rule.keypoint_inliers:
+            yield (
+                i,
+                photo,
+                replace(
+                    evidence, keypoint_inliers=agreeing, keypoint_threshold=rule.keypoint_inliers
+                ),
+            )
 
 
 def _decide_one(

@@ -19,7 +19,7 @@ for concurrent writes and reads (the caller holds a lock, optout/engine.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +113,10 @@ class LiveIndex:
         self.phash_band = HammingIndex(64, radius=max(plan.band_phash or 0, 1))
         self.pdq_single = HammingIndex(256, radius=max(plan.pdq_only or 0, 1))
         self.blobs: dict[int, bytes] = {}
+        # The registered keypoints of photos by key (decide.MatchSource.
+        # photo_keypoints), read where they are kept (the engine: the
+        # database) rather than held in memory; None: not known.
+        self.keypoints_source: Callable[[Sequence[int]], Mapping[int, bytes]] | None = None
 
     # --- applying changes ---------------------------------------------------------
 
@@ -346,6 +350,10 @@ class LiveView:
             ]
             for ids in found
         ]
+
+    def photo_keypoints(self, photos: Sequence[int]) -> Mapping[int, bytes]:
+        source = self.index.keypoints_source
+        return source(photos) if source is not None else {}
 
     def opt_outs_of_photo(self, photo: int) -> list[SnapshotOptOut]:
         held = self.index.photos.get(photo)

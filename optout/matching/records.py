@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from registry import keypoints as keypoints_format
 from registry.claims import ClaimInvalid, normalize_url
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.hashing import BAND_HEX_LENGTH
@@ -34,6 +35,9 @@ class Record:
     # The hashes of the image's middle band (registry.hashing.band_of, 82 hex
     # digits) when the record carries them: they find captioned copies.
     band: str = ""
+    # The image's keypoints (registry.keypoints, decoded from base64) when the
+    # record carries them: they confirm a perceptual match geometrically.
+    keypoints: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def _text(value: Any) -> str:
 
 def record_parse(raw: Any, row: int | None = None, *, exact_id: bool = False) -> Record | Invalid:
     """Validate one record (a mapping with id and any of sha256/pdq/phash/url,
-    optionally pdq_quality, colour and band). The id is trimmed of surrounding
+    optionally pdq_quality, colour, band and keypoints). The id is trimmed of surrounding
     blanks (a manifest's ``a, b``), unless ``exact_id``: a string id is then
     kept as sent (a lookup's results are matched to its records by id); its
     length and whether it is blank are judged trimmed either way."""
@@ -89,6 +93,11 @@ def record_parse(raw: Any, row: int | None = None, *, exact_id: bool = False) ->
         return Invalid(record_id, "band: its last two digits (a PDQ quality) exceed 100", row)
     if band and not (values["pdq"] or values["phash"]):
         return Invalid(record_id, "band needs a pdq or a phash", row)
+    keypoints = _keypoints(raw.get("keypoints"))
+    if isinstance(keypoints, str):
+        return Invalid(record_id, keypoints, row)
+    if keypoints and not (values["pdq"] or values["phash"]):
+        return Invalid(record_id, "keypoints need a pdq or a phash", row)
     url = _text(raw.get("url"))
     if url:
         try:
@@ -98,8 +107,29 @@ def record_parse(raw: Any, row: int | None = None, *, exact_id: bool = False) ->
     if not (url or any(values.values())):
         return Invalid(record_id, "record has none of sha256, pdq, phash, url", row)
     return Record(
-        id=record_id, url=url, row=row, pdq_quality=quality, colour=colour, band=band, **values
+        id=record_id,
+        url=url,
+        row=row,
+        pdq_quality=quality,
+        colour=colour,
+        band=band,
+        keypoints=keypoints,
+        **values,
     )
+
+
+def _keypoints(value: Any) -> bytes | str:
+    """A record's keypoints: b"" when absent, the bytes (the record's own set
+    first; the mirror image's set that ``optout hash`` may add is allowed and
+    unused), or the reason they are invalid."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return b""
+    if not isinstance(value, str):
+        return "keypoints must be the base64 text optout hash writes"
+    try:
+        return keypoints_format.from_text(value.strip(), photo=True)
+    except keypoints_format.KeypointsInvalid as error:
+        return f"keypoints: {error}"
 
 
 def _quality(value: Any) -> int | str | None:

@@ -52,6 +52,16 @@ matching" and "Precision"):
   rule's ``band`` boxes; both bands need PDQ quality ``min_quality`` (a
   featureless band never decides). The band variant is never compared with
   the record's own hashes.
+- **Keypoints confirm geometrically.** When the record and the registered
+  photo both carry keypoints (``registry.keypoints``: corners of the
+  luminance and their descriptors), a perceptual match stands only if at
+  least ``keypoint_inliers`` of the record's keypoints agree with one
+  similarity transform onto the photo or its mirror image. Photos of similar
+  layout fool every whole-image signal above; they rarely share eight
+  corners in the same arrangement. Checked per (record, photo) by
+  ``decide`` after this rule (the keypoints live in the database, not in the
+  index). A featureless copy has too few keypoints to pass: like the quality
+  gate, the check does not let content without detail decide a match.
 - **SHA-256 equality always matches** (``sha256_evidence``).
 """
 
@@ -78,6 +88,9 @@ PHASH_BITS = 64
 # One step of ``MatchRule.shifted``: the same fraction (1/32) of each hash.
 PDQ_STEP = 8
 PHASH_STEP = 2
+# The geometric check (MatchRule.keypoint_inliers; set by
+# benchmarks/bench_keypoints.py, docs/matching.md "Keypoints").
+KEYPOINT_INLIERS = 8
 
 KINDS = ("original", "mirror", "dihedral", "crop", "rotation", "band")
 # Variants matched by a record's band hashes (QueryHashes.band) only.
@@ -179,6 +192,12 @@ class Evidence:
     # signature without a layout).
     layout_distance: float | None = None
     layout_threshold: float | None = None
+    # The geometric check (registry.keypoints.inliers, decide.py): how many of
+    # the record's keypoints agree with one transform onto the registered
+    # photo or its mirror image, and how many the match needed; both None when
+    # not checked (either side without keypoints, a SHA-256 match).
+    keypoint_inliers: int | None = None
+    keypoint_threshold: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -193,6 +212,8 @@ class Evidence:
             "colour_threshold": self.colour_threshold,
             "layout_distance": self.layout_distance,
             "layout_threshold": self.layout_threshold,
+            "keypoint_inliers": self.keypoint_inliers,
+            "keypoint_threshold": self.keypoint_threshold,
         }
 
 
@@ -292,6 +313,11 @@ class MatchRule:
     # The boxes of a record's band hashes against a band variant (BAND_KINDS;
     # never the record's own hashes: no kind rule of ``kinds`` for them).
     band: tuple[Box, ...] = ()
+    # The geometric check (decide.py, registry.keypoints): when the record and
+    # the registered photo both carry keypoints, a perceptual match stands
+    # only if at least ``keypoint_inliers`` of the record's keypoints agree
+    # with one transform onto the photo or its mirror image.
+    keypoint_inliers: int = KEYPOINT_INLIERS
 
     @cached_property
     def grey_record_rule(self) -> MatchRule:

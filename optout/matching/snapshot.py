@@ -58,6 +58,8 @@ class SnapshotPhoto:
     # when not known.
     colour: str = ""
     variant_colours: bytes = b""
+    # registry.keypoints of the photo and its mirror image; empty when not known.
+    keypoints: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,10 @@ class Snapshot:
         self, queries: Sequence[QueryHashes], plan: SearchPlan
     ) -> list[list[tuple[int, VariantHashes]]]:
         return [self.candidates(query) for query in queries]
+
+    def photo_keypoints(self, photos: Sequence[int]) -> dict[int, bytes]:
+        # This source's photo ids are positions in self.photos.
+        return {row: self.photos[row].keypoints for row in photos if self.photos[row].keypoints}
 
     def opt_outs_of_photo(self, photo: int) -> list[SnapshotOptOut]:
         return self.photo_opt_outs[photo]

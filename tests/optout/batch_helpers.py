@@ -58,6 +58,8 @@ SHA256_EVIDENCE = {
     "colour_threshold": None,
     "layout_distance": None,
     "layout_threshold": None,
+    "keypoint_inliers": None,
+    "keypoint_threshold": None,
 }
 
 

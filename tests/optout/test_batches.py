@@ -158,6 +158,8 @@ def near_match(registry: Registry) -> dict[str, object]:
             "colour_threshold": None,
             "layout_distance": None,
             "layout_threshold": None,
+            "keypoint_inliers": None,
+            "keypoint_threshold": None,
         },
     }
 

@@ -175,6 +175,8 @@ def evidence(
         "colour_threshold": colour_threshold,
         "layout_distance": None,
         "layout_threshold": None,
+        "keypoint_inliers": None,
+        "keypoint_threshold": None,
     }
 
 

@@ -168,6 +168,8 @@ def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
         "colour_threshold": None,
         "layout_distance": None,
         "layout_threshold": None,
+        "keypoint_inliers": None,
+        "keypoint_threshold": None,
     }
 
 

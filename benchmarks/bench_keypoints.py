@@ -1,0 +1,184 @@
+"""Experiment (not in the product): local keypoints with geometric
+verification as the confirming signal for grey records.
+
+Every confirming signal measured so far for grey records (the 4 x 4 layout, a
+second view, the texture; docs/matching.md) describes the photo as a whole,
+like PDQ and pHash do, and is fooled by the same false pairs: photos of
+similar layout. This measures a signal of another kind: ORB keypoints (FAST
+corners with binary descriptors, OpenCV) of the luminance at a fixed working
+size, matched between the record and the registered photo (and its mirror
+image), and counted only when they agree on one geometric transform (a
+similarity found by RANSAC). Two different photographs rarely share many
+corners in the same arrangement; an edited copy keeps most of them.
+
+For each working size and keypoint count: the inliers of every true pair
+(each (target edit, photo) pair the rule matches) and of every false pair the
+product rule accepts (cross pairs of ``bench_colour.py``, shifted by k),
+then, for thresholds on the inliers, the recall per target edit among the
+matched true pairs and the false pairs left at k = 0..6 — for grey records
+(the edited copy is grey) and for colour records.
+
+Needs the caches of
+
+    .venv/bin/python benchmarks/bench_colour.py --windows 4 --per-source 500 --workers 2 --product
+
+and then
+
+    .venv/bin/python benchmarks/bench_keypoints.py [--photos DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_colour as bc
+import corpus
+import edits
+import numpy as np
+from PIL import Image
+
+from registry import keypoints
+
+TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
+PER_SOURCE = 500
+GREY = 0.01
+KMAX = 6
+THRESHOLDS = (5, 6, 7, 8, 10, 12)
+# The rule's keypoint_min tried: below it on either side the check leaves
+# the rule's decision as it is.
+MINIMA = (0, 8, 16)
+FEATURES_MAX = keypoints.FEATURES
+
+
+def registered_keypoints(rgb: Image.Image) -> bytes:
+    return keypoints.photo_keypoints_of(rgb)
+
+
+def record_keypoints(rgb: Image.Image) -> bytes:
+    return keypoints.keypoints_of(rgb)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    corpus.add_argument(parser)
+    parser.add_argument(
+        "--random",
+        type=int,
+        default=100_000,
+        help="random cross pairs whose inliers to count (0: none; about 1.5 ms each)",
+    )
+    args = parser.parse_args()
+    corpus.apply(args)
+    tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
+    rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag)
+    started = time.perf_counter()
+    recall = bc.recall_features(registered_keypoints, record_keypoints, TARGETS)
+    kreg, kq = bc.near_pair_features(pi, pj, PER_SOURCE, registered_keypoints, record_keypoints)
+    print(f"keypoints computed in {time.perf_counter() - started:.0f} s", flush=True)
+
+    levels_f = bc.variant_levels(reg, qs, pi, pj)
+    fq = np.stack([pq_sig[int(j)] for j in pj])
+    fr = np.stack([preg_sig[int(i)] for i in pi])
+    fd = bc.pair_distances("lab-ab4x4-max", fq, fr)
+    pa = bc.product_accept(reg, qs, pi, pj, levels_f, fd, fq, fr, GREY)
+    alive = [np.any(pa.variants(k), axis=1) for k in range(KMAX + 1)]
+    candidates = np.flatnonzero(alive[KMAX])
+    started = time.perf_counter()
+    f_in = np.zeros(len(pi), int)
+    for p in candidates:
+        f_in[p] = keypoints.inliers(kq[int(pj[p])], kreg[int(pi[p])])
+    print(
+        f"{len(candidates)} false pairs up to k = {KMAX} verified in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+
+    # The fewer keypoints of the two sides (the rule's keypoint_min).
+    f_min = np.full(len(pi), FEATURES_MAX, int)
+    for p in candidates:
+        f_min[p] = min(keypoints.count(kq[int(pj[p])]), keypoints.count(kreg[int(pi[p])]))
+
+    if args.random:
+        _random_pairs(kreg, kq, args.random)
+
+    photos = np.arange(len(rs.split))
+    # Per target edit: (grey record, inliers, fewer keypoints of the two sides).
+    true: dict[str, list[tuple[bool, int, int]]] = {name: [] for name in TARGETS}
+    for name in TARGETS:
+        lv = bc.variant_levels(rs.photos, rs.edits[name], photos, photos)
+        for n in photos:
+            if (lv[n] <= 0).any():
+                grey = bool(rsig[n][1][name][bc.COLOURFUL] < GREY)
+                q, r = recall[n][1][name], recall[n][0]
+                fewer = min(keypoints.count(q), keypoints.count(r))
+                true[name].append((grey, keypoints.inliers(q, r), fewer))
+
+    for label, is_grey in (("grey", True), ("colour", False)):
+        record = pa.fq_skip if is_grey else ~pa.fq_skip
+        before = [int(np.sum(alive[k] & record)) for k in range(KMAX + 1)]
+        counts = {name: sum(g == is_grey for g, _, _ in true[name]) for name in TARGETS}
+        print(
+            f"\n## {label} records: false pairs k = 0..{KMAX} without the check: "
+            + "/".join(map(str, before))
+        )
+        print("true pairs matched by the rule: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+        false_in = f_in[record & alive[KMAX]]
+        print(
+            f"false-pair inliers: max {false_in.max() if false_in.size else 0}, "
+            f"histogram {np.bincount(false_in).tolist() if false_in.size else []}"
+        )
+        print(
+            "\n| inliers ≥ | keypoint_min | false pairs k = 0..6 | lowest recall (edit) "
+            "| recall below 0.95 |"
+        )
+        print("|---|---|---|---|---|")
+        for t in THRESHOLDS:
+            for least in MINIMA:
+                passed = (f_in >= t) | (f_min < least)
+                after = [int(np.sum(alive[k] & record & passed)) for k in range(KMAX + 1)]
+                rates = {
+                    name: float(
+                        np.mean([i >= t or f < least for g, i, f in true[name] if g == is_grey])
+                    )
+                    for name in TARGETS
+                    if counts[name]
+                }
+                low = min(rates, key=rates.get) if rates else "-"
+                below = ", ".join(f"{n} {r:.2f}" for n, r in rates.items() if r < 0.95) or "none"
+                print(
+                    f"| {t} | {least} | {'/'.join(map(str, after))} | "
+                    f"{rates.get(low, 0):.2f} ({low}) | {below} |",
+                    flush=True,
+                )
+
+
+def _random_pairs(kreg: dict, kq: dict, count: int) -> None:
+    """Random cross pairs (patches of different sources) among those
+    computed: how often two unrelated pieces of content reach each count of
+    inliers, whatever their hashes."""
+    rng = np.random.default_rng(0)
+    reg_ids = np.array(sorted(kreg))
+    q_ids = np.array(sorted(kq))
+    started = time.perf_counter()
+    found = []
+    while len(found) < count:
+        i, j = int(rng.choice(reg_ids)), int(rng.choice(q_ids))
+        if i // PER_SOURCE != j // PER_SOURCE:
+            found.append(keypoints.inliers(kq[j], kreg[i]))
+    hist = np.bincount(found)
+    print(
+        f"{count} random cross pairs in {time.perf_counter() - started:.0f} s: "
+        f"inliers histogram {hist.tolist()}; at least "
+        + ", ".join(f"{t}: {int(hist[t:].sum())}" for t in THRESHOLDS),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
