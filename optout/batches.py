@@ -487,6 +487,8 @@ def _shard_record(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
             raw["colour"] = hashes.colour
         if hashes.band:  # "" for an image too small to have a middle band
             raw["band"] = hashes.band
+        if hashes.keypoints:  # "" where colours confirm a match (registry.hashing)
+            raw["keypoints"] = hashes.keypoints
     return _stored(row, raw)
 
 

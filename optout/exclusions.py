@@ -116,6 +116,8 @@ def parquet_schema(decision: str) -> Any:
             ("colour_threshold", pa.float64()),
             ("layout_distance", pa.float64()),  # null when the layouts were not compared
             ("layout_threshold", pa.float64()),
+            ("keypoint_inliers", pa.int64()),
+            ("keypoint_threshold", pa.int64()),
         ]
     )
     match = pa.struct(

@@ -53,10 +53,14 @@ class LookupOutcome:
 
 _FIELDS = frozenset((*RECORD_FIELDS, *OPTIONAL_FIELDS))
 # A record key that is not a field but spells one (or is colour's American
-# spelling) is a mistake, not data of the caller's own: deciding the record
-# without that value would miss what it would have matched. Other keys
+# spelling, or keypoints in the singular) is a mistake, not data of the
+# caller's own: deciding the record without that value would miss what it
+# would have matched, or let stand a match it would have refused. Other keys
 # (caption, width...) are ignored, as a manifest's other columns are.
-_MISSPELT = {field_spelling(name): name for name in _FIELDS} | {"color": "colour"}
+_MISSPELT = {field_spelling(name): name for name in _FIELDS} | {
+    "color": "colour",
+    "keypoint": "keypoints",
+}
 
 
 def _misspelt_field(raw: dict[Any, Any]) -> str | None:

@@ -31,8 +31,10 @@ from typing import IO, Any, Self
 
 FORMATS = ("jsonl", "csv", "parquet", "webdataset")
 RECORD_FIELDS = ("id", "sha256", "pdq", "phash", "url")
-# Read when present, never required.
-OPTIONAL_FIELDS = ("pdq_quality", "colour", "band")
+# Read when present, never required. ``keypoints`` is the largest value a
+# record carries (base64, up to ~5.8 KB a set: registry.keypoints); no reader
+# caps a field below that (Python's csv field limit, the tightest, is 128 KiB).
+OPTIONAL_FIELDS = ("pdq_quality", "colour", "band", "keypoints")
 # Every column or key a record is read from: named twice, it is refused (the
 # last one winning would decide on a value nobody chose).
 _READ_FIELDS = frozenset((*RECORD_FIELDS, *OPTIONAL_FIELDS, "key"))

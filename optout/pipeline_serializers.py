@@ -17,10 +17,16 @@ from optout.matching import DEFAULT_THRESHOLDS, Thresholds, ThresholdTooLoose
 from optout.matching.rule import MAX_STRICTNESS, PDQ_STEP, PHASH_STEP
 from optout.models import OptOut
 from optout.uses import USES
+from registry import keypoints as keypoints_format
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.hashing import BAND_HEX_LENGTH
 from registry.models import Claim
 from registry.variants import DERIVED_VARIANTS
+
+# The longest keypoints text a record may carry: what
+# registry.keypoints.from_text(…, photo=True) accepts (optout hash may add the
+# mirror image's set, which a record's check does not use).
+KEYPOINTS_TEXT_MAX_LENGTH = (keypoints_format.MAX_PHOTO_BYTES + 2) // 3 * 4
 
 _HASH_HELP = {
     "sha256": "SHA-256 of the image file, 64 hex digits.",
@@ -73,6 +79,19 @@ class LookupRecordSerializer(serializers.Serializer):
             "`phash`. The record is then also matched by its middle band against each "
             "photo's, which finds captioned copies (docs/matching.md, \"Captions: the middle "
             'band").'
+        ),
+    )
+    keypoints = serializers.CharField(
+        required=False,
+        max_length=KEYPOINTS_TEXT_MAX_LENGTH,
+        help_text=(
+            "The image's local keypoints, the base64 text `optout hash` writes "
+            f"(`registry.keypoints`: up to {keypoints_format.FEATURES} ORB corners with their "
+            "descriptors, about 5.8 KB); needs a `pdq` or a `phash`. Optional: when the "
+            "matched photo has keypoints too, a perceptual match stands only if enough of the "
+            "record's keypoints agree with one geometric transform onto the photo or its mirror "
+            "image (`keypoint_inliers`, `keypoint_threshold` in the evidence; "
+            'docs/matching.md, "Keypoints: the geometric check").'
         ),
     )
     url = serializers.CharField(
@@ -188,7 +207,7 @@ class LookupRequestSerializer(ClosedSerializer):
         help_text=(
             f"Up to {settings.OPTOUT_MAX_LOOKUP_RECORDS} records, each with an `id` and any "
             "of `sha256`, `pdq`, `phash`, `url` (and optionally `pdq_quality`, `colour`, "
-            "`band`). "
+            "`band`, `keypoints`). "
             "More is a 413."
         )
     )
@@ -261,6 +280,20 @@ class MatchEvidenceSerializer(serializers.Serializer):
     layout_threshold = serializers.FloatField(
         allow_null=True,
         help_text="The layout distance the rule allowed; null when the layouts were not compared.",
+    )
+    keypoint_inliers = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "How many of the record's keypoints agree with one geometric transform onto the "
+            "registered photo or its mirror image; null when not checked (the record or the "
+            "photo has no keypoints, or a SHA-256 match)."
+        ),
+    )
+    keypoint_threshold = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "How many agreeing keypoints the match needed; null when not checked."
+        ),
     )
 
 

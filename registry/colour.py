@@ -223,6 +223,12 @@ def grey_against_colour(record: str, registered: str) -> bool:
     return _decoded(record)[0] < _GREY_UNITS and _decoded(registered)[0] >= _COLOURFUL_UNITS
 
 
+def colourful(signature: str) -> bool:
+    """Colours that can confirm a match (at least ``COLOURFUL_RECORD``): not
+    grey, not faint."""
+    return _decoded(signature)[0] >= _COLOURFUL_UNITS
+
+
 def faint_colour(signature: str) -> bool:
     """Colours too faint to tell one featureless image from another: at least
     ``GREY_COLOURFULNESS`` (so the signature holds a*b*, not a luminance

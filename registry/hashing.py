@@ -26,6 +26,9 @@ photos are registered with. ``hash_bytes(data, fast=True)`` decodes large JPEGs
 at 1/2, 1/4 or 1/8 scale and computes PDQ in numpy (registry/fast_hashing.py),
 about 5 times faster; its PDQ and pHash stay within a few bits of the reference
 (docs/performance.md, "Hashing (step 3)"), its sha256 and size are the same.
+It computes keypoints only for images whose colours cannot confirm a match
+(grey or faint: ``registry.colour.colourful``), where the check is needed
+(docs/matching.md, "Keypoints"): they cost about 3 ms, half the fast path.
 Pipelines' webdataset shards are hashed on the fast path; registered photos never.
 """
 
@@ -45,7 +48,7 @@ import pdqhash
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from registry import fast_hashing, keypoints
-from registry.colour import colour_signature
+from registry.colour import colour_signature, colourful
 
 # Formats a photo may arrive in. Everything else is refused before decoding:
 # each extra decoder is extra attack surface (TIFF, PSD, EPS…).
@@ -478,6 +481,7 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         if margin < PHASH_FAST_MIN_MARGIN:
             phash = phash_of_full_decode(data, max_bytes=max_bytes)
         band = band_of_luma(luma, full_size[1], reduced.scale, reversed_[1])
+    colour = colour_of(reduced.rgb)
     return PhotoHashes(
         sha256=sha256_hex(data),
         pdq=pdq,
@@ -486,10 +490,14 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         width=reduced.width,
         height=reduced.height,
         # From the reduced decode: its area means are the full image's.
-        colour=colour_of(reduced.rgb),
+        colour=colour,
         band=band,
-        # The luminance: a YCbCr decode's Y plane.
-        keypoints=keypoints.to_text(keypoints.keypoints_of(_luminance(reduced.rgb))),
+        keypoints=(
+            ""
+            if colourful(colour)
+            # The luminance: a YCbCr decode's Y plane.
+            else keypoints.to_text(keypoints.keypoints_of(_luminance(reduced.rgb)))
+        ),
     )
 
 
