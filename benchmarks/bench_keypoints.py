@@ -121,6 +121,15 @@ def main() -> None:
                 fewer = min(keypoints.count(q), keypoints.count(r))
                 true[name].append((grey, keypoints.inliers(q, r), fewer))
 
+    # The check reads the luminance only: every false pair the rule accepts,
+    # grey record or colour, is a trial of it.
+    total = len(candidates)
+    kept = int(np.sum(f_in[candidates] >= KEYPOINT_INLIERS))
+    print(
+        f"every record: {kept} of the {total} false pairs up to k = {KMAX} reach "
+        f"{KEYPOINT_INLIERS} inliers, a share of at most {_upper(kept, total):.2g} (95 %)"
+    )
+
     for label, is_grey in (("grey", True), ("colour", False)):
         record = pa.fq_skip if is_grey else ~pa.fq_skip
         before = [int(np.sum(alive[k] & record)) for k in range(KMAX + 1)]
@@ -137,9 +146,7 @@ def main() -> None:
         )
         total = int(np.sum(record & alive[KMAX]))
         kept = int(np.sum(record & alive[KMAX] & (f_in >= KEYPOINT_INLIERS)))
-        # One-sided 95 % upper bound of the rate, `kept` of `total` observed
-        # (Clopper-Pearson; about 3/n when none pass).
-        bound = float(beta.ppf(0.95, kept + 1, total - kept)) if total else float("nan")
+        bound = _upper(kept, total)
         print(
             f"the product's check (at least {KEYPOINT_INLIERS}): {kept} of the {total} false "
             f"pairs up to k = {KMAX} pass, a share of at most {bound:.2g} (95 %): the estimate "
@@ -168,6 +175,12 @@ def main() -> None:
                     f"{rates.get(low, 0):.2f} ({low}) | {below} |",
                     flush=True,
                 )
+
+
+def _upper(kept: int, total: int) -> float:
+    """One-sided 95 % upper bound of a rate, ``kept`` of ``total`` observed
+    (Clopper-Pearson; about 3 / total when none)."""
+    return float(beta.ppf(0.95, kept + 1, total - kept)) if total else float("nan")
 
 
 def _random_pairs(kreg: dict, kq: dict, count: int) -> None:

@@ -44,8 +44,9 @@ HASH_EPILOG = """\
 Output: one JSON object per photo, in path order:
   {"path": "<path relative to DIR>", "sha256": ..., "pdq": ..., "pdq_quality": ...,
    "phash": ..., "width": ..., "height": ..., "colour": ..., "band": ...,
+   "keypoints": ...,
    "variants": [{"name": "mirror", "pdq": ..., "pdq_quality": ..., "phash": ...,
-                 "colour": ...}, ...]}
+                 "colour": ..., "keypoints": ...}, ...]}
 Upload this file to the registry to register the photos by hash; only the
 file name (not the folder) of each path is kept there.
 
@@ -58,11 +59,18 @@ and bottom 15 % of its height cut away, where captions go), 82 hex digits.
 Records that carry it are also matched by their middle band, which finds
 copies with a caption or credit line added.
 
+"keypoints" are the image's local keypoints, base64 (about 5.8 KB): up to 128
+corners of a 256-pixel grey copy, each with its position and a 256-bit
+descriptor (comparisons of pairs of pixels around it), not the pixels. They
+confirm a match of the perceptual hashes geometrically: an edited copy keeps
+dozens of corners in the same arrangement, a different photograph does not.
+The mirror variant carries the mirror image's keypoints.
+
 "variants" are the hashes of images derived from each photo (its mirror image,
 centre and corner crops, 2-degree rotations): with them, a mirrored or
 cropped repost of the photo still matches. They take about half the hashing
 time of a 1-megapixel photo; --no-variants leaves them out (the registry then
-knows the photo's own hashes only).
+knows the photo's own hashes and keypoints only).
 
 Files are picked by extension (.jpg .jpeg .png .webp .gif, any case); other
 files, and hidden files and folders (names starting with "."), are skipped.
@@ -76,9 +84,11 @@ computes from an uploaded photo. --fast decodes JPEGs of 768 x 768 and larger at
 differ from the exact hashes by a few bits (measured on 1024 x 768 photos: PDQ
 at most 4 of 256, pHash at most 2 of 64), a margin a match then has to find
 within the registry's thresholds. sha256, width and height are the same.
-The variants are always computed from the full decode (they need the real
-pixels), so with variants --fast saves less (about half the time on
-12-megapixel photos, little on small ones); --fast --no-variants is fastest.
+The variants and the keypoints are always computed from the full decode (they
+need the real pixels), so with variants --fast saves less (about half the time
+on 12-megapixel photos, little on small ones); --fast --no-variants is fastest,
+and leaves out the keypoints of colourful photos (their colours confirm a match;
+the keypoints of grey and faint photos are kept, from the reduced decode).
 
 Exit status:
   0  every photo was hashed

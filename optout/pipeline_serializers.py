@@ -291,9 +291,7 @@ class MatchEvidenceSerializer(serializers.Serializer):
     )
     keypoint_threshold = serializers.IntegerField(
         allow_null=True,
-        help_text=(
-            "How many agreeing keypoints the match needed; null when not checked."
-        ),
+        help_text=("How many agreeing keypoints the match needed; null when not checked."),
     )
 
 

@@ -17,7 +17,7 @@ from config.api import (
     ItemsCheckedOneByOne,
     PayloadTooLarge,
 )
-from registry import hashing, uploads, variants
+from registry import hashing, keypoints, uploads, variants
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.models import Claim, ConsentEvent, Photo
 
@@ -45,6 +45,21 @@ def _colour_field(whose: str) -> serializers.RegexField:
     )
 
 
+def _keypoints_field(of_what: str) -> serializers.CharField:
+    return serializers.CharField(
+        required=False,
+        # Base64 of at most one set (registry.keypoints.MAX_SET_BYTES).
+        max_length=(keypoints.MAX_SET_BYTES + 2) // 3 * 4,
+        help_text=(
+            f"Local keypoints of {of_what}, base64, as `optout hash` writes them "
+            "(`registry.keypoints`): the corners of a 256-pixel grey copy and their "
+            "binary descriptors, not its pixels; about 5.8 KB. They confirm a perceptual "
+            "match geometrically (docs/matching.md). Leave out if unknown: a match is then "
+            "not confirmed by them."
+        ),
+    )
+
+
 class PhotoVariantHashesSerializer(ClosedSerializer):
     """The hashes of one derived image of a photo (as `optout hash` writes them)."""
 
@@ -56,6 +71,9 @@ class PhotoVariantHashesSerializer(ClosedSerializer):
     pdq_quality = serializers.IntegerField(min_value=0, max_value=100)
     phash = serializers.RegexField(r"^[0-9a-fA-F]{16}$", help_text="16 hex digits.")
     colour = _colour_field("The derived image's")
+    keypoints = _keypoints_field(
+        "the mirror image, in the `mirror` variant only (in any other variant they are an error)"
+    )
 
 
 class PhotoHashItemSerializer(ClosedSerializer):
@@ -81,6 +99,9 @@ class PhotoHashItemSerializer(ClosedSerializer):
     width = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
     height = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
     colour = _colour_field("The photo's")
+    keypoints = _keypoints_field(
+        "the photo itself, one set (the mirror image's go in the `mirror` variant, and need these)"
+    )
     band = serializers.CharField(
         required=False,
         help_text=(

@@ -19,7 +19,7 @@ from registry import claims as claim_rules
 from registry.ledger import LedgerEntry, entries_append, entry_append
 from registry.models import Channel, Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.uploads import HashedItem, HashLine
-from registry.variants import colours_pack, variants_pack
+from registry.variants import colours_pack, keypoints_dropped, photo_keypoints, variants_pack
 
 ACTOR_CREATOR = "creator"
 # Rows per INSERT when registering many photos at once.
@@ -156,6 +156,7 @@ def _register_lines(
             variants=variants_pack(list(line.variants)),
             colour=line.colour,
             variant_colours=colours_pack(list(line.variants)),
+            keypoints=line.keypoints,
         )
         existing[line.sha256] = photo.public_id
         new_photos.append(photo)
@@ -197,8 +198,10 @@ def photos_register_hashed(
                 width=item.hashes.width,
                 height=item.hashes.height,
                 filename=item.filename.rsplit("/", 1)[-1][:255],
-                variants=item.variants,
+                variants=keypoints_dropped(item.variants),
                 colour=item.hashes.colour,
+                # The photo's own and its mirror image's, both computed here.
+                keypoints=photo_keypoints(item.hashes.keypoints, item.variants),
             ),
         )
         for index, item in enumerate(item_list)

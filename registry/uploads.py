@@ -14,7 +14,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.messages import listing, unknown_field_message
@@ -167,10 +167,14 @@ class HashLine:
     width: int | None = None
     height: int | None = None
     filename: str = ""
-    # Derived variants (registry.variants.DERIVED_VARIANTS); empty: none known.
+    # Derived variants (registry.variants.DERIVED_VARIANTS), without keypoints;
+    # empty: none known.
     variants: tuple[Variant, ...] = ()
     # The photo's colour signature (registry.colour, 66 hex digits); "": unknown.
     colour: str = ""
+    # What Photo.keypoints stores (variants.photo_keypoints): the keypoints of
+    # the photo and of its mirror image, the photo's own only, or b"": unknown.
+    keypoints: bytes = field(default=b"", repr=False)
 
 
 class HashLineInvalid(ValueError):
@@ -188,7 +192,8 @@ def _optional_int(item: dict[str, Any], key: str, upper: int) -> int | None:
 
 # The keys of a hashes object and of each of its variants, as `optout hash`
 # writes them (``path``: the photo's path, read as ``filename``; ``band``: the
-# middle band's hashes, written for lookups). Any other key is refused.
+# middle band's hashes, written for lookups; ``keypoints``: the photo's own,
+# the mirror variant's next to its hashes). Any other key is refused.
 HASH_LINE_KEYS = (
     "sha256",
     "pdq",
@@ -200,9 +205,10 @@ HASH_LINE_KEYS = (
     "height",
     "colour",
     "band",
+    "keypoints",
     "variants",
 )
-VARIANT_KEYS = ("name", "pdq", "pdq_quality", "phash", "colour")
+VARIANT_KEYS = ("name", "pdq", "pdq_quality", "phash", "colour", "keypoints")
 
 
 def _unknown_keys(item: dict[Any, Any]) -> str | None:
@@ -254,6 +260,13 @@ def hash_line_validate(item: Any) -> HashLine:
         derived = variants.variants_parse(item.get("variants"))
     except ValueError as error:
         raise HashLineInvalid(str(error)) from None
+    own = item.get("keypoints")
+    if own is not None and not isinstance(own, str):
+        raise HashLineInvalid("keypoints must be the base64 text optout hash writes")
+    try:
+        stored_keypoints = variants.photo_keypoints((own or "").strip(), derived)
+    except ValueError as error:
+        raise HashLineInvalid(str(error)) from None
     return HashLine(
         sha256=values["sha256"],
         pdq=values["pdq"],
@@ -262,8 +275,10 @@ def hash_line_validate(item: Any) -> HashLine:
         width=_optional_int(item, "width", 1_000_000),
         height=_optional_int(item, "height", 1_000_000),
         filename=_base_name(filename),
-        variants=tuple(derived),
+        # The mirror variant's keypoints are in ``keypoints`` now.
+        variants=variants.keypoints_dropped(derived),
         colour=values["colour"],
+        keypoints=stored_keypoints,
     )
 
 

@@ -25,18 +25,24 @@ derived image, computed like the photo's (``registry.hashing.colour_of``). A
 photo stores its variants' colours apart from their hashes
 (``Photo.variant_colours``, ``colours_pack``), because variants registered
 before colour signatures, or as hashes without them, have none.
+
+The ``mirror`` variant also carries the keypoints (``registry.keypoints``) of
+the mirror image, in their text form: with the photo's own
+(``PhotoHashes.keypoints``) they make what ``Photo.keypoints`` stores
+(``photo_keypoints``). No other variant has keypoints: one similarity
+transform already covers a crop or a small rotation of the photo.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from registry import fast_hashing
+from registry import fast_hashing, keypoints
 from registry.colour import COLOUR_BYTES, COLOUR_HEX_LENGTH
 from registry.hashing import (
     BAND_MARGIN,
@@ -71,9 +77,18 @@ class Variant:
     # registry.colour.colour_signature of the derived image; "" when unknown
     # (variants stored before colour signatures).
     colour: str = ""
+    # registry.keypoints of the derived image, base64 (keypoints.to_text); the
+    # mirror variant's only (KEYPOINTS_VARIANT), "" when unknown. Not stored
+    # with the variants: Photo.keypoints holds it (photo_keypoints).
+    keypoints: str = field(default="", repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form (`optout hash`); ``keypoints`` only when known, so
+        that the variants without keypoints are written as before."""
+        data = asdict(self)
+        if not self.keypoints:
+            del data["keypoints"]
+        return data
 
 
 def _transpose(method: Image.Transpose) -> Transform:
@@ -328,13 +343,25 @@ def hash_bytes_with_variants(
     Raises ImageRejected like ``hash_bytes``.
 
     ``fast``: the photo's own hashes come from ``hash_bytes(fast=True)``; the
-    variants still come from the full decode (they need the real pixels), so
-    this is about twice as fast as the exact path, not five times.
+    variants and the keypoints still come from the full decode (they need the
+    real pixels), so this is about twice as fast as the exact path, not five
+    times.
+
+    The mirror variant carries the mirror image's keypoints
+    (``photo_keypoints`` joins them to the photo's own).
     """
     rgb = decode(data, max_bytes=max_bytes)
+    # The luminance once, for the keypoints of the photo and of its mirror
+    # image: together, what keypoints.photo_keypoints_of(rgb) gives, on every
+    # path (a registered photo's keypoints are those of its full decode).
+    grey = rgb.convert("L")
+    own = keypoints.to_text(keypoints.keypoints_of(grey))
+    mirror = keypoints.to_text(keypoints.keypoints_of(ImageOps.mirror(grey)))
     if fast:
-        hashes = hash_bytes(data, max_bytes=max_bytes, fast=True)
-        return hashes, variants_compute(rgb, DERIVED_VARIANTS)
+        # The fast path leaves out the keypoints of colourful images (a
+        # pipeline's shards); a photo being registered keeps them.
+        hashes = replace(hash_bytes(data, max_bytes=max_bytes, fast=True), keypoints=own)
+        return hashes, _with_keypoints(variants_compute(rgb, DERIVED_VARIANTS), mirror)
     original, *derived = variants_compute(rgb, (ORIGINAL, *DERIVED_VARIANTS))
     hashes = PhotoHashes(
         sha256=sha256_hex(data),
@@ -345,8 +372,56 @@ def hash_bytes_with_variants(
         height=rgb.height,
         colour=original.colour,
         band=band_of(rgb),
+        keypoints=own,
     )
-    return hashes, derived
+    return hashes, _with_keypoints(derived, mirror)
+
+
+# The one variant that carries keypoints: the descriptors are not
+# mirror-symmetric, so a mirrored repost needs the mirror image's own.
+KEYPOINTS_VARIANT = "mirror"
+
+
+def _with_keypoints(derived: list[Variant], mirror: str) -> list[Variant]:
+    return [
+        replace(item, keypoints=mirror) if item.name == KEYPOINTS_VARIANT else item
+        for item in derived
+    ]
+
+
+def keypoints_dropped(derived: Sequence[Variant]) -> tuple[Variant, ...]:
+    """``derived`` without their keypoints: once ``photo_keypoints`` has joined
+    them to the photo's own, a second copy (about 5.8 KB a photo) is not kept."""
+    return tuple(replace(item, keypoints="") if item.keypoints else item for item in derived)
+
+
+def photo_keypoints(own: str, derived: Sequence[Variant]) -> bytes:
+    """What ``Photo.keypoints`` stores: the photo's own keypoints (base64, one
+    set, ``PhotoHashes.keypoints``) and the mirror variant's, decoded — two
+    sets, one when only the photo's own are known, b"" when they are not.
+    Raises ValueError (``keypoints.KeypointsInvalid``) naming the problem: a
+    set that is not what ``optout hash`` writes, or the mirror's without the
+    photo's own (a registered photo's first set is always its own)."""
+    mirror = next((item.keypoints for item in derived if item.name == KEYPOINTS_VARIANT), "")
+    if not own:
+        if mirror:
+            raise ValueError(
+                f"variants ({KEYPOINTS_VARIANT}): keypoints need the photo's own "
+                "keypoints (the keypoints key) next to them"
+            )
+        return b""
+    try:
+        data = keypoints.from_text(own)
+    except keypoints.KeypointsInvalid as error:
+        raise keypoints.KeypointsInvalid(f"keypoints: {error}") from None
+    if mirror:
+        try:
+            data += keypoints.from_text(mirror)
+        except keypoints.KeypointsInvalid as error:
+            raise keypoints.KeypointsInvalid(
+                f"variants ({KEYPOINTS_VARIANT}): keypoints: {error}"
+            ) from None
+    return data
 
 
 def variants_parse(value: object) -> list[Variant]:
@@ -354,9 +429,11 @@ def variants_parse(value: object) -> list[Variant]:
     item's ``variants``): objects with ``name`` (one of ``DERIVED_VARIANTS``,
     each at most once), ``pdq`` (64 hex digits), ``pdq_quality`` (0-100),
     ``phash`` (16 hex digits) and optionally ``colour`` (66 hex digits, the
-    ``registry.colour`` signature; missing, null or "" is unknown). ``None`` is
-    no variants. Returned in the order of ``DERIVED_VARIANTS``; raises
-    ValueError naming the first problem."""
+    ``registry.colour`` signature; missing, null or "" is unknown) and, on the
+    mirror variant only, ``keypoints`` (one set of ``registry.keypoints``,
+    base64; missing, null or "" is unknown). ``None`` is no variants.
+    Returned in the order of ``DERIVED_VARIANTS``; raises ValueError naming
+    the first problem."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -402,5 +479,24 @@ def variants_parse(value: object) -> list[Variant]:
             pdq_quality=quality,
             phash=phash.lower(),
             colour=colour.lower(),
+            keypoints=_keypoints_parse(item.get("keypoints"), name, where),
         )
     return [parsed[name] for name in DERIVED_VARIANTS if name in parsed]
+
+
+def _keypoints_parse(value: object, name: str, where: str) -> str:
+    """A variant's ``keypoints``, checked (``keypoints.from_text``: one set)."""
+    if value is None or value == "":
+        return ""
+    if name != KEYPOINTS_VARIANT:
+        raise ValueError(
+            f"{where} ({name}): keypoints are kept for the {KEYPOINTS_VARIANT} variant only"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"{where} ({name}): keypoints must be the base64 text optout hash writes")
+    text = value.strip()
+    try:
+        keypoints.from_text(text)
+    except keypoints.KeypointsInvalid as error:
+        raise ValueError(f"{where} ({name}): keypoints: {error}") from None
+    return text

@@ -22,7 +22,7 @@ from django.db import connection, models
 from django.test import Client
 from PIL import Image
 
-from registry import variants
+from registry import keypoints, variants
 from registry.models import Creator, Photo
 from tests.factories import CreatorFactory
 from tests.images import encode, jpeg_bytes
@@ -31,13 +31,16 @@ OUR_APPS = ("registry", "optout")
 BYTE_FIELDS = (models.FileField, models.BinaryField)  # ImageField is a FileField
 # Binary fields that hold packed hashes or records, never pixels: the derived
 # variants' hashes (registry.variants.variants_pack, 42 bytes per variant) and
-# colour signatures (colours_pack, 33 bytes per variant) — the dump test below
+# colour signatures (colours_pack, 33 bytes per variant), the keypoints of the
+# photo and its mirror image (registry.keypoints: corner positions on a 256 px
+# grid and 32-byte binary descriptors, at most 128 each) — the dump test below
 # checks what uploads store there —, and a batch chunk's records as JSON
 # (hashes, ids, URLs; a webdataset image is hashed and never stored:
 # tests/optout/test_batches.py checks the chunk of a shard).
 HASH_BYTE_FIELDS = {
     "registry.Photo.variants",
     "registry.Photo.variant_colours",
+    "registry.Photo.keypoints",
     "optout.Chunk.payload",
 }
 
@@ -207,11 +210,17 @@ def test_a_dump_of_the_database_after_uploads_holds_no_jpeg_or_png(client: Clien
     assert photo_rows, "the dump must contain the registered photos' rows"
     # The binary columns hold packed variant hashes (42 bytes per variant) and
     # their colour signatures (33 bytes per variant), nothing else.
-    rows = Photo.objects.filter(creator=creator).values_list("variants", "variant_colours")
-    for packed, colours in rows:
+    rows = Photo.objects.filter(creator=creator).values_list(
+        "variants", "variant_colours", "keypoints"
+    )
+    for packed, colours, photo_keypoints in rows:
         stored = variants.colours_unpack(bytes(colours), variants.variants_unpack(bytes(packed)))
         assert [v.name for v in stored] == list(variants.DERIVED_VARIANTS)
         assert len(colours) == 33 * len(stored) and all(v.colour for v in stored)
+        # Two keypoint sets, exactly as registry.keypoints encodes them.
+        sets = keypoints.decode_sets(bytes(photo_keypoints))
+        assert len(sets) == 2
+        assert len(photo_keypoints) == sum(3 + 34 * len(points) for points, _ in sets)
     for signature in JPEG_SIGNATURES + PNG_SIGNATURES:
         assert signature not in dump, signature
 

@@ -192,7 +192,7 @@ def test_a_hashes_item_with_a_key_that_is_not_a_field_is_that_items_error(
             "error": (
                 '"SHA-256" is not a field; did you mean "sha256"? "camera" is not a field; '
                 "allowed: sha256, pdq, phash, filename, path, pdq_quality, width, height, "
-                "colour, band, variants."
+                "colour, band, keypoints, variants."
             ),
             "code": "invalid",
         },

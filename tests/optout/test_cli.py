@@ -11,13 +11,14 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from optout import cli
-from registry import hashing, uploads, variants
+from registry import hashing, keypoints, uploads, variants
 from registry.colour import COLOUR_HEX_LENGTH, colour_distance
 from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import encode, generated_photo, jpeg_bytes, skimage_photo
@@ -65,8 +66,14 @@ GOOD_PATHS = ["2024/d.webp", "2024/summer/c.png", "Z.JPG", "a.jpg", "b.jpeg"]
 
 
 def derived_variants(data: bytes) -> list[variants.Variant]:
-    """The derived variants the registry computes from an uploaded photo."""
-    return variants.variants_compute(hashing.decode(data), variants.DERIVED_VARIANTS)
+    """The derived variants the registry computes from an uploaded photo; the
+    mirror variant with the keypoints of the mirror image."""
+    rgb = hashing.decode(data)
+    mirror = keypoints.to_text(keypoints.keypoints_of(ImageOps.mirror(rgb)))
+    return [
+        replace(item, keypoints=mirror) if item.name == "mirror" else item
+        for item in variants.variants_compute(rgb, variants.DERIVED_VARIANTS)
+    ]
 
 
 def expected_line(root: Path, path: str, *, with_variants: bool = True) -> dict[str, object]:
@@ -95,10 +102,20 @@ def test_hash_writes_one_line_per_photo_in_path_order_and_reports_the_bad_file(
         "height",
         "colour",
         "band",
+        "keypoints",
         "variants",
     ]
     assert [item["name"] for item in lines[0]["variants"]] == list(variants.DERIVED_VARIANTS)
-    assert list(lines[0]["variants"][0]) == ["name", "pdq", "pdq_quality", "phash", "colour"]
+    assert lines[0]["variants"][0]["name"] == "mirror"
+    assert list(lines[0]["variants"][0]) == [
+        "name",
+        "pdq",
+        "pdq_quality",
+        "phash",
+        "colour",
+        "keypoints",
+    ]
+    assert list(lines[0]["variants"][1]) == ["name", "pdq", "pdq_quality", "phash", "colour"]
     # The colour signature of the photo and of each derived image.
     assert all(hashing.is_hex(line["colour"], COLOUR_HEX_LENGTH) for line in lines)
     assert all(
@@ -264,8 +281,17 @@ def test_hash_output_is_accepted_by_the_registry_upload_parser(
                 width=hashes.width,
                 height=hashes.height,
                 filename=path.rsplit("/", 1)[-1],
-                variants=tuple(derived_variants((mixed_folder / path).read_bytes())),
+                # The mirror variant's keypoints are in keypoints.
+                variants=tuple(
+                    variants.variants_compute(
+                        hashing.decode((mixed_folder / path).read_bytes()),
+                        variants.DERIVED_VARIANTS,
+                    )
+                ),
                 colour=hashes.colour,
+                keypoints=keypoints.photo_keypoints_of(
+                    hashing.decode((mixed_folder / path).read_bytes())
+                ),
             ),
         )
         for number, path in enumerate(GOOD_PATHS, start=1)
@@ -371,7 +397,8 @@ def test_hash_fast_decodes_large_jpegs_at_reduced_scale_within_bounds(tmp_path: 
         # The photo's own hashes from the reduced decode; its variants from the full one.
         {
             "path": "big.jpg",
-            **fast.as_dict(),
+            # The keypoints from the full decode too: they are registered.
+            **replace(fast, keypoints=exact.keypoints).as_dict(),
             "variants": [variant.as_dict() for variant in derived_variants(big)],
         },
         # Too small to be reduced: the same hashes as without --fast.

@@ -6,10 +6,13 @@ Meta's PDQ reference set (tests/fixtures/pdq-reference) or are generated here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import struct
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import imagehash
@@ -20,7 +23,8 @@ import skimage.data
 from PIL import Image, ImageEnhance
 
 from benchmarks.edits import text_overlay
-from registry import colour, fast_hashing, hashing
+from optout.matching.rule import KEYPOINT_INLIERS
+from registry import colour, fast_hashing, hashing, keypoints
 from registry.colour import (
     COLOUR_CONFIRM_THRESHOLD,
     COLOUR_HEX_LENGTH,
@@ -66,12 +70,19 @@ def png_claiming_size(width: int, height: int) -> bytes:
 # Golden values: a library upgrade that changes any hash fails here, loudly.
 
 
+def _digest(keypoints_text: str) -> str:
+    return hashlib.sha256(base64.b64decode(keypoints_text)).hexdigest()[:32]
+
+
 def test_golden_hashes_of_the_astronaut_png_bundled_with_scikit_image() -> None:
     data = (SKIMAGE_DATA / "astronaut.png").read_bytes()
 
     hashes = hashing.hash_bytes(data)
 
-    assert hashes == hashing.PhotoHashes(
+    # The keypoints (about 5.8 KB of base64) by a digest: an OpenCV upgrade
+    # that moves a corner fails here.
+    assert _digest(hashes.keypoints) == "eea4341f0167be40f9eb8fe7c93af34c"
+    assert replace(hashes, keypoints="") == hashing.PhotoHashes(
         sha256="88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
         pdq="2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724",
         pdq_quality=100,
@@ -90,7 +101,8 @@ def test_golden_hashes_of_the_rocket_jpeg_bundled_with_scikit_image() -> None:
 
     hashes = hashing.hash_bytes(data)
 
-    assert hashes == hashing.PhotoHashes(
+    assert _digest(hashes.keypoints) == "f88faa7f63494b8ff7ac4ea8aa4e76dd"
+    assert replace(hashes, keypoints="") == hashing.PhotoHashes(
         sha256="c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
         pdq="8792786c87937064bf1bc0e43f1fc0e03f1cc2e33da4c2537cec821b2ce4f376",
         pdq_quality=100,
@@ -198,7 +210,7 @@ def test_every_allowed_format_is_hashed(fmt: str) -> None:
     assert hashing.is_hex(hashes.phash, hashing.PHASH_HEX_LENGTH)
 
 
-def test_as_dict_holds_the_eight_fields_of_the_jsonl_format() -> None:
+def test_as_dict_holds_the_nine_fields_of_the_jsonl_format() -> None:
     hashes = hashing.hash_bytes(jpeg_bytes(1))
 
     fields = hashes.as_dict()
@@ -207,6 +219,7 @@ def test_as_dict_holds_the_eight_fields_of_the_jsonl_format() -> None:
         "band",
         "colour",
         "height",
+        "keypoints",
         "pdq",
         "pdq_quality",
         "phash",
@@ -216,6 +229,7 @@ def test_as_dict_holds_the_eight_fields_of_the_jsonl_format() -> None:
     assert hashing.is_hex(fields["colour"], COLOUR_HEX_LENGTH)
     assert hashing.is_hex(fields["band"], hashing.BAND_HEX_LENGTH)
     assert (fields["width"], fields["height"]) == (320, 240)
+    assert keypoints.count(keypoints.from_text(fields["keypoints"])) > 0
 
 
 # Safe decoding: every bad input is an ImageRejected with an exact code.
@@ -463,7 +477,8 @@ def test_fast_path_without_a_draft_hashes_like_pdqhash_and_imagehash_exactly() -
     fast = hashing.hash_bytes(data, fast=True)
 
     assert hashing.decode_reduced(data).scale == 1
-    assert fast == hashing.hash_bytes(data)
+    # A colour photo: the fast path leaves its keypoints out (colour confirms).
+    assert fast == replace(hashing.hash_bytes(data), keypoints="")
     assert fast.pdq == "8792786c87937064bf1bc0e43f1fc0e03f1cc2e33da4c2537cec821b2ce4f376"
 
 
@@ -755,11 +770,31 @@ def test_fast_path_jpeg_claiming_a_huge_canvas_is_refused_before_decoding() -> N
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
 def test_fast_path_of_other_formats_is_the_full_decode(fmt: str) -> None:
     data = encode(generated_photo(3, size=(1024, 768)), fmt)
+    grey = encode(generated_photo(3, size=(1024, 768)).convert("L"), fmt)
 
     fast = hashing.hash_bytes(data, fast=True)
 
     assert hashing.decode_reduced(data).scale == 1
-    assert fast == hashing.hash_bytes(data)
+    assert fast == replace(hashing.hash_bytes(data), keypoints="")
+    assert hashing.hash_bytes(grey, fast=True) == hashing.hash_bytes(grey)
+
+
+def test_the_fast_path_computes_keypoints_for_grey_and_faint_photos_only() -> None:
+    """Where colours cannot confirm a match, the keypoints must; a reduced
+    decode's Y plane gives keypoints that agree with the full decode's."""
+    photo = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
+    coloured = encode(photo, "JPEG", quality=90)
+    grey = encode(photo.convert("L"), "JPEG", quality=90)
+    faint = encode(ImageEnhance.Color(photo).enhance(0.05), "JPEG", quality=90)
+
+    assert hashing.decode_reduced(grey).scale > 1
+    assert hashing.hash_bytes(coloured, fast=True).keypoints == ""
+    registered = keypoints.photo_keypoints_of(hashing.decode(grey))
+    for data in (grey, faint):
+        fast = hashing.hash_bytes(data, fast=True)
+        assert not colour.colourful(fast.colour)
+        agreeing = keypoints.inliers(keypoints.from_text(fast.keypoints), registered)
+        assert agreeing >= 4 * KEYPOINT_INLIERS
 
 
 def test_fast_path_ignores_an_orientation_tag_outside_one_to_eight_like_the_full_decode() -> None:

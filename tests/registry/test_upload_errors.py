@@ -182,7 +182,8 @@ def test_a_hashes_jsonl_line_with_a_key_that_is_not_a_field_is_a_bad_line_naming
         (2, '"pdq_qualty" is not a field; did you mean "pdq_quality"?'),
         (
             3,
-            'variants[0]: "qualty" is not a field; allowed: name, pdq, pdq_quality, phash, colour.',
+            'variants[0]: "qualty" is not a field; allowed: name, pdq, pdq_quality, phash, colour, '
+            "keypoints.",
         ),
     ]
 

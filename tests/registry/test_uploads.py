@@ -9,10 +9,12 @@ import io
 import json
 import struct
 import zipfile
+from dataclasses import replace
 
 import pytest
+from PIL import ImageOps
 
-from registry import hashing, uploads, variants
+from registry import hashing, keypoints, uploads, variants
 from registry.uploads import HashedItem, HashLine
 from tests.images import encode, generated_photo, jpeg_bytes
 
@@ -44,7 +46,12 @@ def patch_header(
 
 
 def ok(name: str, data: bytes) -> HashedItem:
-    derived = variants.variants_compute(hashing.decode(data), variants.DERIVED_VARIANTS)
+    rgb = hashing.decode(data)
+    mirror = keypoints.to_text(keypoints.keypoints_of(ImageOps.mirror(rgb)))
+    derived = [
+        replace(item, keypoints=mirror) if item.name == "mirror" else item
+        for item in variants.variants_compute(rgb, variants.DERIVED_VARIANTS)
+    ]
     return HashedItem(name, hashes=hashing.hash_bytes(data), variants=tuple(derived))
 
 
