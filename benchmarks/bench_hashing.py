@@ -55,7 +55,7 @@ import pdqhash  # noqa: E402
 
 from optout import cli  # noqa: E402
 from optout.matching.thresholds import DEFAULT_THRESHOLDS  # noqa: E402
-from registry import fast_hashing, hashing  # noqa: E402
+from registry import colour, fast_hashing, hashing, keypoints  # noqa: E402
 
 SIZE = (1024, 768)
 QUALITY = 90
@@ -196,9 +196,17 @@ class Stages:
 
 def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
     """CPU ms per image of each step of both paths (averaged over ``files``)."""
-    full = Stages("decode", "pdq", "phash", "colour", "band", "sha256")
+    full = Stages("decode", "pdq", "phash", "colour", "band", "keypoints", "sha256")
     fast = Stages(
-        "decode (draft)", "luma", "pdq", "phash", "phash fallback", "colour", "band", "sha256"
+        "decode (draft)",
+        "luma",
+        "pdq",
+        "phash",
+        "phash fallback",
+        "colour",
+        "band",
+        "keypoints (grey or faint)",
+        "sha256",
     )
     for data in files:
         with full("decode"):
@@ -211,6 +219,8 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
             hashing.colour_of(rgb)
         with full("band"):
             hashing.band_of(rgb)
+        with full("keypoints"):
+            keypoints.keypoints_of(rgb)
         with full("sha256"):
             hashing.sha256_hex(data)
         with fast("decode (draft)"):
@@ -229,12 +239,15 @@ def stage_times(files: Sequence[bytes]) -> dict[str, dict[str, float]]:
             with fast("phash fallback"):
                 hashing.phash_of_full_decode(data)
         with fast("colour"):
-            hashing.colour_of(reduced.rgb)
+            signature = hashing.colour_of(reduced.rgb)
         with fast("band"):
             if reduced.scale > 1:
                 hashing.band_of_luma(luma, size[1], reduced.scale, reversed_[1])
             else:
                 hashing.band_of(reduced.rgb)
+        with fast("keypoints (grey or faint)"):
+            if not colour.colourful(signature):
+                keypoints.keypoints_of(hashing.luminance(reduced.rgb))
         with fast("sha256"):
             hashing.sha256_hex(data)
     scale = 1000 / len(files)

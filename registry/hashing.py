@@ -496,12 +496,13 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
             ""
             if colourful(colour)
             # The luminance: a YCbCr decode's Y plane.
-            else keypoints.to_text(keypoints.keypoints_of(_luminance(reduced.rgb)))
+            else keypoints.to_text(keypoints.keypoints_of(luminance(reduced.rgb)))
         ),
     )
 
 
-def _luminance(image: Image.Image) -> Image.Image:
+def luminance(image: Image.Image) -> Image.Image:
+    """The luminance of a decode: a YCbCr decode's Y plane, else converted."""
     return image.getchannel(0) if image.mode == "YCbCr" else image.convert("L")
 
 
