@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -47,6 +45,7 @@ from tests.optout.batch_helpers import (
     pipeline_client,
     submit,
     tar,
+    wait_done,
 )
 from tests.workers import broker_at, worker_start, worker_stop
 
@@ -58,7 +57,6 @@ KEYPOINT_THRESHOLD = 8
 # This module's own Redis database for its real worker (the other numbers
 # serve other tests: tests/optout/test_batch_worker.py and its neighbours).
 WORKER_REDIS_DB = 12
-DONE_WITHIN_SECONDS = 150
 NOT_KEYPOINTS = "not keypoints at all!"
 
 
@@ -405,15 +403,3 @@ def test_a_real_worker_checks_a_shard_image_s_keypoints_against_each_photo(
     evidence = [m["evidence"] for m in row["matches"]]
     assert all(e["keypoint_inliers"] >= KEYPOINT_THRESHOLD for e in evidence), evidence
     assert all(e["keypoint_threshold"] == KEYPOINT_THRESHOLD for e in evidence), evidence
-
-
-def wait_done(client: APIClient, batch_id: str, worker: Any, log_path: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + DONE_WITHIN_SECONDS
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline and worker.poll() is None:
-        body = client.get(f"/api/v1/batches/{batch_id}").json()
-        if body["status"] in ("done", "failed"):
-            return body
-        time.sleep(0.25)
-    log = log_path.read_text(errors="replace")
-    raise AssertionError(f"batch not finished: {json.dumps(body)}\nworker log:\n{log[-5000:]}")

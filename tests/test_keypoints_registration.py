@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image, ImageOps
 from rest_framework.test import APIClient
 
 from registry import hashing, keypoints, uploads, variants
 from registry.models import Creator, Photo
-from tests.factories import CreatorFactory
 from tests.images import encode, skimage_photo
+from tests.web import signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -56,17 +55,6 @@ def mirror_set(data: bytes) -> bytes:
 
 def stored_keypoints(photo: Photo) -> bytes:
     return bytes(photo.keypoints)
-
-
-def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, data, content_type=content_type)
-
-
-def signed_in(client: Client) -> Creator:
-    creator = CreatorFactory()
-    assert creator.user is not None
-    client.force_login(creator.user)
-    return creator
 
 
 def assert_two_sets_of(photo: Photo, data: bytes, repost: bytes) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import random
 import tarfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,21 @@ def download(client: APIClient, url: str) -> tuple[int, bytes]:
 
 def jsonl_rows(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.decode().splitlines()]
+
+
+# Generous for a loaded 2-core machine; a small batch takes well under a minute.
+DONE_WITHIN_SECONDS = 150
+
+
+def wait_done(client: APIClient, batch_id: str, worker: Any, log_path: Path) -> dict[str, Any]:
+    """The batch's detail once a real worker has finished it (done or failed);
+    fails with the worker's log if it does not within DONE_WITHIN_SECONDS."""
+    deadline = time.monotonic() + DONE_WITHIN_SECONDS
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline and worker.poll() is None:
+        body = client.get(f"/api/v1/batches/{batch_id}").json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.25)
+    log = log_path.read_text(errors="replace")
+    raise AssertionError(f"batch not finished: {json.dumps(body)}\nworker log:\n{log[-5000:]}")

@@ -48,6 +48,7 @@ from tests.optout.batch_helpers import (
     pipeline_client,
     submit,
     tar,
+    wait_done,
 )
 from tests.workers import broker_at, worker_start, worker_stop
 
@@ -61,8 +62,6 @@ BOX = max(DEFAULT_RULE.kinds["original"].both, key=lambda box: box.pdq)
 CROP_BOX = DEFAULT_RULE.kinds["crop"].both[0]
 WIDEST = DEFAULT_THRESHOLDS
 BLOCKED_DOMAIN = "blocked.example"
-# Generous for a loaded 2-core machine; the batch takes well under a minute.
-DONE_WITHIN_SECONDS = 150
 
 
 @pytest.fixture
@@ -281,18 +280,6 @@ def manifest_parquet(records: list[dict[str, Any]]) -> bytes:
 
 
 # --- waiting on the worker --------------------------------------------------------
-
-
-def wait_done(client: APIClient, batch_id: str, worker: Any, log_path: Path) -> dict[str, Any]:
-    deadline = time.monotonic() + DONE_WITHIN_SECONDS
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline and worker.poll() is None:
-        body = client.get(f"/api/v1/batches/{batch_id}").json()
-        if body["status"] in ("done", "failed"):
-            return body
-        time.sleep(0.25)
-    log = log_path.read_text(errors="replace")
-    raise AssertionError(f"batch not finished: {body}\nworker log:\n{log[-5000:]}")
 
 
 def exclusions_by_row(

@@ -19,15 +19,9 @@ from optout.services import opt_out_file, opt_out_withdraw
 from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.services import claim_add, token_create
 from tests.factories import PASSWORD, CreatorFactory, OrganizationFactory, PhotoFactory
+from tests.web import signed_in
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(client: Client, creator: Creator | None = None) -> Creator:
-    creator = creator or CreatorFactory()
-    assert creator.user is not None
-    client.force_login(creator.user)
-    return creator
 
 
 def file_all_photos(creator: Creator, uses: tuple[str, ...] = ("ai_training",)) -> OptOut:

@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
 from registry import hashing, models, variants
 from registry.models import Creator, Photo
 from registry.variants import Variant
-from tests.factories import CreatorFactory
 from tests.images import encode, generated_photo, skimage_photo
+from tests.web import signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -58,17 +57,6 @@ def stored(photo: Photo) -> list[Variant]:
     return variants.colours_unpack(
         bytes(photo.variant_colours), variants.variants_unpack(bytes(photo.variants))
     )
-
-
-def signed_in(client: Client) -> Creator:
-    creator = CreatorFactory()
-    assert creator.user is not None
-    client.force_login(creator.user)
-    return creator
-
-
-def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, data, content_type=content_type)
 
 
 def zip_of(members: dict[str, bytes]) -> bytes:

@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -25,6 +24,7 @@ from registry.uploads import HashLine
 from tests.conftest import ClientFor
 from tests.factories import CreatorFactory
 from tests.images import encode, generated_photo, jpeg_bytes
+from tests.web import signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -38,17 +38,6 @@ HUGE_INTEGER_REASON = (
 )
 # Far deeper than Python's JSON decoder recurses.
 DEEP_LIST = "[" * 100_000 + "]" * 100_000
-
-
-def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, data, content_type=content_type)
-
-
-def signed_in(client: Client) -> Creator:
-    creator = CreatorFactory()
-    assert creator.user is not None
-    client.force_login(creator.user)
-    return creator
 
 
 def sha(data: bytes) -> str:

@@ -13,7 +13,6 @@ import zipfile
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, override_settings
 from django.utils import timezone
 from PIL import Image
@@ -22,23 +21,13 @@ from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.services import claim_add, creator_sign_up, token_create, token_digest
 from tests.factories import PASSWORD, CreatorFactory, PhotoFactory
 from tests.images import jpeg_bytes
+from tests.web import signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
 CONFIRM_LINK = re.compile(r"http://testserver(/accounts/confirm/[^/\s]+/[^/\s]+/)")
 RESET_LINK = re.compile(r"http://testserver(/accounts/reset/[^/\s]+/[^/\s]+/)")
 NEW_PASSWORD = "a brand new passphrase 77"
-
-
-def signed_in(client: Client, creator: Creator | None = None) -> Creator:
-    creator = creator or CreatorFactory()
-    assert creator.user is not None
-    client.force_login(creator.user)
-    return creator
-
-
-def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, data, content_type=content_type)
 
 
 def zip_of(members: dict[str, bytes]) -> bytes:
