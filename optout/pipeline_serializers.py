@@ -23,11 +23,6 @@ from registry.hashing import BAND_HEX_LENGTH
 from registry.models import Claim
 from registry.variants import DERIVED_VARIANTS
 
-# The longest keypoints text a record may carry: what
-# registry.keypoints.from_text(…, photo=True) accepts (optout hash may add the
-# mirror image's set, which a record's check does not use).
-KEYPOINTS_TEXT_MAX_LENGTH = (keypoints_format.MAX_PHOTO_BYTES + 2) // 3 * 4
-
 _HASH_HELP = {
     "sha256": "SHA-256 of the image file, 64 hex digits.",
     "pdq": "PDQ hash, 64 hex digits (the format StopNCII and HMA exchange).",
@@ -83,7 +78,9 @@ class LookupRecordSerializer(serializers.Serializer):
     )
     keypoints = serializers.CharField(
         required=False,
-        max_length=KEYPOINTS_TEXT_MAX_LENGTH,
+        # What registry.keypoints.from_text(..., photo=True) accepts: optout
+        # hash may add the mirror image's set, which a record's check does not use.
+        max_length=keypoints_format.MAX_PHOTO_TEXT,
         help_text=(
             "The image's local keypoints, the base64 text `optout hash` writes "
             f"(`registry.keypoints`: up to {keypoints_format.FEATURES} ORB corners with their "

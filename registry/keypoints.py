@@ -60,6 +60,9 @@ _ITEM = _POINT + _DESCRIPTOR
 # The largest encoded set, and the largest a registered photo holds (two sets).
 MAX_SET_BYTES = len(KEYPOINTS_MAGIC) + 1 + FEATURES * _ITEM
 MAX_PHOTO_BYTES = 2 * MAX_SET_BYTES
+# The same in their text form (base64: 4 characters per 3 bytes, padded).
+MAX_SET_TEXT = (MAX_SET_BYTES + 2) // 3 * 4
+MAX_PHOTO_TEXT = (MAX_PHOTO_BYTES + 2) // 3 * 4
 
 
 class KeypointsInvalid(ValueError):
@@ -136,8 +139,7 @@ def from_text(text: str, *, photo: bool = False) -> bytes:
     """Keypoints from their base64 form, checked: one set (a record) or, with
     ``photo``, one or two (a registered photo and its mirror image). Raises
     KeypointsInvalid."""
-    limit = MAX_PHOTO_BYTES if photo else MAX_SET_BYTES
-    if len(text) > (limit + 2) // 3 * 4:
+    if len(text) > (MAX_PHOTO_TEXT if photo else MAX_SET_TEXT):
         raise KeypointsInvalid("too long for keypoints")
     try:
         data = base64.b64decode(text, validate=True)

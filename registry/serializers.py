@@ -48,8 +48,8 @@ def _colour_field(whose: str) -> serializers.RegexField:
 def _keypoints_field(of_what: str) -> serializers.CharField:
     return serializers.CharField(
         required=False,
-        # Base64 of at most one set (registry.keypoints.MAX_SET_BYTES).
-        max_length=(keypoints.MAX_SET_BYTES + 2) // 3 * 4,
+        # Base64 of at most one set.
+        max_length=keypoints.MAX_SET_TEXT,
         help_text=(
             f"Local keypoints of {of_what}, base64, as `optout hash` writes them "
             "(`registry.keypoints`): the corners of a 256-pixel grey copy and their "
