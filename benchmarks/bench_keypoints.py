@@ -1,22 +1,28 @@
-"""Experiment (not in the product): local keypoints with geometric
-verification as the confirming signal for grey records.
+"""The geometric check of the product (registry/keypoints.py, the rule's
+``keypoint_inliers``; docs/matching.md, "Keypoints: the geometric check"),
+measured on the calibration corpus.
 
-Every confirming signal measured so far for grey records (the 4 x 4 layout, a
-second view, the texture; docs/matching.md) describes the photo as a whole,
-like PDQ and pHash do, and is fooled by the same false pairs: photos of
-similar layout. This measures a signal of another kind: ORB keypoints (FAST
-corners with binary descriptors, OpenCV) of the luminance at a fixed working
-size, matched between the record and the registered photo (and its mirror
-image), and counted only when they agree on one geometric transform (a
-similarity found by RANSAC). Two different photographs rarely share many
-corners in the same arrangement; an edited copy keeps most of them.
+Every confirming signal measured before it for grey records (the 4 x 4
+layout, a second view, the texture) describes the photo as a whole, like PDQ
+and pHash do, and is fooled by the same false pairs: photos of similar
+layout. Keypoints are a signal of another kind: ORB corners of the luminance
+at 256 px, matched between the record and the registered photo (and its
+mirror image), counted only when they agree on one similarity transform
+(RANSAC). Two different photographs rarely share many corners in the same
+arrangement; an edited copy keeps most of them.
 
-For each working size and keypoint count: the inliers of every true pair
-(each (target edit, photo) pair the rule matches) and of every false pair the
-product rule accepts (cross pairs of ``bench_colour.py``, shifted by k),
-then, for thresholds on the inliers, the recall per target edit among the
-matched true pairs and the false pairs left at k = 0..6 — for grey records
-(the edited copy is grey) and for colour records.
+Reported, with the product's own keypoints and inliers:
+
+- the inliers of random cross pairs of patches of different photographs
+  (``--random N``), whatever their hashes;
+- for grey records (the edited copy is grey) and colour records: the false
+  pairs the product rule accepts shifted looser by k = 0..6 (cross pairs of
+  ``bench_colour.py``), the share of them reaching the rule's threshold with
+  its 95 % upper bound (the factor the check applies to the estimate without
+  it), and, for thresholds on the inliers and for a minimum number of
+  keypoints below which a side would pass unchecked (``keypoint_min``; the
+  product has none), the false pairs left and the recall per target edit
+  among the true pairs the rule matches.
 
 Needs the caches of
 
