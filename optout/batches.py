@@ -40,6 +40,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
+from PIL import Image
 
 from optout.engine import MatchingEngine, engine_for
 from optout.manifests import (
@@ -53,9 +54,10 @@ from optout.manifests import (
 )
 from optout.manifests import webdataset_check as _webdataset_check
 from optout.matching import Invalid, Record, Thresholds, decide, record_parse, rule_fingerprint
-from optout.matching.decide import Decision
+from optout.matching.decide import Decision, keypoints_wanted
 from optout.models import Batch, BatchResult, Chunk, Organization, OrganizationAPIKey
-from registry import hashing
+from registry import hashing, keypoints
+from registry.colour import colourful
 from registry.ledger import registry_version_current
 
 logger = logging.getLogger("optout.pipeline")
@@ -460,36 +462,116 @@ def _shard_lock(batch_id: int) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
 
-def _shard_record(row: int, raw: dict[str, Any] | str) -> dict[str, Any]:
-    """A shard sample as a chunk keeps it: the image replaced by its hashes."""
+# Shard samples hashed, then checked for a match that needs their keypoints, this
+# many at a time: their luminances (at most a few hundred KB each) wait meanwhile.
+SHARD_KEYPOINTS_GROUP = 64
+
+
+@dataclass
+class _ShardSample:
+    """A hashed shard sample as its chunk will keep it, and the luminance its
+    keypoints would come from (None once they are decided on, or for a sample
+    that is not an image)."""
+
+    stored: dict[str, Any]
+    luminance: Image.Image | None = None
+
+
+def _shard_sample(row: int, raw: dict[str, Any] | str) -> _ShardSample:
+    """A shard sample as a chunk keeps it: the image replaced by its hashes.
+    Its keypoints are left to ``_shard_keypoints``."""
     if isinstance(raw, str):
-        return _stored(row, raw)
+        return _ShardSample(_stored(row, raw))
     image = raw.pop("image", None)
-    if image is not None:
-        try:
-            # Query side: large JPEGs decoded at reduced scale, ~5x faster; PDQ and
-            # pHash within a few bits of the full decode, recall on edited copies
-            # unchanged (docs/performance.md, "Hashing (step 3)"). Registered photos
-            # keep the full decode: they are the reference.
-            hashes = hashing.hash_bytes(image, max_bytes=settings.OPTOUT_MAX_PHOTO_BYTES, fast=True)
-        except hashing.ImageRejected as error:
-            try:
-                record_id = _json_safe(raw.get("id"))
-            except _Unstorable:
-                record_id = None
-            return {"row": row, "id": record_id, "invalid": f"image {error.code}: {error}"}
-        finally:
-            del image
-        raw.update(
-            sha256=hashes.sha256, pdq=hashes.pdq, phash=hashes.phash, pdq_quality=hashes.pdq_quality
+    if image is None:
+        return _ShardSample(_stored(row, raw))
+    try:
+        # Query side: large JPEGs decoded at reduced scale, ~5x faster; PDQ and
+        # pHash within a few bits of the full decode, recall on edited copies
+        # unchanged (docs/performance.md, "Hashing (step 3)"). Registered photos
+        # keep the full decode: they are the reference.
+        hashes, luminance = hashing.hash_bytes_fast_deferred(
+            image, max_bytes=settings.OPTOUT_MAX_PHOTO_BYTES
         )
-        if hashes.colour:  # "" until registry.hashing computes it
-            raw["colour"] = hashes.colour
-        if hashes.band:  # "" for an image too small to have a middle band
-            raw["band"] = hashes.band
-        if hashes.keypoints:  # "" where colours confirm a match (registry.hashing)
-            raw["keypoints"] = hashes.keypoints
-    return _stored(row, raw)
+    except hashing.ImageRejected as error:
+        try:
+            record_id = _json_safe(raw.get("id"))
+        except _Unstorable:
+            record_id = None
+        return _ShardSample(
+            {"row": row, "id": record_id, "invalid": f"image {error.code}: {error}"}
+        )
+    finally:
+        del image
+    raw.update(
+        sha256=hashes.sha256, pdq=hashes.pdq, phash=hashes.phash, pdq_quality=hashes.pdq_quality
+    )
+    if hashes.colour:  # "" until registry.hashing computes it
+        raw["colour"] = hashes.colour
+    if hashes.band:  # "" for an image too small to have a middle band
+        raw["band"] = hashes.band
+    stored = _stored(row, raw)
+    return _ShardSample(stored, None if "invalid" in stored else luminance)
+
+
+def _shard_keypoints(batch: Batch, samples: list[_ShardSample]) -> None:
+    """Give keypoints (registry.keypoints) to the samples whose match they
+    would check: those with a perceptual match, at the batch's registry
+    version and thresholds, against a photo registered with keypoints
+    (``decide.keypoints_wanted``) — the same matches the chunk is decided
+    with. Keypoints cost about 3 ms an image, as much as its hashes; a sample
+    with no such match is decided the same without them.
+
+    Where the index is split across workers (OPTOUT_SHARDS > 1) no engine here
+    holds every photo: samples whose colours cannot confirm a match (grey or
+    faint, ``registry.colour.colourful``) get keypoints, as on ``optout hash
+    --fast``."""
+    waiting = [sample for sample in samples if sample.luminance is not None]
+    if not waiting:
+        return
+    if settings.OPTOUT_SHARDS > 1:
+        wanted = {
+            k for k, sample in enumerate(waiting) if not colourful(sample.stored.get("colour", ""))
+        }
+    else:
+        wanted = _keypoints_wanted(batch, [sample.stored for sample in waiting])
+    for k, sample in enumerate(waiting):
+        assert sample.luminance is not None
+        if k in wanted:
+            sample.stored["keypoints"] = keypoints.to_text(keypoints.keypoints_of(sample.luminance))
+        sample.luminance = None
+
+
+def _keypoints_wanted(batch: Batch, stored: list[dict[str, Any]]) -> set[int]:
+    """Positions of the stored records whose keypoints the batch's decisions
+    would check (``decide.keypoints_wanted``), by this process's engine."""
+    version = _batch_version_fix(batch.pk)
+    if version is None:
+        return set()  # the batch failed meanwhile: nothing will be decided
+    records = [_record_of(one) for one in stored]
+    valid = [(k, record) for k, record in enumerate(records) if isinstance(record, Record)]
+    with engine_for().at(version) as registry:
+        found = keypoints_wanted(
+            [record for _, record in valid],
+            registry,
+            thresholds=Thresholds.from_dict(batch.thresholds),
+        )
+    return {valid[position][0] for position in found}
+
+
+def _shard_records(batch: Batch, stream: IO[bytes]) -> list[dict[str, Any]]:
+    """Every sample of the shard hashed, with keypoints where a match needs them."""
+    records: list[dict[str, Any]] = []
+    group: list[_ShardSample] = []
+    for row, raw in READERS["webdataset"](stream):
+        group.append(_shard_sample(row, raw))
+        if len(group) == SHARD_KEYPOINTS_GROUP:
+            _shard_keypoints(batch, group)
+            records.extend(sample.stored for sample in group)
+            group = []
+    _shard_keypoints(batch, group)
+    records.extend(sample.stored for sample in group)
+    return records
 
 
 def _shard_hash_locked(batch: Batch, path: Path) -> bool:
@@ -501,7 +583,7 @@ def _shard_hash_locked(batch: Batch, path: Path) -> bool:
         )
         return False
     with path.open("rb") as stream:
-        records = [_shard_record(row, raw) for row, raw in READERS["webdataset"](stream)]
+        records = _shard_records(batch, stream)
     if not records:
         batch_fail(batch_id=batch.pk, reason="the shard holds no samples")
         return False
@@ -572,13 +654,25 @@ def _chunk_lease_release(chunk_id: int, expires_at: datetime) -> None:
     ).update(lease_expires_at=None)
 
 
-def _batch_start(batch_id: int) -> Batch:
-    """Fix the registry version every chunk of the batch is decided against. The
-    UPDATE is conditional, so concurrent first chunks agree on one version."""
+def _batch_version_fix(batch_id: int) -> int | None:
+    """Fix the registry version every chunk of the batch is decided against,
+    if nothing has yet (a shard's hashing does, to match its samples as their
+    chunks will be), and return it; None for a batch that failed first. The
+    UPDATE is conditional, so concurrent callers agree on one version."""
     Batch.objects.filter(pk=batch_id, registry_version__isnull=True, status__in=_ACTIVE).update(
-        registry_version=registry_version_current(),
-        status=Batch.Status.RUNNING,
-        started_at=timezone.now(),
+        registry_version=registry_version_current()
+    )
+    version: int | None
+    version = Batch.objects.values_list("registry_version", flat=True).get(pk=batch_id)
+    return version
+
+
+def _batch_start(batch_id: int) -> Batch:
+    """Start the batch at its registry version (``_batch_version_fix``). The
+    UPDATE is conditional, so concurrent first chunks start it once."""
+    _batch_version_fix(batch_id)
+    Batch.objects.filter(pk=batch_id, status=Batch.Status.QUEUED).update(
+        status=Batch.Status.RUNNING, started_at=timezone.now()
     )
     return Batch.objects.get(pk=batch_id)
 

@@ -233,9 +233,11 @@ def _chosen_photos(condition: Q) -> QuerySet[Any, Any]:
 
 
 def _horizon(target: int) -> int:
-    """The oldest version still needed: that of the oldest running batch, or ``target``."""
+    """The oldest version still needed: that of the oldest batch not finished
+    (running, or queued with its version fixed while its shard is hashed), or
+    ``target``."""
     oldest = Batch.objects.filter(
-        status=Batch.Status.RUNNING, registry_version__isnull=False
+        status__in=(Batch.Status.QUEUED, Batch.Status.RUNNING), registry_version__isnull=False
     ).aggregate(oldest=Min("registry_version"))["oldest"]
     return target if oldest is None else min(oldest, target)
 

@@ -29,6 +29,8 @@ about 5 times faster; its PDQ and pHash stay within a few bits of the reference
 It computes keypoints only for images whose colours cannot confirm a match
 (grey or faint: ``registry.colour.colourful``), where the check is needed
 (docs/matching.md, "Keypoints"): they cost about 3 ms, half the fast path.
+``hash_bytes_fast_deferred`` leaves them to its caller, with the luminance
+they come from: the workers compute them only for images a match needs them for.
 Pipelines' webdataset shards are hashed on the fast path; registered photos never.
 """
 
@@ -38,7 +40,7 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import imagehash
@@ -463,6 +465,19 @@ def phash_of_full_decode(data: bytes, *, max_bytes: int = MAX_BYTES) -> str:
 
 
 def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
+    hashes, grey = hash_bytes_fast_deferred(data, max_bytes=max_bytes)
+    if colourful(hashes.colour):
+        return hashes
+    return replace(hashes, keypoints=keypoints.to_text(keypoints.keypoints_of(grey)))
+
+
+def hash_bytes_fast_deferred(
+    data: bytes, *, max_bytes: int = MAX_BYTES
+) -> tuple[PhotoHashes, Image.Image]:
+    """``hash_bytes(data, fast=True)`` without the keypoints, and the luminance
+    they come from (``keypoints.keypoints_of(luminance)``), for a caller that
+    computes them only where a match needs them (the workers' shard hashing:
+    optout.batches). The luminance is the reduced decode's: never stored."""
     reduced = decode_reduced(data, max_bytes=max_bytes, ycbcr=True)
     full_size = (reduced.height, reduced.width)
     if reduced.scale == 1:
@@ -482,7 +497,7 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
             phash = phash_of_full_decode(data, max_bytes=max_bytes)
         band = band_of_luma(luma, full_size[1], reduced.scale, reversed_[1])
     colour = colour_of(reduced.rgb)
-    return PhotoHashes(
+    hashes = PhotoHashes(
         sha256=sha256_hex(data),
         pdq=pdq,
         pdq_quality=quality,
@@ -492,13 +507,9 @@ def _hash_bytes_fast(data: bytes, *, max_bytes: int) -> PhotoHashes:
         # From the reduced decode: its area means are the full image's.
         colour=colour,
         band=band,
-        keypoints=(
-            ""
-            if colourful(colour)
-            # The luminance: a YCbCr decode's Y plane.
-            else keypoints.to_text(keypoints.keypoints_of(luminance(reduced.rgb)))
-        ),
     )
+    # The luminance: a YCbCr decode's Y plane.
+    return hashes, luminance(reduced.rgb)
 
 
 def luminance(image: Image.Image) -> Image.Image:

@@ -53,7 +53,7 @@ from registry.hashing import (
     band_of,
     colour_of,
     decode,
-    hash_bytes,
+    hash_bytes_fast_deferred,
     is_hex,
     pdq_of,
     phash_of,
@@ -358,9 +358,9 @@ def hash_bytes_with_variants(
     own = keypoints.to_text(keypoints.keypoints_of(grey))
     mirror = keypoints.to_text(keypoints.keypoints_of(ImageOps.mirror(grey)))
     if fast:
-        # The fast path leaves out the keypoints of colourful images (a
-        # pipeline's shards); a photo being registered keeps them.
-        hashes = replace(hash_bytes(data, max_bytes=max_bytes, fast=True), keypoints=own)
+        # A photo being registered keeps the keypoints of its full decode.
+        fast_hashes, _ = hash_bytes_fast_deferred(data, max_bytes=max_bytes)
+        hashes = replace(fast_hashes, keypoints=own)
         return hashes, _with_keypoints(variants_compute(rgb, DERIVED_VARIANTS), mirror)
     original, *derived = variants_compute(rgb, (ORIGINAL, *DERIVED_VARIANTS))
     hashes = PhotoHashes(

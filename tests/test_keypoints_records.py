@@ -26,11 +26,13 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from optout import manifests, receipts
+from optout.engine import engine_for
 from optout.manifests import ManifestInvalid
 from optout.models import Batch, BatchResult, Chunk, OptOut
 from optout.services import opt_out_file
 from optout.tasks import batch_chunk_decide_task, batch_shard_hash_task
 from registry import hashing, keypoints
+from registry.ledger import registry_version_current
 from registry.models import Channel, Creator, Photo
 from registry.services import photos_register_hashed
 from registry.uploads import hash_files
@@ -350,6 +352,158 @@ def test_a_shard_image_is_stored_with_the_keypoints_its_hashing_gives_it(
         and m["evidence"]["keypoint_threshold"] == KEYPOINT_THRESHOLD
         for m in excluded.matches
     )
+
+
+def colour_copy() -> bytes:
+    """A repost of the coffee cup in colour: shrunk to 70 %, brightened,
+    recompressed."""
+    image = skimage_photo("coffee")
+    smaller = image.resize((image.width * 7 // 10, image.height * 7 // 10))
+    return encode(ImageEnhance.Brightness(smaller).enhance(1.08), "JPEG", quality=70)
+
+
+def uploaded_coffee(*, keypoints_of: Image.Image | None = None) -> Photo:
+    """The colour coffee cup registered as the photos page registers it, opted
+    out; ``keypoints_of``: its stored keypoints then are another image's (the
+    cup's hashes and colours, another photograph's corners)."""
+    creator = CreatorFactory()
+    [outcome] = photos_register_hashed(
+        creator=creator,
+        items=hash_files([("coffee.jpg", encode(skimage_photo("coffee"), "JPEG", quality=92))]),
+        channel=Channel.WEB,
+    )
+    opt_out_all(creator)
+    photo = Photo.objects.get(public_id=outcome.photo)
+    if keypoints_of is not None:
+        photo.keypoints = photo_keypoints(keypoints_of)
+        photo.save(update_fields=["keypoints"])
+    return photo
+
+
+def shard_hashed(client: APIClient, members: list[tuple[str, bytes]], **fields: Any) -> Batch:
+    """A shard submitted and hashed as a worker hashes it; its chunks not yet decided."""
+    batch = batch_of(submit(client, tar(members), name="s.tar", **fields))
+    assert batch_shard_hash_task(batch.pk) is True
+    batch.refresh_from_db()
+    return batch
+
+
+def stored_records(batch: Batch) -> dict[str, dict[str, Any]]:
+    """The batch's chunk records by sample key."""
+    return {r["id"]: r for chunk in batch.chunks.all() for r in chunk.records}
+
+
+def own_keypoints(data: bytes) -> str:
+    """An image's keypoints as the worker's fast hashing computes them."""
+    _, luminance = hashing.hash_bytes_fast_deferred(data)
+    return keypoints.to_text(keypoints.keypoints_of(luminance))
+
+
+@pytest.mark.usefixtures("batch_settings")
+def test_a_shard_image_gets_keypoints_when_a_match_would_check_them_colour_or_grey(
+    client: APIClient,
+) -> None:
+    """Keypoints cost as much as the hashes, so the worker computes them only
+    for samples with a perceptual match against a photo registered with
+    keypoints: the colour and the grey copy of the cup get them; a colour and
+    a grey photograph that match nothing do not (before, every grey image
+    did and no colour one)."""
+    uploaded_coffee()
+    members = [
+        ("copy.jpg", colour_copy()),
+        ("grey-copy.jpg", encode(grey("coffee"), "JPEG", quality=80)),
+        ("astronaut.jpg", encode(skimage_photo("astronaut"), "JPEG", quality=85)),
+        ("camera.jpg", encode(grey("camera"), "JPEG", quality=85)),
+    ]
+
+    batch = shard_hashed(client, members)
+
+    stored = stored_records(batch)
+    assert stored["copy"]["keypoints"] == own_keypoints(colour_copy())
+    assert stored["grey-copy"]["keypoints"] == own_keypoints(members[1][1])
+    assert "keypoints" not in stored["astronaut"] and "keypoints" not in stored["camera"]
+    run_chunks(batch)
+    excluded = {r.record_id: r for r in BatchResult.objects.filter(batch=batch)}
+    assert set(excluded) == {"copy", "grey-copy"}
+    for result in excluded.values():
+        evidence = [m["evidence"] for m in result.matches]
+        assert all(e["keypoint_inliers"] >= KEYPOINT_THRESHOLD for e in evidence), evidence
+
+
+@pytest.mark.usefixtures("batch_settings")
+def test_a_colour_shard_image_whose_keypoints_disagree_is_allowed(client: APIClient) -> None:
+    """The cup's hashes and colours registered with the cat's corners: the
+    colour copy's hashes and colours match, its keypoints do not agree, so it
+    is allowed — colours alone decided it before. The same photo registered
+    without keypoints (before they existed) gets no keypoints checked: the
+    sample carries none and the match stands on the hashes and colours."""
+    uploaded_coffee(keypoints_of=grey("chelsea"))
+    batch = shard_hashed(client, [("copy.jpg", colour_copy())], key="impostor")
+    assert "keypoints" in stored_records(batch)["copy"]
+    run_chunks(batch)
+    assert not BatchResult.objects.filter(batch=batch).exists()
+
+    Photo.objects.update(keypoints=b"")
+    batch = shard_hashed(client, [("copy.jpg", colour_copy())], key="no-keypoints")
+    assert "keypoints" not in stored_records(batch)["copy"]
+    run_chunks(batch)
+    [excluded] = BatchResult.objects.filter(batch=batch)
+    assert all(m["evidence"]["keypoint_inliers"] is None for m in excluded.matches)
+
+
+@pytest.mark.usefixtures("batch_settings")
+def test_a_shard_image_s_keypoints_follow_the_batch_s_thresholds(client: APIClient) -> None:
+    """A batch that asks for thresholds its copy's hashes do not meet decides
+    no match for it, so the worker computes no keypoints for it."""
+    uploaded_coffee()
+
+    batch = shard_hashed(
+        client, [("copy.jpg", colour_copy())], key="strict", pdq_threshold=0, phash_threshold=0
+    )
+
+    assert "keypoints" not in stored_records(batch)["copy"]
+
+
+@pytest.mark.usefixtures("batch_settings")
+def test_a_split_index_gives_keypoints_to_grey_shard_images_only(
+    client: APIClient, settings: Settings
+) -> None:
+    """With the index split across workers (OPTOUT_SHARDS > 1) no engine of the
+    hashing worker holds every photo: grey images get keypoints whatever they
+    match (their colours cannot confirm a match), colour ones none."""
+    settings.OPTOUT_SHARDS = 2
+    members = [
+        ("astronaut.jpg", encode(skimage_photo("astronaut"), "JPEG", quality=85)),
+        ("camera.jpg", encode(grey("camera"), "JPEG", quality=85)),
+    ]
+
+    stored = stored_records(shard_hashed(client, members))
+
+    assert "keypoints" not in stored["astronaut"]
+    assert stored["camera"]["keypoints"] == own_keypoints(members[1][1])
+
+
+@pytest.mark.usefixtures("batch_settings")
+def test_a_shard_is_checked_for_keypoints_at_the_version_its_chunks_are_decided_at(
+    client: APIClient,
+) -> None:
+    """Hashing the shard fixes the batch's registry version: a photo
+    registered afterwards is neither a reason for keypoints nor a match, and
+    the engine keeps that version's entries while the batch waits."""
+    batch = shard_hashed(client, [("copy.jpg", colour_copy())])
+    version = batch.registry_version
+    assert (batch.status, version) == ("queued", registry_version_current())
+    assert "keypoints" not in stored_records(batch)["copy"]
+
+    uploaded_coffee()
+    engine = engine_for()
+    with engine.current():  # caught up, as the next lookup would
+        pass
+    assert engine.loaded_version > version and engine.horizon == version
+    run_chunks(batch)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.registry_version, batch.excluded_count) == ("done", version, 0)
 
 
 @pytest.fixture

@@ -205,30 +205,55 @@ def _photo_hits(
         exact = sha256_evidence().as_dict()
         for i, photos in zip(positions, found, strict=True):
             hits[i].extend(PhotoHit(photo, "sha256", 0, 0, exact) for photo in photos)
-    positions = [i for i, record in enumerate(records) if record.pdq or record.phash]
-    if positions:
-        queries = [
-            QueryHashes(
-                records[i].pdq,
-                records[i].phash,
-                records[i].pdq_quality,
-                records[i].colour,
-                records[i].band,
-            )
-            for i in positions
-        ]
-        candidates = registry.variant_candidates(queries, SEARCH_PLAN)
-        perceptual: list[tuple[int, int, Evidence, MatchRule]] = []
-        for i, query, pairs in zip(positions, queries, candidates, strict=True):
-            rule = rule_for(query, thresholds.strictness)
-            for photo, variant in pairs:
-                evidence = rule.evaluate(query, variant)
-                capped = _capped(evidence, thresholds) if evidence.matched else None
-                if capped is not None:
-                    perceptual.append((i, photo, capped, rule))
-        for i, photo, evidence in _keypoints_confirm(records, registry, perceptual):
-            hits[i].append(_perceptual_hit(photo, evidence))
+    perceptual = _perceptual_matches(records, registry, thresholds)
+    for i, photo, evidence in _keypoints_confirm(records, registry, perceptual):
+        hits[i].append(_perceptual_hit(photo, evidence))
     return hits
+
+
+def _perceptual_matches(
+    records: Sequence[Record], registry: MatchSource, thresholds: Thresholds
+) -> list[tuple[int, int, Evidence, MatchRule]]:
+    """(record position, photo, evidence, rule) of every variant the rule
+    matches, within the thresholds, before the geometric check."""
+    positions = [i for i, record in enumerate(records) if record.pdq or record.phash]
+    if not positions:
+        return []
+    queries = [
+        QueryHashes(
+            records[i].pdq,
+            records[i].phash,
+            records[i].pdq_quality,
+            records[i].colour,
+            records[i].band,
+        )
+        for i in positions
+    ]
+    candidates = registry.variant_candidates(queries, SEARCH_PLAN)
+    perceptual: list[tuple[int, int, Evidence, MatchRule]] = []
+    for i, query, pairs in zip(positions, queries, candidates, strict=True):
+        rule = rule_for(query, thresholds.strictness)
+        for photo, variant in pairs:
+            evidence = rule.evaluate(query, variant)
+            capped = _capped(evidence, thresholds) if evidence.matched else None
+            if capped is not None:
+                perceptual.append((i, photo, capped, rule))
+    return perceptual
+
+
+def keypoints_wanted(
+    records: Sequence[Record], registry: MatchSource, *, thresholds: Thresholds
+) -> set[int]:
+    """Positions of the records whose keypoints would be checked: a
+    perceptual match against a photo registered with keypoints. A caller that
+    computes keypoints only where they count (the workers' shard hashing)
+    computes them for these; every other record is decided the same with or
+    without them. Opt-outs are not consulted: whether one applies is
+    ``decide``'s business, and a record checked needlessly costs only time."""
+    perceptual = _perceptual_matches(records, registry, thresholds)
+    photos = sorted({photo for _, photo, _, _ in perceptual})
+    stored = registry.photo_keypoints(photos) if photos else {}
+    return {i for i, photo, _, _ in perceptual if stored.get(photo)}
 
 
 def _keypoints_confirm(

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, decide, record_parse
+from optout.matching.decide import keypoints_wanted
 from optout.matching.live import LiveIndex, LiveOptOut, LivePhoto
 from optout.matching.rule import DEFAULT_RULE, KEYPOINT_INLIERS
 from registry import keypoints
@@ -206,6 +207,37 @@ def test_a_sha256_match_needs_no_keypoints(astronaut) -> None:
 
     assert result.decision == "exclude"
     assert [m.kind for m in result.matches] == ["sha256"]
+
+
+def test_keypoints_are_wanted_for_records_whose_perceptual_match_they_would_check(
+    astronaut,
+) -> None:
+    """decide.keypoints_wanted: the records a caller must give keypoints to
+    for the check to apply — a perceptual match against a photo registered
+    with keypoints; not a sha256 match, not a record that matches nothing,
+    not a match against a photo without keypoints."""
+    snapshot, given = _snapshot(keypoints.photo_keypoints_of(astronaut))
+    bare, _ = _snapshot(b"")
+    records = [
+        _record(given, b""),
+        Record(id="exact", sha256=given.sha256),
+        Record(id="other", pdq=secrets.token_hex(32), phash=secrets.token_hex(8), pdq_quality=90),
+    ]
+
+    wanted = keypoints_wanted(records, snapshot, thresholds=DEFAULT_THRESHOLDS)
+
+    assert wanted == {0}
+    assert keypoints_wanted(records, bare, thresholds=DEFAULT_THRESHOLDS) == set()
+    # A pipeline's stricter thresholds that the match does not meet: none.
+    strict = DEFAULT_THRESHOLDS.stricter(pdq=0, phash=0)
+    far = replace(records[0], pdq=_flipped(given.pdq), phash=_flipped(given.phash))
+    assert keypoints_wanted([far], snapshot, thresholds=DEFAULT_THRESHOLDS) == {0}
+    assert keypoints_wanted([far], snapshot, thresholds=strict) == set()
+
+
+def _flipped(hex_value: str) -> str:
+    """``hex_value`` with its lowest bit flipped."""
+    return f"{int(hex_value, 16) ^ 1:0{len(hex_value)}x}"
 
 
 def test_the_live_index_reads_keypoints_from_its_source_and_decides_like_the_snapshot(

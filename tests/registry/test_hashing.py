@@ -797,6 +797,25 @@ def test_the_fast_path_computes_keypoints_for_grey_and_faint_photos_only() -> No
         assert agreeing >= 4 * KEYPOINT_INLIERS
 
 
+def test_the_deferred_fast_path_leaves_the_keypoints_to_its_caller() -> None:
+    """hash_bytes_fast_deferred: the fast hashes without keypoints, and the
+    luminance that gives the keypoints the fast path computes for grey photos
+    — and, for a colour photo, keypoints that agree with its full decode's."""
+    photo = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
+    coloured, grey = encode(photo, "JPEG", quality=90), encode(photo.convert("L"), "JPEG")
+    for data, is_colourful in ((coloured, True), (grey, False)):
+        hashes, luminance = hashing.hash_bytes_fast_deferred(data)
+        assert colour.colourful(hashes.colour) is is_colourful
+        fast = hashing.hash_bytes(data, fast=True)
+
+        assert hashes == replace(fast, keypoints="")
+        assert luminance.mode == "L" and luminance.size == hashing.decode_reduced(data).rgb.size
+        own = keypoints.to_text(keypoints.keypoints_of(luminance))
+        assert fast.keypoints == ("" if is_colourful else own)
+        registered = keypoints.photo_keypoints_of(hashing.decode(data))
+        assert keypoints.inliers(keypoints.from_text(own), registered) >= 4 * KEYPOINT_INLIERS
+
+
 def test_fast_path_ignores_an_orientation_tag_outside_one_to_eight_like_the_full_decode() -> None:
     stored = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
     exif = Image.Exif()
