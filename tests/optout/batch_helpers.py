@@ -38,6 +38,28 @@ def batch_environment(settings: Settings, tmp_path: Path) -> Iterator[None]:
     engines.reset()
 
 
+def worker_environment(
+    settings: Settings, tmp_path: Path, *, unthrottled: Iterable[str] = ("batches",)
+) -> Iterator[dict[str, str]]:
+    """The settings of a test whose batches a real worker (tests.workers)
+    decides, for a fixture to ``yield from``: a spool folder, a new receipt
+    signing key (its cache cleared before and after) and no quota on the
+    ``unthrottled`` scopes; yields the environment that gives the worker
+    process the same key and spool folder."""
+    pem = receipts.private_key_pem(receipts.private_key_generate())
+    settings.OPTOUT_RECEIPT_SIGNING_KEY = pem
+    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": dict.fromkeys(unthrottled),
+    }
+    receipts.signing_key_cache_clear()
+    try:
+        yield {"OPTOUT_RECEIPT_SIGNING_KEY": pem, "OPTOUT_SPOOL_DIR": str(tmp_path / "spool")}
+    finally:
+        receipts.signing_key_cache_clear()
+
+
 def rows_of(path: Path) -> list[tuple[int, Any]]:
     """(row, record id or reason) as the registry's own reader numbers them."""
     with path.open("rb") as stream:

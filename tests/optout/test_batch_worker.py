@@ -49,6 +49,7 @@ from tests.optout.batch_helpers import (
     submit,
     tar,
     wait_done,
+    worker_environment,
 )
 from tests.workers import broker_at, worker_start, worker_stop
 
@@ -62,6 +63,11 @@ BOX = max(DEFAULT_RULE.kinds["original"].both, key=lambda box: box.pdq)
 CROP_BOX = DEFAULT_RULE.kinds["crop"].both[0]
 WIDEST = DEFAULT_THRESHOLDS
 BLOCKED_DOMAIN = "blocked.example"
+
+
+@pytest.fixture
+def worker_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield from worker_environment(settings, tmp_path)
 
 
 @pytest.fixture
@@ -296,7 +302,7 @@ def exclusions_by_row(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_decides_100k_records_and_a_shard_exactly_like_brute_force(
-    broker: str, tmp_path: Path, settings: Settings
+    broker: str, tmp_path: Path, worker_env: dict[str, str]
 ) -> None:
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -328,21 +334,8 @@ def test_a_real_worker_decides_100k_records_and_a_shard_exactly_like_brute_force
     oracle = Oracle.load(organization)
     timings["setup"] = time.monotonic() - started
 
-    pem = receipts.private_key_pem(receipts.private_key_generate())
-    settings.OPTOUT_RECEIPT_SIGNING_KEY = pem
-    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"batches": None},
-    }
-    receipts.signing_key_cache_clear()
     log_path = tmp_path / "worker.log"
-    worker = worker_start(
-        broker,
-        tmp_path,
-        log_path,
-        extra_env={"OPTOUT_RECEIPT_SIGNING_KEY": pem, "OPTOUT_SPOOL_DIR": str(tmp_path / "spool")},
-    )
+    worker = worker_start(broker, tmp_path, log_path, extra_env=worker_env)
     try:
         mark = time.monotonic()
         response = submit(client, manifest, name="part-00000.parquet", key="big")

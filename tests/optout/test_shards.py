@@ -16,7 +16,7 @@ import pytest
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
-from optout import batches, receipts
+from optout import batches
 from optout.chunk_shards import batch_chunk_shard_decide
 from optout.engine import engine_for
 from optout.matching import DEFAULT_THRESHOLDS, decide, record_parse
@@ -25,7 +25,14 @@ from optout.snapshots import snapshot_load
 from optout.tasks import batch_chunk_shard_decide_task
 from registry.models import Photo
 from tests.factories import OrganizationFactory, PhotoFactory
-from tests.optout.batch_helpers import download, flip_bits, jsonl, jsonl_rows, pipeline_client
+from tests.optout.batch_helpers import (
+    download,
+    flip_bits,
+    jsonl,
+    jsonl_rows,
+    pipeline_client,
+    worker_environment,
+)
 from tests.optout.batch_helpers import submit as submit_manifest
 from tests.optout.test_batch_worker import (
     BLOCKED_DOMAIN,
@@ -45,17 +52,8 @@ DONE_WITHIN_SECONDS = 150
 
 
 @pytest.fixture
-def signing(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    pem = receipts.private_key_pem(receipts.private_key_generate())
-    settings.OPTOUT_RECEIPT_SIGNING_KEY = pem
-    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"batches": None, "changes": None},
-    }
-    receipts.signing_key_cache_clear()
-    yield pem
-    receipts.signing_key_cache_clear()
+def worker_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield from worker_environment(settings, tmp_path, unthrottled=("batches", "changes"))
 
 
 def twin_photos(registry: RegistryPhotos) -> tuple[Photo, Photo]:
@@ -137,7 +135,7 @@ def exclusions(client: APIClient, batch_id: str, decision: str = "exclude") -> d
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_a_chunk_fans_out_to_every_shard_queue_and_merges_like_one_index(
-    signing: str,
+    worker_env: dict[str, str],
     settings: Settings,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
@@ -210,7 +208,7 @@ def test_a_chunk_fans_out_to_every_shard_queue_and_merges_like_one_index(
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_sweeper_enqueues_again_only_the_shards_that_have_not_answered(
-    signing: str,
+    worker_env: dict[str, str],
     settings: Settings,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
@@ -284,7 +282,7 @@ def run_batch(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_each_owning_a_shard_decide_like_one_worker_with_everything(
-    broker: str, tmp_path: Path, settings: Settings, signing: str
+    broker: str, tmp_path: Path, settings: Settings, worker_env: dict[str, str]
 ) -> None:
     # Given a registry, a manifest with matches on both shards, and chunks of 500
     organization = OrganizationFactory(name="Lab S")
@@ -295,7 +293,6 @@ def test_two_workers_each_owning_a_shard_decide_like_one_worker_with_everything(
     manifest = jsonl(records)
     oracle = Oracle.load(organization)
     settings.OPTOUT_CHUNK_RECORDS = 500
-    env = {"OPTOUT_RECEIPT_SIGNING_KEY": signing, "OPTOUT_SPOOL_DIR": str(tmp_path / "spool")}
 
     # When two workers, each owning one of two shards, decide it
     settings.OPTOUT_SHARDS = 2
@@ -304,7 +301,7 @@ def test_two_workers_each_owning_a_shard_decide_like_one_worker_with_everything(
         manifest,
         "sharded",
         [
-            ({**env, "OPTOUT_SHARDS": "2", "OPTOUT_SHARD": str(k)}, f"match.shard{k}")
+            ({**worker_env, "OPTOUT_SHARDS": "2", "OPTOUT_SHARD": str(k)}, f"match.shard{k}")
             for k in (0, 1)
         ],
         broker,
@@ -313,7 +310,12 @@ def test_two_workers_each_owning_a_shard_decide_like_one_worker_with_everything(
     # ... and one worker with everything decides the same content
     settings.OPTOUT_SHARDS = 1
     single = run_batch(
-        client, manifest, "single", [({**env, "OPTOUT_SHARDS": "1"}, "default")], broker, tmp_path
+        client,
+        manifest,
+        "single",
+        [({**worker_env, "OPTOUT_SHARDS": "1"}, "default")],
+        broker,
+        tmp_path,
     )
 
     # Then both are done at the same registry version, with the same exclusions,
