@@ -274,6 +274,14 @@ def main() -> None:
     print(
         f"\n(levels measured {LEVEL_MIN}..{LEVEL_MAX}; total {time.perf_counter() - started:.0f} s)"
     )
+    print(
+        "\nThese rates are the rule's on PDQ, pHash and band alone. Records as our tools "
+        "send them also carry their colour signature and keypoints (optout hash; the "
+        "workers wherever a match would check them), which the decision checks too: "
+        "`bench_colour.py --windows 4 --per-source 500 --workers 2 --product` and then "
+        "`bench_keypoints.py` (with the same --photos) measure the decision with them "
+        '(docs/matching.md, "Against the targets").'
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,6 @@ from optout.matching import Invalid, Record, Thresholds, decide, record_parse, r
 from optout.matching.decide import Decision, keypoints_wanted
 from optout.models import Batch, BatchResult, Chunk, Organization, OrganizationAPIKey
 from registry import hashing, keypoints
-from registry.colour import colourful
 from registry.ledger import registry_version_current
 
 logger = logging.getLogger("optout.pipeline")
@@ -523,16 +522,12 @@ def _shard_keypoints(batch: Batch, samples: list[_ShardSample]) -> None:
     with no such match is decided the same without them.
 
     Where the index is split across workers (OPTOUT_SHARDS > 1) no engine here
-    holds every photo: samples whose colours cannot confirm a match (grey or
-    faint, ``registry.colour.colourful``) get keypoints, as on ``optout hash
-    --fast``."""
+    holds every photo: every sample gets keypoints, as on ``optout hash``."""
     waiting = [sample for sample in samples if sample.luminance is not None]
     if not waiting:
         return
     if settings.OPTOUT_SHARDS > 1:
-        wanted = {
-            k for k, sample in enumerate(waiting) if not colourful(sample.stored.get("colour", ""))
-        }
+        wanted = set(range(len(waiting)))
     else:
         wanted = _keypoints_wanted(batch, [sample.stored for sample in waiting])
     for k, sample in enumerate(waiting):

@@ -84,11 +84,11 @@ computes from an uploaded photo. --fast decodes JPEGs of 768 x 768 and larger at
 differ from the exact hashes by a few bits (measured on 1024 x 768 photos: PDQ
 at most 4 of 256, pHash at most 2 of 64), a margin a match then has to find
 within the registry's thresholds. sha256, width and height are the same.
-The variants and the keypoints are always computed from the full decode (they
-need the real pixels), so with variants --fast saves less (about half the time
-on 12-megapixel photos, little on small ones); --fast --no-variants is fastest,
-and leaves out the keypoints of colourful photos (their colours confirm a match;
-the keypoints of grey and faint photos are kept, from the reduced decode).
+With variants, the variants and the keypoints are computed from the full decode
+(they are what a photo is registered with), so --fast saves less (about half
+the time on 12-megapixel photos, little on small ones); --fast --no-variants is
+fastest, for the records a pipeline checks: their keypoints come from the
+reduced decode too.
 
 Exit status:
   0  every photo was hashed

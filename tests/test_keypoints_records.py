@@ -25,7 +25,7 @@ from PIL import Image, ImageEnhance
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-from optout import manifests, receipts
+from optout import manifests
 from optout.engine import engine_for
 from optout.manifests import ManifestInvalid
 from optout.models import Batch, BatchResult, Chunk, OptOut
@@ -48,6 +48,7 @@ from tests.optout.batch_helpers import (
     submit,
     tar,
     wait_done,
+    worker_environment,
 )
 from tests.workers import broker_at, worker_start, worker_stop
 
@@ -465,12 +466,12 @@ def test_a_shard_image_s_keypoints_follow_the_batch_s_thresholds(client: APIClie
 
 
 @pytest.mark.usefixtures("batch_settings")
-def test_a_split_index_gives_keypoints_to_grey_shard_images_only(
+def test_a_split_index_gives_keypoints_to_every_shard_image(
     client: APIClient, settings: Settings
 ) -> None:
     """With the index split across workers (OPTOUT_SHARDS > 1) no engine of the
-    hashing worker holds every photo: grey images get keypoints whatever they
-    match (their colours cannot confirm a match), colour ones none."""
+    hashing worker holds every photo to tell which samples a match needs
+    keypoints for: every image gets them, colour or grey, matching or not."""
     settings.OPTOUT_SHARDS = 2
     members = [
         ("astronaut.jpg", encode(skimage_photo("astronaut"), "JPEG", quality=85)),
@@ -479,7 +480,7 @@ def test_a_split_index_gives_keypoints_to_grey_shard_images_only(
 
     stored = stored_records(shard_hashed(client, members))
 
-    assert "keypoints" not in stored["astronaut"]
+    assert stored["astronaut"]["keypoints"] == own_keypoints(members[0][1])
     assert stored["camera"]["keypoints"] == own_keypoints(members[1][1])
 
 
@@ -507,6 +508,11 @@ def test_a_shard_is_checked_for_keypoints_at_the_version_its_chunks_are_decided_
 
 
 @pytest.fixture
+def worker_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield from worker_environment(settings, tmp_path)
+
+
+@pytest.fixture
 def broker() -> Iterator[str]:
     with broker_at(WORKER_REDIS_DB) as url:
         yield url
@@ -516,7 +522,7 @@ def broker() -> Iterator[str]:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_checks_a_shard_image_s_keypoints_against_each_photo(
-    broker: str, tmp_path: Path, settings: Settings
+    broker: str, tmp_path: Path, worker_env: dict[str, str]
 ) -> None:
     """Two creators registered the coffee cup's hashes and opted out: one with
     the cup's keypoints, one with the cat's. A real worker hashes the edited
@@ -526,19 +532,10 @@ def test_a_real_worker_checks_a_shard_image_s_keypoints_against_each_photo(
     cup = registered_coffee(keypoints=photo_keypoints(grey("coffee")))
     registered_coffee(keypoints=photo_keypoints(grey("chelsea")))
     cup_opt_out = OptOut.objects.get(creator=cup.creator)
-    pem = receipts.private_key_pem(receipts.private_key_generate())
-    settings.OPTOUT_RECEIPT_SIGNING_KEY = pem
-    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"batches": None},
-    }
-    receipts.signing_key_cache_clear()
     log_path = tmp_path / "worker.log"
-    env = {"OPTOUT_RECEIPT_SIGNING_KEY": pem, "OPTOUT_SPOOL_DIR": str(tmp_path / "spool")}
 
     # When
-    worker = worker_start(broker, tmp_path, log_path, extra_env=env)
+    worker = worker_start(broker, tmp_path, log_path, extra_env=worker_env)
     try:
         shard = tar([("s/000.jpg", edited_copy())])
         response = submit(client, shard, name="shard.tar", key="keypoints-shard")
@@ -546,7 +543,6 @@ def test_a_real_worker_checks_a_shard_image_s_keypoints_against_each_photo(
         detail = wait_done(client, response.json()["id"], worker, log_path)
     finally:
         worker_stop(worker)
-        receipts.signing_key_cache_clear()
 
     # Then
     assert (detail["status"], detail["counts"]["excluded"]) == ("done", 1), detail

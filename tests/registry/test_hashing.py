@@ -477,8 +477,8 @@ def test_fast_path_without_a_draft_hashes_like_pdqhash_and_imagehash_exactly() -
     fast = hashing.hash_bytes(data, fast=True)
 
     assert hashing.decode_reduced(data).scale == 1
-    # A colour photo: the fast path leaves its keypoints out (colour confirms).
-    assert fast == replace(hashing.hash_bytes(data), keypoints="")
+    # Keypoints included: every pixel decoded, the same luminance.
+    assert fast == hashing.hash_bytes(data)
     assert fast.pdq == "8792786c87937064bf1bc0e43f1fc0e03f1cc2e33da4c2537cec821b2ce4f376"
 
 
@@ -775,45 +775,37 @@ def test_fast_path_of_other_formats_is_the_full_decode(fmt: str) -> None:
     fast = hashing.hash_bytes(data, fast=True)
 
     assert hashing.decode_reduced(data).scale == 1
-    assert fast == replace(hashing.hash_bytes(data), keypoints="")
+    assert fast == hashing.hash_bytes(data)
     assert hashing.hash_bytes(grey, fast=True) == hashing.hash_bytes(grey)
 
 
-def test_the_fast_path_computes_keypoints_for_grey_and_faint_photos_only() -> None:
-    """Where colours cannot confirm a match, the keypoints must; a reduced
-    decode's Y plane gives keypoints that agree with the full decode's."""
+def test_the_fast_path_computes_keypoints_that_agree_with_the_full_decode_s() -> None:
+    """Colour, grey or faint: a reduced decode's Y plane gives keypoints that
+    agree with the full decode's (what a photo is registered with)."""
     photo = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
     coloured = encode(photo, "JPEG", quality=90)
     grey = encode(photo.convert("L"), "JPEG", quality=90)
     faint = encode(ImageEnhance.Color(photo).enhance(0.05), "JPEG", quality=90)
 
-    assert hashing.decode_reduced(grey).scale > 1
-    assert hashing.hash_bytes(coloured, fast=True).keypoints == ""
-    registered = keypoints.photo_keypoints_of(hashing.decode(grey))
-    for data in (grey, faint):
+    for data in (coloured, grey, faint):
+        assert hashing.decode_reduced(data).scale > 1
         fast = hashing.hash_bytes(data, fast=True)
-        assert not colour.colourful(fast.colour)
+        registered = keypoints.photo_keypoints_of(hashing.decode(data))
         agreeing = keypoints.inliers(keypoints.from_text(fast.keypoints), registered)
         assert agreeing >= 4 * KEYPOINT_INLIERS
 
 
 def test_the_deferred_fast_path_leaves_the_keypoints_to_its_caller() -> None:
     """hash_bytes_fast_deferred: the fast hashes without keypoints, and the
-    luminance that gives the keypoints the fast path computes for grey photos
-    — and, for a colour photo, keypoints that agree with its full decode's."""
+    luminance that gives the fast path's keypoints, colour or grey."""
     photo = skimage_photo("chelsea").resize(LARGE, Image.Resampling.BICUBIC)
-    coloured, grey = encode(photo, "JPEG", quality=90), encode(photo.convert("L"), "JPEG")
-    for data, is_colourful in ((coloured, True), (grey, False)):
+    for data in (encode(photo, "JPEG", quality=90), encode(photo.convert("L"), "JPEG")):
         hashes, luminance = hashing.hash_bytes_fast_deferred(data)
-        assert colour.colourful(hashes.colour) is is_colourful
         fast = hashing.hash_bytes(data, fast=True)
 
         assert hashes == replace(fast, keypoints="")
         assert luminance.mode == "L" and luminance.size == hashing.decode_reduced(data).rgb.size
-        own = keypoints.to_text(keypoints.keypoints_of(luminance))
-        assert fast.keypoints == ("" if is_colourful else own)
-        registered = keypoints.photo_keypoints_of(hashing.decode(data))
-        assert keypoints.inliers(keypoints.from_text(own), registered) >= 4 * KEYPOINT_INLIERS
+        assert fast.keypoints == keypoints.to_text(keypoints.keypoints_of(luminance))
 
 
 def test_fast_path_ignores_an_orientation_tag_outside_one_to_eight_like_the_full_decode() -> None:
