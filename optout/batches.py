@@ -518,8 +518,8 @@ def _shard_keypoints(batch: Batch, samples: list[_ShardSample]) -> None:
     would check: those with a perceptual match, at the batch's registry
     version and thresholds, against a photo registered with keypoints
     (``decide.keypoints_wanted``) — the same matches the chunk is decided
-    with. Keypoints cost about 3 ms an image, as much as its hashes; a sample
-    with no such match is decided the same without them.
+    with. Keypoints cost about 2 ms an image, half as much as its hashes; a
+    sample with no such match is decided the same without them.
 
     Where the index is split across workers (OPTOUT_SHARDS > 1) no engine here
     holds every photo: every sample gets keypoints, as on ``optout hash``."""
@@ -657,8 +657,7 @@ def _batch_version_fix(batch_id: int) -> int | None:
     Batch.objects.filter(pk=batch_id, registry_version__isnull=True, status__in=_ACTIVE).update(
         registry_version=registry_version_current()
     )
-    version: int | None
-    version = Batch.objects.values_list("registry_version", flat=True).get(pk=batch_id)
+    version: int | None = Batch.objects.values_list("registry_version", flat=True).get(pk=batch_id)
     return version
 
 
