@@ -355,6 +355,7 @@ def test_a_shard_image_is_stored_with_the_keypoints_its_hashing_gives_it(
     )
 
 
+@cache
 def colour_copy() -> bytes:
     """A repost of the coffee cup in colour: shrunk to 70 %, brightened,
     recompressed."""
@@ -404,7 +405,7 @@ def own_keypoints(data: bytes) -> str:
 def test_a_shard_image_gets_keypoints_when_a_match_would_check_them_colour_or_grey(
     client: APIClient,
 ) -> None:
-    """Keypoints cost as much as the hashes, so the worker computes them only
+    """Keypoints cost half as much as the hashes, so the worker computes them only
     for samples with a perceptual match against a photo registered with
     keypoints: the colour and the grey copy of the cup get them; a colour and
     a grey photograph that match nothing do not (before, every grey image
