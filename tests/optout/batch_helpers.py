@@ -27,14 +27,9 @@ def batch_environment(settings: Settings, tmp_path: Path) -> Iterator[None]:
     spool folder, a new receipt signing key and no quota on submissions (quotas
     are another test's subject; these tests submit many batches quickly), with
     the matching engines reset before and after."""
-    settings.OPTOUT_SPOOL_DIR = tmp_path / "spool"
-    settings.OPTOUT_RECEIPT_SIGNING_KEY = receipts.private_key_pem(receipts.private_key_generate())
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"batches": None},
-    }
     engines.reset()
-    yield
+    for _ in worker_environment(settings, tmp_path):
+        yield
     engines.reset()
 
 
