@@ -306,15 +306,16 @@ def load_cached(name: str):  # type: ignore[no-untyped-def]
         return pickle.load(f)  # noqa: S301 - the benchmark's own cache
 
 
-def load_product_caches(tag: str):  # type: ignore[no-untyped-def]
-    """What ``--product`` cached for ``tag``: the recall set and its product
-    signatures, the precision corpus, its near pairs (k <= 6) and their
-    signatures, as (rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig)."""
+def load_product_caches(tag: str, kmax: int = 6):  # type: ignore[no-untyped-def]
+    """What ``--product`` (with ``--kmax``) cached for ``tag``: the recall set
+    and its product signatures, the precision corpus, its near pairs
+    (k <= kmax) and their signatures, as (rs, rsig, reg, qs, pi, pj,
+    preg_sig, pq_sig)."""
     rs = load_cached(f"recall_hashes_{tag}.pkl")
     rsig = load_cached(f"recall_sigs_{tag}_product.pkl")
     reg, qs = load_cached(f"precision_hashes_{tag}.pkl")
-    pi, pj, _ = load_cached(f"near_pairs_{tag}_k6.pkl")
-    preg_sig, pq_sig = load_cached(f"precision_sigs_{tag}_product_k6.pkl")
+    pi, pj, _ = load_cached(f"near_pairs_{tag}_k{kmax}.pkl")
+    preg_sig, pq_sig = load_cached(f"precision_sigs_{tag}_product_k{kmax}.pkl")
     return rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig
 
 

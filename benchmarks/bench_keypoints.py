@@ -16,13 +16,15 @@ Reported, with the product's own keypoints and inliers:
 - the inliers of random cross pairs of patches of different photographs
   (``--random N``), whatever their hashes;
 - for grey records (the edited copy is grey) and colour records: the false
-  pairs the product rule accepts shifted looser by k = 0..6 (cross pairs of
-  ``bench_colour.py``), the share of them reaching the rule's threshold with
+  pairs the product rule accepts shifted looser by k = 0..6 (``--kmax``; cross
+  pairs of ``bench_colour.py``), the share of them reaching the rule's threshold with
   its 95 % upper bound (the factor the check applies to the estimate without
   it), and, for thresholds on the inliers and for a minimum number of
   keypoints below which a side would pass unchecked (``keypoint_min``; the
   product has none), the false pairs left and the recall per target edit
-  among the true pairs the rule matches.
+  among the true pairs the rule matches;
+- the estimate per record at 10^6 photos with the check: the estimate
+  without it times that bound.
 
 Needs the caches of
 
@@ -31,6 +33,9 @@ Needs the caches of
 and then
 
     .venv/bin/python benchmarks/bench_keypoints.py [--photos DIR]
+
+(``--kmax K`` on both for more false pairs: at K = 7 about 11 times the
+near pairs of K = 6 and 2 GB of memory; K = 8 needs more than 24 GB.)
 """
 
 from __future__ import annotations
@@ -84,10 +89,18 @@ def main() -> None:
         default=100_000,
         help="random cross pairs whose inliers to count (0: none; about 1.5 ms each)",
     )
+    parser.add_argument(
+        "--kmax",
+        type=int,
+        default=KMAX,
+        help="false pairs up to this many steps looser than the rule (bench_colour.py's "
+        "--kmax: its caches for that level)",
+    )
     args = parser.parse_args()
+    kmax = args.kmax
     corpus.apply(args)
     tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
-    rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag)
+    rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag, kmax)
     started = time.perf_counter()
     recall = bc.recall_features(registered_keypoints, record_keypoints, TARGETS)
     kreg, kq = bc.near_pair_features(pi, pj, PER_SOURCE, registered_keypoints, record_keypoints)
@@ -98,14 +111,14 @@ def main() -> None:
     fr = np.stack([preg_sig[int(i)] for i in pi])
     fd = bc.pair_distances("lab-ab4x4-max", fq, fr)
     pa = bc.product_accept(reg, qs, pi, pj, levels_f, fd, fq, fr, GREY)
-    alive = [np.any(pa.variants(k), axis=1) for k in range(KMAX + 1)]
-    candidates = np.flatnonzero(alive[KMAX])
+    alive = [np.any(pa.variants(k), axis=1) for k in range(kmax + 1)]
+    candidates = np.flatnonzero(alive[kmax])
     started = time.perf_counter()
     f_in = np.zeros(len(pi), int)
     for p in candidates:
         f_in[p] = keypoints.inliers(kq[int(pj[p])], kreg[int(pi[p])])
     print(
-        f"{len(candidates)} false pairs up to k = {KMAX} verified in "
+        f"{len(candidates)} false pairs up to k = {kmax} verified in "
         f"{time.perf_counter() - started:.1f} s",
         flush=True,
     )
@@ -136,7 +149,7 @@ def main() -> None:
     kept = int(np.sum(f_in[candidates] >= KEYPOINT_INLIERS))
     every_bound = _upper(kept, total)
     print(
-        f"every record: {kept} of the {total} false pairs up to k = {KMAX} reach "
+        f"every record: {kept} of the {total} false pairs up to k = {kmax} reach "
         f"{KEYPOINT_INLIERS} inliers, a share of at most {every_bound:.2g} (95 %)"
     )
 
@@ -147,20 +160,20 @@ def main() -> None:
     estimates = []
     for label, is_grey in (("grey", True), ("colour", False)):
         record = pa.fq_skip if is_grey else ~pa.fq_skip
-        before = [int(np.sum(alive[k] & record)) for k in range(KMAX + 1)]
+        before = [int(np.sum(alive[k] & record)) for k in range(kmax + 1)]
         counts = {name: sum(g == is_grey for g, _, _ in true[name]) for name in TARGETS}
         print(
-            f"\n## {label} records: false pairs k = 0..{KMAX} without the check: "
+            f"\n## {label} records: false pairs k = 0..{kmax} without the check: "
             + "/".join(map(str, before))
         )
         print("true pairs matched by the rule: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
-        false_in = f_in[record & alive[KMAX]]
+        false_in = f_in[record & alive[kmax]]
         print(
             f"false-pair inliers: max {false_in.max() if false_in.size else 0}, "
             f"histogram {np.bincount(false_in).tolist() if false_in.size else []}"
         )
-        total = int(np.sum(record & alive[KMAX]))
-        kept = int(np.sum(record & alive[KMAX] & (f_in >= KEYPOINT_INLIERS)))
+        total = int(np.sum(record & alive[kmax]))
+        kept = int(np.sum(record & alive[kmax] & (f_in >= KEYPOINT_INLIERS)))
         bound = _upper(kept, total)
         pairs = pairs_total - colour_pairs if is_grey else colour_pairs
         # Fitted like bench_colour.py's product table: levels 1..4.
@@ -168,18 +181,18 @@ def main() -> None:
         estimates.append((label, pairs, before, fitted / pairs * 1e6, rough, every_bound, bound))
         print(
             f"the product's check (at least {KEYPOINT_INLIERS}): {kept} of the {total} false "
-            f"pairs up to k = {KMAX} pass, a share of at most {bound:.2g} (95 %): the estimate "
+            f"pairs up to k = {kmax} pass, a share of at most {bound:.2g} (95 %): the estimate "
             "without the check times this bounds the estimate with it"
         )
         print(
-            "\n| inliers ≥ | keypoint_min | false pairs k = 0..6 | lowest recall (edit) "
+            f"\n| inliers ≥ | keypoint_min | false pairs k = 0..{kmax} | lowest recall (edit) "
             "| recall below 0.95 |"
         )
         print("|---|---|---|---|---|")
         for t in THRESHOLDS:
             for least in MINIMA:
                 passed = (f_in >= t) | (f_min < least)
-                after = [int(np.sum(alive[k] & record & passed)) for k in range(KMAX + 1)]
+                after = [int(np.sum(alive[k] & record & passed)) for k in range(kmax + 1)]
                 rates = {
                     name: float(
                         np.mean([i >= t or f < least for g, i, f in true[name] if g == is_grey])
@@ -194,10 +207,12 @@ def main() -> None:
                     f"{rates.get(low, 0):.2f} ({low}) | {below} |",
                     flush=True,
                 )
-    _summary(estimates)
+    _summary(estimates, kmax)
 
 
-def _summary(estimates: list[tuple[str, int, list[int], float, bool, float, float]]) -> None:
+def _summary(
+    estimates: list[tuple[str, int, list[int], float, bool, float, float]], kmax: int
+) -> None:
     """The product's decision for records carrying keypoints (what the workers
     send wherever the check could apply, and ``optout hash``): the estimate
     without the check, fitted to the product rule's tail as bench_colour.py's
@@ -206,7 +221,7 @@ def _summary(estimates: list[tuple[str, int, list[int], float, bool, float, floa
     pairs (the check reads the luminance only), and of this kind's alone."""
     print(
         "\n## False exclusions per record at 10^6 photos, records with keypoints\n\n"
-        "| record | cross pairs | false pairs k = 0..6 without the check | estimate "
+        f"| record | cross pairs | false pairs k = 0..{kmax} without the check | estimate "
         f"without the check (tail fit, k = 1..{FIT_KMAX}) | with the check: x the bound "
         "from every record's false pairs | x the bound from this kind's only |"
         "\n|---|---|---|---|---|---|"
