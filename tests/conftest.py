@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from django.conf import settings
 
 if TYPE_CHECKING:
     # Models load once Django is set up; fixtures import them when they run.
+    from pytest_django.fixtures import Settings
     from rest_framework.test import APIClient
 
     from registry.models import Creator
@@ -109,3 +110,27 @@ def creator() -> Creator:
 @pytest.fixture
 def api(creator: Creator, client_for: ClientFor) -> APIClient:
     return client_for(creator)
+
+
+# --- real workers (tests/workers.py) ---------------------------------------------
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A broker on the Redis database of the test's module (its
+    ``WORKER_REDIS_DB``: each real-worker module has its own, so their queues
+    never mix), emptied before and after."""
+    from tests.workers import broker_at
+
+    db = getattr(request.module, "WORKER_REDIS_DB", None)
+    assert isinstance(db, int), f"{request.module.__name__} sets no WORKER_REDIS_DB"
+    with broker_at(db) as url:
+        yield url
+
+
+@pytest.fixture
+def worker_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real worker's batch settings and environment (batch_helpers.worker_environment)."""
+    from tests.optout.batch_helpers import worker_environment
+
+    yield from worker_environment(settings, tmp_path)

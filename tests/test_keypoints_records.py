@@ -48,9 +48,8 @@ from tests.optout.batch_helpers import (
     submit,
     tar,
     wait_done,
-    worker_environment,
 )
-from tests.workers import broker_at, worker_start, worker_stop
+from tests.workers import worker_start, worker_stop
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -506,17 +505,6 @@ def test_a_shard_is_checked_for_keypoints_at_the_version_its_chunks_are_decided_
 
     batch.refresh_from_db()
     assert (batch.status, batch.registry_version, batch.excluded_count) == ("done", version, 0)
-
-
-@pytest.fixture
-def worker_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield from worker_environment(settings, tmp_path)
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with broker_at(WORKER_REDIS_DB) as url:
-        yield url
 
 
 @pytest.mark.worker

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from PIL import ImageOps
-from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from optout import receipts
@@ -49,9 +47,8 @@ from tests.optout.batch_helpers import (
     submit,
     tar,
     wait_done,
-    worker_environment,
 )
-from tests.workers import broker_at, worker_start, worker_stop
+from tests.workers import worker_start, worker_stop
 
 # This module's own Redis database (the other numbers serve other tests).
 WORKER_REDIS_DB = 4
@@ -63,17 +60,6 @@ BOX = max(DEFAULT_RULE.kinds["original"].both, key=lambda box: box.pdq)
 CROP_BOX = DEFAULT_RULE.kinds["crop"].both[0]
 WIDEST = DEFAULT_THRESHOLDS
 BLOCKED_DOMAIN = "blocked.example"
-
-
-@pytest.fixture
-def worker_env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield from worker_environment(settings, tmp_path)
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with broker_at(WORKER_REDIS_DB) as url:
-        yield url
 
 
 # --- the registry and its oracle ---------------------------------------------------

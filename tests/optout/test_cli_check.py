@@ -33,7 +33,7 @@ from tests.factories import CreatorFactory, OrganizationFactory
 from tests.fresh_python import LOADED_FRAMEWORKS, run_python
 from tests.images import jpeg_bytes
 from tests.optout.batch_helpers import rows_of
-from tests.workers import broker_at, worker_start, worker_stop
+from tests.workers import worker_start, worker_stop
 
 OPTOUT = Path(sys.executable).parent / "optout"
 REPO = Path(__file__).resolve().parents[2]
@@ -310,12 +310,6 @@ def test_check_of_an_unreachable_registry_exits_1_and_imports_no_django(
 
 
 # --- end to end: live registry, real worker ------------------------------------------------
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with broker_at(WORKER_REDIS_DB) as url:
-        yield url
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from tests.optout.test_batch_worker import (
     near_crop,
     registry_build,
 )
-from tests.workers import broker_at, worker_start, worker_stop
+from tests.workers import worker_start, worker_stop
 
 # This module's own Redis database (the other numbers serve other tests).
 WORKER_REDIS_DB = 7
@@ -236,12 +236,6 @@ def test_the_sweeper_enqueues_again_only_the_shards_that_have_not_answered(
 
 
 # --- real workers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with broker_at(WORKER_REDIS_DB) as url:
-        yield url
 
 
 def wait_done(client: APIClient, batch_id: str, workers: list[Any], logs: list[Path]) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,10 @@ from optout.tasks import opt_out_notice_send_task
 from registry.ledger import registry_version_current
 from registry.models import Channel
 from tests.factories import CreatorFactory, PhotoFactory, UserFactory
-from tests.workers import WAIT_SECONDS, broker_at, worker_start, worker_stop
+from tests.workers import WAIT_SECONDS, worker_start, worker_stop
 
 # The worker test's own Redis database (the other numbers serve other tests).
 WORKER_REDIS_DB = 3
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with broker_at(WORKER_REDIS_DB) as url:
-        yield url
 
 
 @pytest.mark.worker
