@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from registry import hashing, keypoints, uploads, variants
 from registry.models import Creator, Photo
 from tests.images import encode, skimage_photo
-from tests.web import signed_in, upload
+from tests.web import hashes_file_posted, signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -270,10 +270,7 @@ def test_hashes_jsonl_with_bad_keypoints_reports_the_line_and_registers_the_othe
         json.dumps({"sha256": SHA_B, "keypoints": keypoints.to_text(_set_of(2)[:-1])}),
     ]
 
-    response = client.post(
-        "/me/photos/hashes/",
-        {"hashes": upload("hashes.jsonl", "\n".join(lines).encode(), "application/jsonl")},
-    )
+    response = hashes_file_posted(client, "\n".join(lines).encode())
 
     assert response.status_code == 200
     result = response.context["hashes_result"]
@@ -357,10 +354,7 @@ def test_optout_hash_output_uploads_as_is_with_both_keypoint_sets(
     output = tmp_path / "hashes.jsonl"
     lines = optout_hash(photo_folder, output)
 
-    response = client.post(
-        "/me/photos/hashes/",
-        {"hashes": upload("hashes.jsonl", output.read_bytes(), "application/jsonl")},
-    )
+    response = hashes_file_posted(client, output.read_bytes())
 
     assert response.status_code == 200
     assert response.context["hashes_result"].registered == 2

@@ -23,7 +23,7 @@ from registry import hashing, models, variants
 from registry.models import Creator, Photo
 from registry.variants import Variant
 from tests.images import encode, generated_photo, skimage_photo
-from tests.web import signed_in, upload
+from tests.web import hashes_file_posted, signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -291,10 +291,7 @@ def test_hashes_jsonl_with_variants_stores_them_and_reports_bad_lines_by_number(
         json.dumps({"sha256": "d" * 64, "pdq_quality": 101}),
     ]
 
-    response = client.post(
-        "/me/photos/hashes/",
-        {"hashes": upload("hashes.jsonl", "\n".join(lines).encode(), "application/jsonl")},
-    )
+    response = hashes_file_posted(client, "\n".join(lines).encode())
 
     assert response.status_code == 200
     result = response.context["hashes_result"]
@@ -442,10 +439,7 @@ def test_optout_hash_output_uploads_as_is_and_stores_the_same_variants(
         timeout=120,
         check=False,
     )
-    response = client.post(
-        "/me/photos/hashes/",
-        {"hashes": upload("hashes.jsonl", output.read_bytes(), "application/jsonl")},
-    )
+    response = hashes_file_posted(client, output.read_bytes())
 
     assert run.returncode == 0, run.stderr
     lines = [json.loads(text) for text in output.read_text().splitlines()]

@@ -24,7 +24,7 @@ from registry.uploads import HashLine
 from tests.conftest import ClientFor
 from tests.factories import CreatorFactory
 from tests.images import encode, generated_photo, jpeg_bytes
-from tests.web import signed_in, upload
+from tests.web import hashes_file_posted, signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -209,10 +209,7 @@ def test_photos_page_hashes_file_with_a_huge_integer_reports_the_line_and_regist
 ) -> None:
     creator = signed_in(client)
 
-    response = client.post(
-        "/me/photos/hashes/",
-        {"hashes": upload("hashes.jsonl", hashes_with_a_huge_integer(), "application/jsonl")},
-    )
+    response = hashes_file_posted(client, hashes_with_a_huge_integer())
 
     assert response.status_code == 200
     result = response.context["hashes_result"]

@@ -21,7 +21,7 @@ from registry.models import Claim, ConsentEvent, Creator, PersonalToken, Photo
 from registry.services import claim_add, creator_sign_up, token_create, token_digest
 from tests.factories import PASSWORD, CreatorFactory, PhotoFactory
 from tests.images import jpeg_bytes
-from tests.web import signed_in, upload
+from tests.web import hashes_file_posted, signed_in, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -512,10 +512,7 @@ def test_hashes_file_reports_bad_lines_by_number_and_registers_the_good(client: 
         json.dumps({"sha256": "d" * 64}),
     ]
 
-    response = client.post(
-        "/me/photos/hashes/",
-        {"hashes": upload("hashes.jsonl", "\n".join(lines).encode(), "application/jsonl")},
-    )
+    response = hashes_file_posted(client, "\n".join(lines).encode())
 
     assert response.status_code == 200
     result = response.context["hashes_result"]
