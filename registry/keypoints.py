@@ -65,6 +65,11 @@ MAX_SET_TEXT = (MAX_SET_BYTES + 2) // 3 * 4
 MAX_PHOTO_TEXT = (MAX_PHOTO_BYTES + 2) // 3 * 4
 
 
+# The reason keypoints that are not text (a number, a list…) are refused, on
+# every path that reads them: records, hashes files, their mirror variant.
+NOT_TEXT = "keypoints must be the base64 text optout hash writes"
+
+
 class KeypointsInvalid(ValueError):
     """Keypoints bytes that are not what ``keypoints_of`` writes."""
 

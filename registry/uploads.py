@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.messages import listing, unknown_field_message
-from registry import hashing, variants
+from registry import hashing, keypoints, variants
 from registry.colour import COLOUR_HEX_LENGTH
 from registry.variants import Variant
 
@@ -262,7 +262,7 @@ def hash_line_validate(item: Any) -> HashLine:
         raise HashLineInvalid(str(error)) from None
     own = item.get("keypoints")
     if own is not None and not isinstance(own, str):
-        raise HashLineInvalid("keypoints must be the base64 text optout hash writes")
+        raise HashLineInvalid(keypoints.NOT_TEXT)
     try:
         stored_keypoints = variants.photo_keypoints((own or "").strip(), derived)
     except ValueError as error:

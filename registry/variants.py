@@ -493,7 +493,7 @@ def _keypoints_parse(value: object, name: str, where: str) -> str:
             f"{where} ({name}): keypoints are kept for the {KEYPOINTS_VARIANT} variant only"
         )
     if not isinstance(value, str):
-        raise ValueError(f"{where} ({name}): keypoints must be the base64 text optout hash writes")
+        raise ValueError(f"{where} ({name}): {keypoints.NOT_TEXT}")
     text = value.strip()
     try:
         keypoints.from_text(text)

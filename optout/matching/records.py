@@ -125,7 +125,7 @@ def _keypoints(value: Any) -> bytes | str:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return b""
     if not isinstance(value, str):
-        return "keypoints must be the base64 text optout hash writes"
+        return keypoints_format.NOT_TEXT
     try:
         return keypoints_format.from_text(value.strip(), photo=True)
     except keypoints_format.KeypointsInvalid as error:
