@@ -276,6 +276,13 @@ class BatchSerializer(serializers.Serializer):
     registry_version = serializers.IntegerField(
         allow_null=True, help_text="Every record is decided against it; fixed when matching starts."
     )
+    registry_photos = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "The photos the registry held at that version, fixed with it: how far a match "
+            "that neither the colours nor the keypoints confirm is held back."
+        ),
+    )
     record_count = serializers.IntegerField()
     chunk_count = serializers.IntegerField()
     progress = serializers.SerializerMethodField(help_text="Share of chunks decided, 0 to 1.")

@@ -29,7 +29,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from importlib import metadata
@@ -42,7 +42,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from PIL import Image
 
-from optout.engine import MatchingEngine, engine_for
+from optout.engine import MatchingEngine, engine_for, registry_photos_at
 from optout.manifests import (
     FORMATS,
     OPTIONAL_FIELDS,
@@ -651,14 +651,27 @@ def _chunk_lease_release(chunk_id: int, expires_at: datetime) -> None:
 
 def _batch_version_fix(batch_id: int) -> int | None:
     """Fix the registry version every chunk of the batch is decided against,
-    if nothing has yet (a shard's hashing does, to match its samples as their
+    with the photos the registry held at it (``registry_photos_at``), if
+    nothing has yet (a shard's hashing does, to match its samples as their
     chunks will be), and return it; None for a batch that failed first. The
     UPDATE is conditional, so concurrent callers agree on one version."""
+    versions = Batch.objects.values_list("registry_version", flat=True)
+    fixed: int | None = versions.get(pk=batch_id)
+    if fixed is not None:
+        return fixed  # every later chunk and shard group: no counting again
+    version = registry_version_current()
     Batch.objects.filter(pk=batch_id, registry_version__isnull=True, status__in=_ACTIVE).update(
-        registry_version=registry_version_current()
+        registry_version=version, registry_photos=registry_photos_at(version)
     )
-    version: int | None = Batch.objects.values_list("registry_version", flat=True).get(pk=batch_id)
-    return version
+    fixed = versions.get(pk=batch_id)
+    return fixed
+
+
+def batch_thresholds(batch: Batch) -> Thresholds:
+    """The thresholds the batch's chunks are decided with: the pipeline's,
+    and the registry's size at the batch's version once fixed."""
+    stored = Thresholds.from_dict(batch.thresholds)
+    return replace(stored, registry_photos=batch.registry_photos or 0)
 
 
 def _batch_start(batch_id: int) -> Batch:
@@ -683,7 +696,7 @@ def _chunk_decisions(
             registry,
             use=batch.use,
             organization=batch.organization_id,
-            thresholds=Thresholds.from_dict(batch.thresholds),
+            thresholds=batch_thresholds(batch),
         )
 
 
@@ -806,7 +819,7 @@ def batch_receipt_statement(batch: Batch) -> dict[str, Any]:
         "invalid_count": batch.invalid_count,
         "excluded_ids_sha256": excluded_ids_digest(excluded_ids(batch)),
         "registry_version": batch.registry_version,
-        "thresholds": Thresholds.from_dict(batch.thresholds).as_dict(),
+        "thresholds": batch_thresholds(batch).as_dict(),
         "algorithms": receipt_algorithms(),
         "started_at": batch.started_at.isoformat(),
         "finished_at": batch.finished_at.isoformat(),

@@ -74,6 +74,14 @@ _PHOTO_FIELDS = (
 _READ_BATCH = 10_000
 
 
+def registry_photos_at(version: int) -> int:
+    """The photos the registry held at ``version`` (registered at or before
+    it and not deleted since): the size by which a match that nothing
+    confirms is held back (optout/matching/scale.py). Every photo counts,
+    covered by an opt-out or not, so the count errs towards strictness."""
+    return Photo.objects.filter(registered_version__lte=version).count()
+
+
 def photo_keypoints_read(photos: Sequence[int]) -> dict[int, bytes]:
     """The registered keypoints of those photos that have them: read from the
     database when a match needs them (a few kilobytes per photo is too much

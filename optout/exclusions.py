@@ -118,6 +118,7 @@ def parquet_schema(decision: str) -> Any:
             ("layout_threshold", pa.float64()),
             ("keypoint_inliers", pa.int64()),
             ("keypoint_threshold", pa.int64()),
+            ("strictness", pa.int64()),
         ]
     )
     match = pa.struct(

@@ -12,12 +12,12 @@ request leaves one audit row (optout.services.pipeline_request_record).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from config.messages import field_spelling
 from optout import changes, services
-from optout.engine import engine_for
+from optout.engine import engine_for, registry_photos_at
 from optout.manifests import OPTIONAL_FIELDS, RECORD_FIELDS
 from optout.matching import (
     DEFAULT_THRESHOLDS,
@@ -91,8 +91,9 @@ def _decide(
 ) -> LookupOutcome:
     records = [lookup_record_parse(raw, row=index) for index, raw in enumerate(raw_records)]
     with engine_for().current() as registry:
+        sized = replace(thresholds, registry_photos=registry_photos_at(registry.version))
         decisions = decide(
-            records, registry, use=use, organization=key.organization_id, thresholds=thresholds
+            records, registry, use=use, organization=key.organization_id, thresholds=sized
         )
     return LookupOutcome(registry.version, decisions)
 

@@ -171,6 +171,9 @@ class Batch(models.Model):
     spool_path = models.CharField(max_length=1024, blank=True, default="")
     # Every chunk is decided against this version (fixed when matching starts).
     registry_version = models.BigIntegerField(null=True, blank=True)
+    # The photos the registry held at that version, fixed with it: how far a
+    # match nothing confirms is held back (optout/matching/scale.py).
+    registry_photos = models.BigIntegerField(null=True, blank=True)
     record_count = models.PositiveIntegerField(default=0)
     chunk_count = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)

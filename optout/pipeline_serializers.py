@@ -290,6 +290,14 @@ class MatchEvidenceSerializer(serializers.Serializer):
         allow_null=True,
         help_text=("How many agreeing keypoints the match needed; null when not checked."),
     )
+    strictness = serializers.IntegerField(
+        help_text=(
+            "How many steps stricter than the registry's rule this match was judged by: the "
+            "strictness the pipeline asked for, or more when neither the colours nor the "
+            "keypoints could confirm the match (a record or a photo without them) and the "
+            "registry is large enough for its two hashes alone to match distinct photos."
+        ),
+    )
 
 
 class LookupMatchSerializer(serializers.Serializer):
@@ -466,4 +474,13 @@ class ThresholdsSerializer(serializers.Serializer):
     phash = serializers.IntegerField()
     strictness = serializers.IntegerField(
         default=0, help_text="Steps stricter than the registry's rule (0: its own)."
+    )
+    registry_photos = serializers.IntegerField(
+        required=False,
+        help_text=(
+            "The photos the registry held at the batch's registry version (receipts): a match "
+            "that neither the colours nor the keypoints confirmed was judged as many steps "
+            "stricter as that size needs to keep false exclusions at 1 in 10 000 records or "
+            "fewer (the match's `evidence.strictness`)."
+        ),
     )

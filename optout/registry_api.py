@@ -13,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import pipeline_error_responses
-from optout.engine import registry_status
+from optout.engine import registry_photos_at, registry_status
+from optout.matching.scale import UNCONFIRMED_RATE, form_strictness
 from optout.pipeline_api import TAGS, PipelineView
 
 
@@ -28,8 +29,31 @@ class RegistryEngineSerializer(serializers.Serializer):
     lag = serializers.IntegerField(help_text="registry_version - loaded_version.")
 
 
+class HeldBackSerializer(serializers.Serializer):
+    hashes = serializers.ChoiceField(
+        choices=["pdq+phash", "pdq", "phash"], help_text="The hashes a record carries."
+    )
+    pdq_quality = serializers.BooleanField(help_text="Whether the record states its PDQ quality.")
+    strictness = serializers.IntegerField(
+        help_text=(
+            "Steps stricter than the registry's rule that such a record's match is judged by "
+            "when neither the colours nor the keypoints confirm it (0: the rule itself)."
+        )
+    )
+
+
 class RegistryStatusSerializer(serializers.Serializer):
     registry_version = serializers.IntegerField(help_text="Newest committed registry version.")
+    photos = serializers.IntegerField(
+        help_text="Photos registered at that version: the size unconfirmed matches are held to."
+    )
+    held_back = HeldBackSerializer(
+        many=True,
+        help_text=(
+            "Per record form, how a match that neither colours nor keypoints confirm is judged "
+            'at this size (docs/matching.md, "Held back by the registry\'s size").'
+        ),
+    )
     workers = RegistryEngineSerializer(many=True)
 
 
@@ -46,7 +70,9 @@ class RegistryView(PipelineView):
             "hash kind), the version it has loaded, its size and `lag` = registry_version "
             "- loaded_version. An engine catches up before it decides, so a lag only means "
             "it has been idle since; a batch chunk is never decided against an engine older "
-            "than its batch's registry version."
+            "than its batch's registry version. Also the photos registered at that version "
+            "and, per record form, how many steps stricter a match that neither the colours nor "
+            "the keypoints confirm is judged at that size."
         ),
         responses={
             200: RegistryStatusSerializer,
@@ -68,5 +94,19 @@ class RegistryView(PipelineView):
             }
             for state in status.engines
         ]
-        body = {"registry_version": status.registry_version, "workers": workers}
+        photos = registry_photos_at(status.registry_version)
+        held_back = [
+            {
+                "hashes": hashes,
+                "pdq_quality": quality,
+                "strictness": form_strictness(photos, (hashes, quality)),
+            }
+            for hashes, quality in UNCONFIRMED_RATE
+        ]
+        body = {
+            "registry_version": status.registry_version,
+            "photos": photos,
+            "held_back": held_back,
+            "workers": workers,
+        }
         return Response(RegistryStatusSerializer(body).data)

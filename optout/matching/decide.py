@@ -24,6 +24,12 @@ from optout.matching.rule import (
     rule_for,
     sha256_evidence,
 )
+from optout.matching.scale import (
+    FALSE_EXCLUSION_TARGET,
+    STEP_FACTOR,
+    UNCONFIRMED_RATE,
+    unconfirmed_strictness,
+)
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.thresholds import Thresholds
 from registry import keypoints
@@ -36,11 +42,12 @@ SEARCH_PLAN = DEFAULT_RULE.search_plan()
 
 def rule_fingerprint() -> str:
     """Names the decision rule and the registered variant set (receipts): any
-    change to a threshold (the colour threshold included), a gate or the
-    variants changes it."""
+    change to a threshold (the colour threshold included), a gate, the
+    variants or the rates that hold unconfirmed matches back changes it."""
     from registry.variants import DEFAULT_VARIANTS
 
-    text = repr((DEFAULT_RULE, UNKNOWN_QUALITY_RULE, DEFAULT_VARIANTS))
+    held_back = (FALSE_EXCLUSION_TARGET, STEP_FACTOR, sorted(UNCONFIRMED_RATE.items()))
+    text = repr((DEFAULT_RULE, UNKNOWN_QUALITY_RULE, DEFAULT_VARIANTS, held_back))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -206,16 +213,29 @@ def _photo_hits(
         for i, photos in zip(positions, found, strict=True):
             hits[i].extend(PhotoHit(photo, "sha256", 0, 0, exact) for photo in photos)
     perceptual = _perceptual_matches(records, registry, thresholds)
-    for i, photo, evidence in _keypoints_confirm(records, registry, perceptual):
+    for i, photo, evidence in _keypoints_confirm(records, registry, perceptual, thresholds):
         hits[i].append(_perceptual_hit(photo, evidence))
     return hits
 
 
+@dataclass(frozen=True)
+class _Perceptual:
+    """A variant the rule matches, within the thresholds, before the
+    geometric check: the record's position, the photo, why, and by which rule."""
+
+    position: int
+    photo: int
+    evidence: Evidence
+    rule: MatchRule
+    query: QueryHashes
+    variant: VariantHashes
+
+
 def _perceptual_matches(
     records: Sequence[Record], registry: MatchSource, thresholds: Thresholds
-) -> list[tuple[int, int, Evidence, MatchRule]]:
-    """(record position, photo, evidence, rule) of every variant the rule
-    matches, within the thresholds, before the geometric check."""
+) -> list[_Perceptual]:
+    """Every variant the rule matches, within the thresholds, before the
+    geometric check."""
     positions = [i for i, record in enumerate(records) if record.pdq or record.phash]
     if not positions:
         return []
@@ -230,14 +250,15 @@ def _perceptual_matches(
         for i in positions
     ]
     candidates = registry.variant_candidates(queries, SEARCH_PLAN)
-    perceptual: list[tuple[int, int, Evidence, MatchRule]] = []
+    perceptual: list[_Perceptual] = []
     for i, query, pairs in zip(positions, queries, candidates, strict=True):
         rule = rule_for(query, thresholds.strictness)
         for photo, variant in pairs:
             evidence = rule.evaluate(query, variant)
             capped = _capped(evidence, thresholds) if evidence.matched else None
             if capped is not None:
-                perceptual.append((i, photo, capped, rule))
+                capped = replace(capped, strictness=thresholds.strictness)
+                perceptual.append(_Perceptual(i, photo, capped, rule, query, variant))
     return perceptual
 
 
@@ -251,37 +272,57 @@ def keypoints_wanted(
     without them. Opt-outs are not consulted: whether one applies is
     ``decide``'s business, and a record checked needlessly costs only time."""
     perceptual = _perceptual_matches(records, registry, thresholds)
-    photos = sorted({photo for _, photo, _, _ in perceptual})
+    photos = sorted({match.photo for match in perceptual})
     stored = registry.photo_keypoints(photos) if photos else {}
-    return {i for i, photo, _, _ in perceptual if stored.get(photo)}
+    return {match.position for match in perceptual if stored.get(match.photo)}
+
+
+def _unconfirmed_judged(match: _Perceptual, thresholds: Thresholds) -> Evidence | None:
+    """A match the keypoints did not check, as the registry's size has it
+    judged (scale.py): standing as it is when the colours were compared (and
+    agreed), else by the rule as many steps stricter as the registry's size
+    needs; None when that rule does not match."""
+    if match.evidence.colour_distance is not None:
+        return match.evidence
+    steps = unconfirmed_strictness(thresholds.registry_photos, match.query)
+    if steps <= thresholds.strictness:
+        return match.evidence
+    evidence = rule_for(match.query, steps).evaluate(match.query, match.variant)
+    capped = _capped(evidence, thresholds) if evidence.matched else None
+    return None if capped is None else replace(capped, strictness=steps)
 
 
 def _keypoints_confirm(
     records: Sequence[Record],
     registry: MatchSource,
-    perceptual: Sequence[tuple[int, int, Evidence, MatchRule]],
+    perceptual: Sequence[_Perceptual],
+    thresholds: Thresholds,
 ) -> Iterator[tuple[int, int, Evidence]]:
     """The perceptual matches (record position, photo, evidence) that the
-    geometric check leaves standing, their evidence completed with it. A
-    record and a photo are compared once, whichever variants matched."""
-    wanted = sorted({photo for i, photo, _, _ in perceptual if records[i].keypoints})
+    geometric check leaves standing, their evidence completed with it; a
+    match it cannot check (either side without keypoints) as the registry's
+    size has it judged (``_unconfirmed_judged``). A record and a photo are
+    compared once, whichever variants matched."""
+    wanted = sorted({m.photo for m in perceptual if records[m.position].keypoints})
     stored = registry.photo_keypoints(wanted) if wanted else {}
     checked: dict[tuple[int, int], int] = {}
-    for i, photo, evidence, rule in perceptual:
+    for match in perceptual:
+        i, photo = match.position, match.photo
         registered = stored.get(photo, b"")
         if not (records[i].keypoints and registered):
-            yield i, photo, evidence
+            judged = _unconfirmed_judged(match, thresholds)
+            if judged is not None:
+                yield i, photo, judged
             continue
         if (i, photo) not in checked:
             checked[i, photo] = keypoints.inliers(records[i].keypoints, registered)
         agreeing = checked[i, photo]
-        if agreeing >= rule.keypoint_inliers:
+        needed = match.rule.keypoint_inliers
+        if agreeing >= needed:
             yield (
                 i,
                 photo,
-                replace(
-                    evidence, keypoint_inliers=agreeing, keypoint_threshold=rule.keypoint_inliers
-                ),
+                replace(match.evidence, keypoint_inliers=agreeing, keypoint_threshold=needed),
             )
 
 

@@ -198,6 +198,10 @@ class Evidence:
     # not checked (either side without keypoints, a SHA-256 match).
     keypoint_inliers: int | None = None
     keypoint_threshold: int | None = None
+    # How many steps stricter than the registry's rule the match was judged
+    # by: the pipeline's own strictness, or more for a match that neither the
+    # colours nor the keypoints confirmed in a large registry (scale.py).
+    strictness: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -214,6 +218,7 @@ class Evidence:
             "layout_threshold": self.layout_threshold,
             "keypoint_inliers": self.keypoint_inliers,
             "keypoint_threshold": self.keypoint_threshold,
+            "strictness": self.strictness,
         }
 
 

@@ -26,11 +26,17 @@ class Thresholds:
     pipeline's stricter caps exclude every match beyond them on either hash,
     and ``strictness`` k decides with the rule shifted by -k (every box k
     steps narrower: fewer false exclusions, less recall; docs/matching.md,
-    "Trade-off")."""
+    "Trade-off").
+
+    ``registry_photos`` is not a pipeline's to set: the photos the registry
+    held at the decision's registry version. A match that neither the colours
+    nor the keypoints confirm is judged as many steps stricter as that size
+    needs (scale.py); 0 (unknown, or an empty registry) holds nothing back."""
 
     pdq: int = field(default_factory=lambda: _widest("pdq"))
     phash: int = field(default_factory=lambda: _widest("phash"))
     strictness: int = 0
+    registry_photos: int = 0
 
     def stricter(
         self, *, pdq: int | None = None, phash: int | None = None, strictness: int | None = None
@@ -47,20 +53,28 @@ class Thresholds:
             pdq=self.pdq if pdq is None else pdq,
             phash=self.phash if phash is None else phash,
             strictness=self.strictness if strictness is None else strictness,
+            registry_photos=self.registry_photos,
         )
 
     def as_dict(self) -> dict[str, int]:
         """As batches store, digest and sign them: ``strictness`` only when a
-        pipeline asked for some (so what the registry's defaults stated before
-        it existed reads the same)."""
+        pipeline asked for some, ``registry_photos`` only once known (so what
+        the registry's defaults stated before either existed reads the same)."""
         stored = {"pdq": self.pdq, "phash": self.phash}
         if self.strictness:
             stored["strictness"] = self.strictness
+        if self.registry_photos:
+            stored["registry_photos"] = self.registry_photos
         return stored
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> Thresholds:
-        return cls(pdq=stored["pdq"], phash=stored["phash"], strictness=stored.get("strictness", 0))
+        return cls(
+            pdq=stored["pdq"],
+            phash=stored["phash"],
+            strictness=stored.get("strictness", 0),
+            registry_photos=stored.get("registry_photos", 0),
+        )
 
 
 DEFAULT_THRESHOLDS = Thresholds()

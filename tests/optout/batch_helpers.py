@@ -78,6 +78,7 @@ SHA256_EVIDENCE = {
     "layout_threshold": None,
     "keypoint_inliers": None,
     "keypoint_threshold": None,
+    "strictness": 0,
 }
 
 

@@ -160,6 +160,7 @@ def near_match(registry: Registry) -> dict[str, object]:
             "layout_threshold": None,
             "keypoint_inliers": None,
             "keypoint_threshold": None,
+            "strictness": 0,
         },
     }
 
@@ -311,6 +312,7 @@ def test_status_goes_queued_running_done_with_progress_and_receipt(
     assert done["counts"] == {"excluded": 1, "invalid": 0, "allowed": 4}
     assert done["exclusions_url"] == f"http://testserver{detail_url}/exclusions"
     assert done["registry_version"] == version
+    assert (queued["registry_photos"], done["registry_photos"]) == (None, Photo.objects.count())
     receipt = done["receipt"]
     receipts.receipt_verify(receipt, receipts.public_key_info()["public_key"])
     statement = receipt["statement"]
@@ -327,7 +329,12 @@ def test_status_goes_queued_running_done_with_progress_and_receipt(
         "invalid_count": 0,
         "excluded_ids_sha256": receipts.excluded_ids_digest(["hit"]),
         "registry_version": version,
-        "thresholds": {"pdq": DEFAULT_THRESHOLDS.pdq, "phash": DEFAULT_THRESHOLDS.phash},
+        # The registry's size at that version is signed with the thresholds.
+        "thresholds": {
+            "pdq": DEFAULT_THRESHOLDS.pdq,
+            "phash": DEFAULT_THRESHOLDS.phash,
+            "registry_photos": Photo.objects.count(),
+        },
         "algorithms": statement["algorithms"],
         "started_at": done["started_at"].replace("Z", "+00:00"),
         "finished_at": done["finished_at"].replace("Z", "+00:00"),
@@ -675,7 +682,8 @@ def test_a_stricter_threshold_excludes_fewer(client: APIClient) -> None:
     ] == [(5, 2), (5, 2)]
     capped.refresh_from_db()
     assert capped.thresholds == {"pdq": 5, "phash": 2}
-    assert capped.receipt["statement"]["thresholds"] == {"pdq": 5, "phash": 2}  # type: ignore[index]
+    signed = capped.receipt["statement"]["thresholds"]  # type: ignore[index]
+    assert signed == {"pdq": 5, "phash": 2, "registry_photos": Photo.objects.count()}
 
 
 def test_a_stricter_rule_is_asked_for_applied_stored_and_signed(client: APIClient) -> None:
@@ -715,11 +723,13 @@ def test_a_stricter_rule_is_asked_for_applied_stored_and_signed(client: APIClien
     stricter.refresh_from_db()
     default.refresh_from_db()
     limits = {"pdq": DEFAULT_THRESHOLDS.pdq, "phash": DEFAULT_THRESHOLDS.phash}
+    size = {"registry_photos": Photo.objects.count()}
     # The registry's own rule is stored and signed as before strictness existed.
     assert default.thresholds == limits
-    assert default.receipt["statement"]["thresholds"] == limits  # type: ignore[index]
+    assert default.receipt["statement"]["thresholds"] == {**limits, **size}  # type: ignore[index]
     assert stricter.thresholds == {**limits, "strictness": 1}
-    assert stricter.receipt["statement"]["thresholds"] == {**limits, "strictness": 1}  # type: ignore[index]
+    signed = stricter.receipt["statement"]["thresholds"]  # type: ignore[index]
+    assert signed == {**limits, "strictness": 1, **size}
     shown = client.get(f"/api/v1/batches/{stricter.public_id}").json()["thresholds"]
     assert shown == {**limits, "strictness": 1}
     assert client.get(f"/api/v1/batches/{default.public_id}").json()["thresholds"] == {

@@ -177,6 +177,7 @@ def evidence(
         "layout_threshold": None,
         "keypoint_inliers": None,
         "keypoint_threshold": None,
+        "strictness": 0,
     }
 
 

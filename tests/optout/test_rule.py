@@ -170,6 +170,7 @@ def test_evidence_names_variant_hashes_distances_and_thresholds() -> None:
         "layout_threshold": None,
         "keypoint_inliers": None,
         "keypoint_threshold": None,
+        "strictness": 0,
     }
 
 

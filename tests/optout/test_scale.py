@@ -1,0 +1,200 @@
+"""A match that neither the colours nor the keypoints confirm is held back by
+the registry's size (optout/matching/scale.py, decide._unconfirmed_judged)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+import pytest
+
+from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, decide
+from optout.matching.rule import DEFAULT_RULE, MAX_STRICTNESS, PDQ_STEP, QueryHashes
+from optout.matching.scale import (
+    FALSE_EXCLUSION_TARGET,
+    STEP_FACTOR,
+    UNCONFIRMED_RATE,
+    form_strictness,
+    unconfirmed_strictness,
+)
+from registry import keypoints
+from registry.colour import colour_signature
+from tests.images import skimage_photo
+from tests.optout.batch_helpers import flip_bits
+from tests.optout.test_matching import opt_out, photo
+
+BOTH = QueryHashes("a" * 64, "b" * 16, 90)
+BARE = QueryHashes("a" * 64, "b" * 16, None)
+PDQ_ONLY = QueryHashes("a" * 64, "", 90)
+BARE_PHASH = QueryHashes("", "b" * 16, None)
+# The most photos at which a record with both hashes and its quality gets the
+# registry's own rule for an unconfirmed match.
+FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED_RATE["pdq+phash", True])
+# The photo's middle box: "edited" sits inside it by half a step, so the rule
+# one step stricter leaves it out; "close" stays inside every stricter rule.
+BOX = DEFAULT_RULE.kinds["original"].both[1]
+EDITS = {"edited": (BOX.pdq - PDQ_STEP // 2, BOX.phash), "close": (2, 0)}
+
+
+# --- how many steps --------------------------------------------------------------
+
+
+def test_a_small_registry_judges_every_match_by_its_own_rule() -> None:
+    for query in (BOTH, BARE, PDQ_ONLY, BARE_PHASH):
+        assert unconfirmed_strictness(0, query) == 0
+    assert unconfirmed_strictness(FULL_RULE_UP_TO, BOTH) == 0
+    assert unconfirmed_strictness(FULL_RULE_UP_TO + 1, BOTH) == 1
+
+
+def test_each_step_holds_back_the_rate_by_its_factor() -> None:
+    """Every factor of STEP_FACTOR more photos is one step more, up to the
+    strictest rule a pipeline could ask for."""
+    rate = UNCONFIRMED_RATE["pdq+phash", True]
+    for steps in range(MAX_STRICTNESS + 1):
+        most = math.floor(FALSE_EXCLUSION_TARGET * STEP_FACTOR**steps / rate)
+        assert unconfirmed_strictness(most, BOTH) == steps
+        assert unconfirmed_strictness(most + 1, BOTH) == min(steps + 1, MAX_STRICTNESS)
+    held = [unconfirmed_strictness(10**k, BOTH) for k in range(2, 10)]
+    assert held == sorted(held)  # never looser for a larger registry
+    assert held[-1] == MAX_STRICTNESS
+
+
+def test_at_a_million_photos_every_record_form_is_held_to_the_target() -> None:
+    """The expected false exclusions per record, N x rate / factor^steps, at
+    or under the target at 10^6 photos for every form the table knows."""
+    photos = 1_000_000
+    for form, rate in UNCONFIRMED_RATE.items():
+        steps = form_strictness(photos, form)
+        assert photos * rate / STEP_FACTOR**steps <= FALSE_EXCLUSION_TARGET, form
+        assert steps == 0 or photos * rate / STEP_FACTOR ** (steps - 1) > FALSE_EXCLUSION_TARGET
+    # A PDQ with its quality is far more selective than PDQ + pHash: fewer steps.
+    assert unconfirmed_strictness(photos, PDQ_ONLY) < unconfirmed_strictness(photos, BOTH) == 4
+    # A bare pHash never matches anything: nothing to hold back.
+    assert unconfirmed_strictness(10**9, BARE_PHASH) == 0
+
+
+# --- deciding --------------------------------------------------------------------
+
+
+def _near(hashes: tuple[str, str], pdq: int, phash: int, seed: int) -> tuple[str, str]:
+    rng = random.Random(seed)
+    return flip_bits(hashes[0], pdq, rng), flip_bits(hashes[1], phash, rng)
+
+
+def _decisions(snapshot: Snapshot, records: list[Record], **thresholds: int) -> dict[str, object]:
+    found = decide(
+        records,
+        snapshot,
+        use="ai_training",
+        organization=None,
+        thresholds=replace(DEFAULT_THRESHOLDS, **thresholds),
+    )
+    return {d.id: d for d in found}
+
+
+def _records(given, **extra: object) -> list[Record]:
+    records = []
+    for seed, (name, (pdq, phash)) in enumerate(EDITS.items()):
+        near_pdq, near_phash = _near((given.pdq, given.phash), pdq, phash, seed)
+        records.append(Record(id=name, pdq=near_pdq, phash=near_phash, pdq_quality=90, **extra))
+    return records
+
+
+def test_an_unconfirmed_match_needs_the_stricter_rule_in_a_larger_registry() -> None:
+    given = photo(1)
+    snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+    records = _records(given)
+
+    small = _decisions(snapshot, records, registry_photos=FULL_RULE_UP_TO)
+    large = _decisions(snapshot, records, registry_photos=FULL_RULE_UP_TO + 1)
+
+    assert {name: d.decision for name, d in small.items()} == {
+        "edited": "exclude",
+        "close": "exclude",
+    }
+    assert small["edited"].matches[0].evidence["strictness"] == 0
+    assert {name: d.decision for name, d in large.items()} == {
+        "edited": "allow",
+        "close": "exclude",
+    }
+    # The evidence names the stricter rule it was judged by: its step and box.
+    evidence = large["close"].matches[0].evidence
+    stricter = DEFAULT_RULE.shifted(-1).kinds["original"].both
+    assert evidence["strictness"] == 1
+    assert (evidence["pdq_threshold"], evidence["phash_threshold"]) in {
+        (box.pdq, box.phash) for box in stricter
+    }
+
+
+def test_a_pipelines_own_strictness_counts_towards_the_registrys() -> None:
+    given = photo(1)
+    snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+    records = _records(given)
+
+    # Two steps asked for, one needed by the size: the pipeline's two.
+    asked = _decisions(snapshot, records, registry_photos=FULL_RULE_UP_TO + 1, strictness=2)
+
+    assert asked["edited"].decision == "allow"
+    assert asked["close"].matches[0].evidence["strictness"] == 2
+
+
+@pytest.fixture(scope="module")
+def coffee():
+    return skimage_photo("coffee")
+
+
+def test_agreeing_colours_confirm_a_match_whatever_the_registrys_size(coffee) -> None:
+    colour = colour_signature(coffee)
+    given = replace(photo(1), colour=colour)
+    snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+
+    confirmed = _decisions(snapshot, _records(given, colour=colour), registry_photos=10**8)
+    unconfirmed = _decisions(snapshot, _records(given), registry_photos=10**8)
+
+    assert confirmed["edited"].decision == "exclude"
+    evidence = confirmed["edited"].matches[0].evidence
+    assert evidence["colour_distance"] is not None and evidence["strictness"] == 0
+    # Without the record's colours the same hashes are held back.
+    assert unconfirmed["edited"].decision == "allow"
+
+
+def test_agreeing_keypoints_confirm_a_match_whatever_the_registrys_size(coffee) -> None:
+    given = replace(photo(1), keypoints=keypoints.photo_keypoints_of(coffee))
+    snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+    own = keypoints.keypoints_of(coffee)
+    other = keypoints.keypoints_of(skimage_photo("astronaut"))
+
+    found = _decisions(snapshot, _records(given, keypoints=own), registry_photos=10**8)
+    impostor = _decisions(snapshot, _records(given, keypoints=other), registry_photos=10**8)
+
+    assert found["edited"].decision == "exclude"
+    evidence = found["edited"].matches[0].evidence
+    assert evidence["keypoint_inliers"] >= evidence["keypoint_threshold"]
+    assert evidence["strictness"] == 0
+    # Keypoints that disagree are no confirmation: the hashes alone do not
+    # count, however close.
+    assert {name: d.decision for name, d in impostor.items()} == {
+        "edited": "allow",
+        "close": "allow",
+    }
+
+
+def test_a_sha256_match_is_never_held_back() -> None:
+    given = photo(1)
+    snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+
+    found = _decisions(snapshot, [Record(id="exact", sha256=given.sha256)], registry_photos=10**9)
+
+    assert found["exact"].decision == "exclude"
+    assert found["exact"].matches[0].kind == "sha256"
+
+
+def test_a_photo_registered_without_colours_cannot_confirm_a_colour_record(coffee) -> None:
+    """The registered side counts too: other tools' hashes, registered with
+    neither colours nor keypoints, confirm nothing."""
+    given = photo(1)  # no colour, no keypoints
+    snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+    record = _records(given, colour=colour_signature(coffee))
+
+    assert _decisions(snapshot, record, registry_photos=10**8)["edited"].decision == "allow"
