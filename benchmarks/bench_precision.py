@@ -66,7 +66,13 @@ from matchbench import (
     subset,
 )
 
-from optout.matching.rule import DEFAULT_RULE, PDQ_STEP, PHASH_STEP, UNKNOWN_QUALITY_RULE
+from optout.matching.rule import (
+    DEFAULT_RULE,
+    PDQ_STEP,
+    PHASH_STEP,
+    UNKNOWN_QUALITY_RULE,
+)
+from optout.matching.scale import form_strictness
 from registry.variants import variant_kind
 
 # Registry sizes the expected false exclusions are reported at.
@@ -134,6 +140,9 @@ def main() -> None:
     band_rule = band_only(DEFAULT_RULE)
     band_alone = cross_counts(reg, qs, band_rule, query_quality=True, band=True)
     bare_counts = cross_counts(reg, qs, UNKNOWN_QUALITY_RULE)
+    pdq_counts = cross_counts(reg, qs, DEFAULT_RULE, mode="pdq", query_quality=True)
+    bare_pdq_counts = cross_counts(reg, qs, UNKNOWN_QUALITY_RULE, mode="pdq")
+    phash_counts = cross_counts(reg, qs, DEFAULT_RULE, mode="phash", query_quality=True)
     rows = [
         ("rule: PDQ + quality + pHash records", main_counts, variants),
         ("**rule: PDQ + quality + pHash + band records (our tools)**", band_counts, variants),
@@ -144,21 +153,9 @@ def main() -> None:
             cross_counts(reg, qs, DEFAULT_RULE),
             variants,
         ),
-        (
-            "rule: PDQ + quality records",
-            cross_counts(reg, qs, DEFAULT_RULE, mode="pdq", query_quality=True),
-            variants,
-        ),
-        (
-            "rule: bare PDQ-only records (UNKNOWN_QUALITY_RULE)",
-            cross_counts(reg, qs, UNKNOWN_QUALITY_RULE, mode="pdq"),
-            variants,
-        ),
-        (
-            "rule: pHash + quality records",
-            cross_counts(reg, qs, DEFAULT_RULE, mode="phash", query_quality=True),
-            variants,
-        ),
+        ("rule: PDQ + quality records", pdq_counts, variants),
+        ("rule: bare PDQ-only records (UNKNOWN_QUALITY_RULE)", bare_pdq_counts, variants),
+        ("rule: pHash + quality records", phash_counts, variants),
         ("HMA: own PDQ <= 31", cross_counts(reg, qs, HMA_RULE, mode="pdq"), 1),
         ("own pHash <= 8", cross_counts(reg, qs, PHASH8_RULE, mode="phash"), 1),
     ]
@@ -209,6 +206,34 @@ def main() -> None:
     print("|" + "---|" * (2 + len(levels)))
     for label, counts, _ in rows:
         print(level_row(label, counts, levels))
+
+    print(
+        "\n## Held back by the registry's size: matches that neither colours nor keypoints "
+        "confirm (optout/matching/scale.py)\n\nSuch a match is judged by the rule as many "
+        "steps stricter as the registry's size needs (scale.UNCONFIRMED: a rate and a "
+        "factor per step for each record form); the estimate here is this corpus's own fit "
+        "at that step (the tail above), per record checked.\n"
+    )
+    print(
+        "| record | "
+        + " | ".join(f"steps at {size:.0e} | per record at {size:.0e}" for size in SIZES)
+        + " |"
+    )
+    print("|" + "---|" * (1 + 2 * len(SIZES)))
+    forms = (
+        ("PDQ + quality + pHash (no colour, no keypoints)", main_counts, ("pdq+phash", True)),
+        ("bare PDQ + pHash", bare_counts, ("pdq+phash", False)),
+        ("PDQ + quality", pdq_counts, ("pdq", True)),
+        ("bare PDQ", bare_pdq_counts, ("pdq", False)),
+        ("pHash + quality", phash_counts, ("phash", True)),
+    )
+    for label, counts, form in forms:
+        cells = []
+        for size in SIZES:
+            steps = form_strictness(size, form)
+            cells += [str(steps), f"{estimate(counts, -steps) / counts.pairs * size:.2g}"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n(recall at each step: the trade-off table below, rule shifted by minus the steps)")
 
     print(
         "\n## Which variants the nearest false matches came from (rule shifted by <= 1; "

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from config.api import pipeline_error_responses
 from optout.engine import registry_photos_at, registry_status
-from optout.matching.scale import UNCONFIRMED_RATE, form_strictness
+from optout.matching.scale import UNCONFIRMED, form_strictness
 from optout.pipeline_api import TAGS, PipelineView
 
 
@@ -101,7 +101,7 @@ class RegistryView(PipelineView):
                 "pdq_quality": quality,
                 "strictness": form_strictness(photos, (hashes, quality)),
             }
-            for hashes, quality in UNCONFIRMED_RATE
+            for hashes, quality in UNCONFIRMED
         ]
         body = {
             "registry_version": status.registry_version,

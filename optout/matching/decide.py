@@ -24,12 +24,7 @@ from optout.matching.rule import (
     rule_for,
     sha256_evidence,
 )
-from optout.matching.scale import (
-    FALSE_EXCLUSION_TARGET,
-    STEP_FACTOR,
-    UNCONFIRMED_RATE,
-    unconfirmed_strictness,
-)
+from optout.matching.scale import FALSE_EXCLUSION_TARGET, UNCONFIRMED, unconfirmed_strictness
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.thresholds import Thresholds
 from registry import keypoints
@@ -46,7 +41,7 @@ def rule_fingerprint() -> str:
     variants or the rates that hold unconfirmed matches back changes it."""
     from registry.variants import DEFAULT_VARIANTS
 
-    held_back = (FALSE_EXCLUSION_TARGET, STEP_FACTOR, sorted(UNCONFIRMED_RATE.items()))
+    held_back = (FALSE_EXCLUSION_TARGET, sorted(UNCONFIRMED.items()))
     text = repr((DEFAULT_RULE, UNKNOWN_QUALITY_RULE, DEFAULT_VARIANTS, held_back))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 

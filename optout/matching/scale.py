@@ -16,35 +16,53 @@ copies only for large ones.
 
 The rates are the precision benchmark's estimates at the rule itself
 (``benchmarks/bench_precision.py``, ``bench_colour.py --product``; the larger
-of the package photographs and the outside ones), per what a record carries;
-each step stricter divides them by ``STEP_FACTOR`` or more (the tails measured
-fall 4 to 7 x per step; docs/matching.md, "Trade-off")."""
+of the package photographs and the outside ones), per what a record carries,
+with the factor each step stricter divides them by (the slope of the same
+fit; docs/matching.md, "Held back by the registry's size")."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from optout.matching.rule import MAX_STRICTNESS, QueryHashes
 
 # At most one false exclusion per 10 000 records checked (step 3b's target).
 FALSE_EXCLUSION_TARGET = 1e-4
-STEP_FACTOR = 4.0
-# Per-photo false-match rate of the rule for a match nothing confirms, by
-# (hashes the record carries, whether it states its PDQ quality).
-UNCONFIRMED_RATE: dict[tuple[str, bool], float] = {
-    # Records with quality and no colour: 1.2e-8 (package photographs, 8.3e-9
-    # on the Debian ones); grey records without keypoints: 1.1e-8 / 1.9e-8.
-    ("pdq+phash", True): 1.9e-8,
-    # Bare records (UNKNOWN_QUALITY_RULE, already two steps stricter): 5.5e-9 / 1.1e-9.
-    ("pdq+phash", False): 5.5e-9,
-    ("pdq", True): 1.3e-10,
-    ("pdq", False): 4.6e-10,
-    ("phash", True): 7.8e-9,
+
+
+class Tail(NamedTuple):
+    """A record form's false matches under the rule: ``rate`` per registered
+    photo at the rule itself, divided by ``factor`` for every step stricter
+    (the slope of the precision benchmark's log-linear fit of its tail)."""
+
+    rate: float
+    factor: float
+
+
+# By (hashes the record carries, whether it states its PDQ quality); the
+# package photographs' fits (bench_precision.py, run of 2026-11-28), the rate
+# raised where an outside corpus measured more.
+UNCONFIRMED: dict[tuple[str, bool], Tail] = {
+    # Records with quality and no colour: 1.2e-8 (8.3e-9 on the Debian
+    # photographs); grey records without keypoints 1.1e-8 (1.9e-8). Tail
+    # 19 / 82 / 314 pairs at k = 2, 3, 4: 4.06 x per step.
+    ("pdq+phash", True): Tail(1.9e-8, 4.0),
+    # Bare records (UNKNOWN_QUALITY_RULE, itself two steps stricter): 5.5e-9
+    # (1.1e-9); 18 / 68 / 197 pairs at k = 3, 4, 5: 3.31 x.
+    ("pdq+phash", False): Tail(5.5e-9, 3.3),
+    # A PDQ with its quality: 1.3e-10; 6 / 30 pairs at k = 4, 5 and on: 4.8 x.
+    ("pdq", True): Tail(1.3e-10, 4.5),
+    # A bare PDQ: 4.6e-10; 2.97 x.
+    ("pdq", False): Tail(4.6e-10, 2.9),
+    # A pHash with its quality: 7.8e-9; 8 / 28 / 88 pairs at k = 2, 3, 4: 3.32 x.
+    ("phash", True): Tail(7.8e-9, 3.3),
     # A bare pHash alone never matches (rule.py): nothing to hold back.
-    ("phash", False): 0.0,
+    ("phash", False): Tail(0.0, 1.0),
 }
 
 
 def record_form(query: QueryHashes) -> tuple[str, bool]:
-    """What the record carries, as UNCONFIRMED_RATE is keyed."""
+    """What the record carries, as UNCONFIRMED is keyed."""
     hashes = "+".join(name for name, value in (("pdq", query.pdq), ("phash", query.phash)) if value)
     return hashes, query.pdq_quality is not None
 
@@ -58,11 +76,12 @@ def unconfirmed_strictness(photos: int, query: QueryHashes) -> int:
 
 def form_strictness(photos: int, form: tuple[str, bool]) -> int:
     """The fewest steps that bring the expected false exclusions per record
-    of this form (UNCONFIRMED_RATE's keys) to FALSE_EXCLUSION_TARGET in a
+    of this form (UNCONFIRMED's keys) to FALSE_EXCLUSION_TARGET in a
     registry of ``photos`` photos; MAX_STRICTNESS when none does."""
-    expected = photos * UNCONFIRMED_RATE.get(form, 0.0)
+    tail = UNCONFIRMED.get(form, Tail(0.0, 1.0))
+    expected = photos * tail.rate
     for steps in range(MAX_STRICTNESS + 1):
         if expected <= FALSE_EXCLUSION_TARGET:
             return steps
-        expected /= STEP_FACTOR
+        expected /= tail.factor
     return MAX_STRICTNESS

@@ -13,8 +13,7 @@ from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, decide
 from optout.matching.rule import DEFAULT_RULE, MAX_STRICTNESS, PDQ_STEP, QueryHashes
 from optout.matching.scale import (
     FALSE_EXCLUSION_TARGET,
-    STEP_FACTOR,
-    UNCONFIRMED_RATE,
+    UNCONFIRMED,
     form_strictness,
     unconfirmed_strictness,
 )
@@ -30,7 +29,7 @@ PDQ_ONLY = QueryHashes("a" * 64, "", 90)
 BARE_PHASH = QueryHashes("", "b" * 16, None)
 # The most photos at which a record with both hashes and its quality gets the
 # registry's own rule for an unconfirmed match.
-FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED_RATE["pdq+phash", True])
+FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED["pdq+phash", True].rate)
 # The photo's middle box: "edited" sits inside it by half a step, so the rule
 # one step stricter leaves it out; "close" stays inside every stricter rule.
 BOX = DEFAULT_RULE.kinds["original"].both[1]
@@ -48,13 +47,15 @@ def test_a_small_registry_judges_every_match_by_its_own_rule() -> None:
 
 
 def test_each_step_holds_back_the_rate_by_its_factor() -> None:
-    """Every factor of STEP_FACTOR more photos is one step more, up to the
-    strictest rule a pipeline could ask for."""
-    rate = UNCONFIRMED_RATE["pdq+phash", True]
-    for steps in range(MAX_STRICTNESS + 1):
-        most = math.floor(FALSE_EXCLUSION_TARGET * STEP_FACTOR**steps / rate)
-        assert unconfirmed_strictness(most, BOTH) == steps
-        assert unconfirmed_strictness(most + 1, BOTH) == min(steps + 1, MAX_STRICTNESS)
+    """Every factor of the form's tail more photos is one step more, up to
+    the strictest rule a pipeline could ask for."""
+    for form, tail in UNCONFIRMED.items():
+        if not tail.rate:
+            continue
+        for steps in range(MAX_STRICTNESS + 1):
+            most = math.floor(FALSE_EXCLUSION_TARGET * tail.factor**steps / tail.rate)
+            assert form_strictness(most, form) == steps, (form, steps)
+            assert form_strictness(most + 1, form) == min(steps + 1, MAX_STRICTNESS)
     held = [unconfirmed_strictness(10**k, BOTH) for k in range(2, 10)]
     assert held == sorted(held)  # never looser for a larger registry
     assert held[-1] == MAX_STRICTNESS
@@ -62,12 +63,13 @@ def test_each_step_holds_back_the_rate_by_its_factor() -> None:
 
 def test_at_a_million_photos_every_record_form_is_held_to_the_target() -> None:
     """The expected false exclusions per record, N x rate / factor^steps, at
-    or under the target at 10^6 photos for every form the table knows."""
+    or under the target at 10^6 photos for every form the table knows, with
+    no step more than that needs."""
     photos = 1_000_000
-    for form, rate in UNCONFIRMED_RATE.items():
+    for form, (rate, factor) in UNCONFIRMED.items():
         steps = form_strictness(photos, form)
-        assert photos * rate / STEP_FACTOR**steps <= FALSE_EXCLUSION_TARGET, form
-        assert steps == 0 or photos * rate / STEP_FACTOR ** (steps - 1) > FALSE_EXCLUSION_TARGET
+        assert photos * rate / factor**steps <= FALSE_EXCLUSION_TARGET, form
+        assert steps == 0 or photos * rate / factor ** (steps - 1) > FALSE_EXCLUSION_TARGET
     # A PDQ with its quality is far more selective than PDQ + pHash: fewer steps.
     assert unconfirmed_strictness(photos, PDQ_ONLY) < unconfirmed_strictness(photos, BOTH) == 4
     # A bare pHash never matches anything: nothing to hold back.

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from optout import batches, receipts
 from optout.engine import registry_photos_at
 from optout.matching.rule import DEFAULT_RULE, PDQ_STEP
-from optout.matching.scale import FALSE_EXCLUSION_TARGET, UNCONFIRMED_RATE, form_strictness
+from optout.matching.scale import FALSE_EXCLUSION_TARGET, UNCONFIRMED, form_strictness
 from optout.services import opt_out_file
 from registry.ledger import registry_version_current
 from registry.models import Channel, Photo
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 # The most photos at which an unconfirmed match of a record with both hashes
 # and its quality is judged by the registry's own rule (scale.py).
-FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED_RATE["pdq+phash", True])
+FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED["pdq+phash", True].rate)
 # "edited" sits half a step inside the photo's middle box: one step stricter
 # leaves it out. "close" stays inside every stricter rule.
 BOX = DEFAULT_RULE.kinds["original"].both[1]
@@ -157,7 +157,7 @@ def test_the_registry_endpoint_says_how_far_each_record_form_is_held_back(client
         return {(row["hashes"], row["pdq_quality"]): row["strictness"] for row in body["held_back"]}
 
     assert (before["photos"], after["photos"]) == (1, FULL_RULE_UP_TO + 1)
-    assert set(held(after)) == set(UNCONFIRMED_RATE)
+    assert set(held(after)) == set(UNCONFIRMED)
     assert set(held(before).values()) == {0}
     # Only the most common form crossed its first step; each as scale.py says.
     assert held(after) == {form: form_strictness(FULL_RULE_UP_TO + 1, form) for form in held(after)}
