@@ -27,7 +27,12 @@ of them planted matches, a fifth each: the photo's exact sha256; near the
 photo itself, near its mirror image and near one of its 14 other derived
 variants (PDQ and pHash both a few bits away, within the registry's rule for
 that kind); a URL on a blocked domain. Random records state a PDQ quality too,
-so the registry's default rule applies to every record.
+so the registry's default rule applies to every record. Without ``--colour``
+nothing confirms a planted near-duplicate (no colour, no keypoints), so at
+this registry's size it is judged by the rule as many steps stricter as
+the size needs (optout/matching/scale.py: four at 10^6 photos), and only
+the nearest of them are excluded; with ``--colour`` (what ``optout hash``
+and the workers send) every planted match is confirmed by its colours.
 
 Two workers (`celery worker --pool=solo --concurrency 1`) run on Redis database
 ``--redis-db`` (default 10); the manifest is submitted with Django's test

@@ -10,6 +10,7 @@ import secrets
 from typing import Any
 
 import pytest
+from django.db import transaction
 from rest_framework.test import APIClient
 
 from optout import batches, receipts
@@ -17,8 +18,8 @@ from optout.engine import registry_photos_at
 from optout.matching.rule import DEFAULT_RULE, PDQ_STEP
 from optout.matching.scale import FALSE_EXCLUSION_TARGET, UNCONFIRMED, form_strictness
 from optout.services import opt_out_file
-from registry.ledger import registry_version_current
-from registry.models import Channel, Photo
+from registry.ledger import LedgerEntry, entry_append, registry_version_current
+from registry.models import Channel, ConsentEvent, Photo
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
 from tests.optout.batch_helpers import (
     download,
@@ -58,21 +59,28 @@ def refused() -> Photo:
 
 
 def others_register(count: int, *, version: int | None = None) -> None:
-    """``count`` photos of another creator, under no opt-out, registered at
-    ``version`` (the current one by default): they only make the registry larger."""
+    """``count`` photos of another creator, under no opt-out: they only make
+    the registry larger. Registered as the registry does, with a new version
+    (one for all of them here), or at ``version`` when given."""
     creator = CreatorFactory()
-    at = registry_version_current() if version is None else version
-    Photo.objects.bulk_create(
-        Photo(
-            creator=creator,
-            sha256=secrets.token_hex(32),
-            pdq=secrets.token_hex(32),
-            pdq_quality=100,
-            phash=secrets.token_hex(8),
-            registered_version=at,
+    with transaction.atomic():
+        if version is None:
+            entry = LedgerEntry(
+                kind=ConsentEvent.Kind.PHOTO_REGISTERED, creator_public_id=creator.public_id
+            )
+            event = entry_append(entry=entry, actor="test", channel=Channel.WEB, notice_version="1")
+            version = event.registry_version
+        Photo.objects.bulk_create(
+            Photo(
+                creator=creator,
+                sha256=secrets.token_hex(32),
+                pdq=secrets.token_hex(32),
+                pdq_quality=100,
+                phash=secrets.token_hex(8),
+                registered_version=version,
+            )
+            for _ in range(count)
         )
-        for _ in range(count)
-    )
 
 
 def records_near(photo: Photo) -> list[dict[str, Any]]:
@@ -96,13 +104,19 @@ def lookup(client: APIClient, records: list[dict[str, Any]]) -> dict[str, dict[s
     return {result["id"]: result for result in response.json()["results"]}
 
 
-def test_the_registry_counts_the_photos_registered_at_or_before_a_version(refused) -> None:
+def test_the_registry_counts_the_photos_registered_at_or_before_a_version(
+    refused, django_assert_num_queries
+) -> None:
     version = registry_version_current()
-    others_register(5)
-    others_register(7, version=version + 1)
+    others_register(5)  # at version + 1
+    others_register(7)  # at version + 2
 
-    assert registry_photos_at(version) == 1 + 5
-    assert registry_photos_at(version + 1) == 1 + 5 + 7
+    assert registry_photos_at(version) == 1
+    assert registry_photos_at(version + 2) == 1 + 5 + 7
+    assert registry_photos_at(version + 1) == 1 + 5
+    # The last version's count is kept: asking again costs no query.
+    with django_assert_num_queries(0):
+        assert registry_photos_at(version + 1) == 1 + 5
     assert registry_photos_at(-1) == 0
 
 
