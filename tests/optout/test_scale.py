@@ -79,9 +79,13 @@ def test_at_a_million_photos_every_record_form_is_held_to_the_target() -> None:
 # --- deciding --------------------------------------------------------------------
 
 
-def _near(hashes: tuple[str, str], pdq: int, phash: int, seed: int) -> tuple[str, str]:
-    rng = random.Random(seed)
-    return flip_bits(hashes[0], pdq, rng), flip_bits(hashes[1], phash, rng)
+def near_edits(pdq: str, phash: str) -> dict[str, tuple[str, str]]:
+    """A photo's PDQ and pHash moved as EDITS says, by name."""
+    rng = random.Random(3)
+    return {
+        name: (flip_bits(pdq, pdq_bits, rng), flip_bits(phash, phash_bits, rng))
+        for name, (pdq_bits, phash_bits) in EDITS.items()
+    }
 
 
 def _decisions(snapshot: Snapshot, records: list[Record], **thresholds: int) -> dict[str, object]:
@@ -96,11 +100,10 @@ def _decisions(snapshot: Snapshot, records: list[Record], **thresholds: int) -> 
 
 
 def _records(given, **extra: object) -> list[Record]:
-    records = []
-    for seed, (name, (pdq, phash)) in enumerate(EDITS.items()):
-        near_pdq, near_phash = _near((given.pdq, given.phash), pdq, phash, seed)
-        records.append(Record(id=name, pdq=near_pdq, phash=near_phash, pdq_quality=90, **extra))
-    return records
+    return [
+        Record(id=name, pdq=pdq, phash=phash, pdq_quality=90, **extra)
+        for name, (pdq, phash) in near_edits(given.pdq, given.phash).items()
+    ]
 
 
 def test_an_unconfirmed_match_needs_the_stricter_rule_in_a_larger_registry() -> None:

@@ -4,8 +4,6 @@ registry_photos_at) and stated in the evidence and the batch's receipt."""
 
 from __future__ import annotations
 
-import math
-import random
 import secrets
 from typing import Any
 
@@ -15,31 +13,22 @@ from rest_framework.test import APIClient
 
 from optout import batches, receipts
 from optout.engine import registry_photos_at
-from optout.matching.rule import DEFAULT_RULE, PDQ_STEP
-from optout.matching.scale import FALSE_EXCLUSION_TARGET, UNCONFIRMED, form_strictness
+from optout.matching.scale import UNCONFIRMED, form_strictness
 from optout.services import opt_out_file
 from registry.ledger import LedgerEntry, entry_append, registry_version_current
 from registry.models import Channel, ConsentEvent, Photo
 from tests.factories import CreatorFactory, OrganizationFactory, PhotoFactory
 from tests.optout.batch_helpers import (
     download,
-    flip_bits,
     jsonl,
     jsonl_rows,
     pipeline_client,
     submit,
 )
 from tests.optout.test_batches import batch_of, run_chunks
+from tests.optout.test_scale import FULL_RULE_UP_TO, near_edits
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
-
-# The most photos at which an unconfirmed match of a record with both hashes
-# and its quality is judged by the registry's own rule (scale.py).
-FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED["pdq+phash", True].rate)
-# "edited" sits half a step inside the photo's middle box: one step stricter
-# leaves it out. "close" stays inside every stricter rule.
-BOX = DEFAULT_RULE.kinds["original"].both[1]
-EDITS = {"edited": (BOX.pdq - PDQ_STEP // 2, BOX.phash), "close": (2, 0)}
 
 
 @pytest.fixture
@@ -84,15 +73,9 @@ def others_register(count: int, *, version: int | None = None) -> None:
 
 
 def records_near(photo: Photo) -> list[dict[str, Any]]:
-    rng = random.Random(3)
     return [
-        {
-            "id": name,
-            "pdq": flip_bits(photo.pdq, pdq, rng),
-            "phash": flip_bits(photo.phash, phash, rng),
-            "pdq_quality": 90,
-        }
-        for name, (pdq, phash) in EDITS.items()
+        {"id": name, "pdq": pdq, "phash": phash, "pdq_quality": 90}
+        for name, (pdq, phash) in near_edits(photo.pdq, photo.phash).items()
     ]
 
 
