@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from config.api import pipeline_error_responses
 from optout.engine import registry_photos_at, registry_status
-from optout.matching.scale import UNCONFIRMED, form_strictness
+from optout.matching.scale import COLOURS_AGREE, UNCONFIRMED, form_strictness, tail_strictness
 from optout.pipeline_api import TAGS, PipelineView
 
 
@@ -34,10 +34,17 @@ class HeldBackSerializer(serializers.Serializer):
         choices=["pdq+phash", "pdq", "phash"], help_text="The hashes a record carries."
     )
     pdq_quality = serializers.BooleanField(help_text="Whether the record states its PDQ quality.")
+    colours_agree = serializers.BooleanField(
+        help_text=(
+            "Whether the record's and the photo's colours were compared and agree (a colour "
+            "record against a colour photo registered without keypoints); false: nothing "
+            "confirms the match."
+        )
+    )
     strictness = serializers.IntegerField(
         help_text=(
             "Steps stricter than the registry's rule that such a record's match is judged by "
-            "when neither the colours nor the keypoints confirm it (0: the rule itself)."
+            "when the keypoints did not check it (0: the rule itself)."
         )
     )
 
@@ -99,10 +106,19 @@ class RegistryView(PipelineView):
             {
                 "hashes": hashes,
                 "pdq_quality": quality,
+                "colours_agree": False,
                 "strictness": form_strictness(photos, (hashes, quality)),
             }
             for hashes, quality in UNCONFIRMED
         ]
+        held_back.append(
+            {
+                "hashes": "pdq+phash",
+                "pdq_quality": True,
+                "colours_agree": True,
+                "strictness": tail_strictness(photos, COLOURS_AGREE),
+            }
+        )
         body = {
             "registry_version": status.registry_version,
             "photos": photos,

@@ -24,7 +24,12 @@ from optout.matching.rule import (
     rule_for,
     sha256_evidence,
 )
-from optout.matching.scale import FALSE_EXCLUSION_TARGET, UNCONFIRMED, unconfirmed_strictness
+from optout.matching.scale import (
+    COLOURS_AGREE,
+    FALSE_EXCLUSION_TARGET,
+    UNCONFIRMED,
+    held_back_strictness,
+)
 from optout.matching.snapshot import SnapshotOptOut
 from optout.matching.thresholds import Thresholds
 from registry import keypoints
@@ -41,7 +46,7 @@ def rule_fingerprint() -> str:
     variants or the rates that hold unconfirmed matches back changes it."""
     from registry.variants import DEFAULT_VARIANTS
 
-    held_back = (FALSE_EXCLUSION_TARGET, sorted(UNCONFIRMED.items()))
+    held_back = (FALSE_EXCLUSION_TARGET, COLOURS_AGREE, sorted(UNCONFIRMED.items()))
     text = repr((DEFAULT_RULE, UNKNOWN_QUALITY_RULE, DEFAULT_VARIANTS, held_back))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -272,14 +277,15 @@ def keypoints_wanted(
     return {match.position for match in perceptual if stored.get(match.photo)}
 
 
-def _unconfirmed_judged(match: _Perceptual, thresholds: Thresholds) -> Evidence | None:
+def _size_judged(match: _Perceptual, thresholds: Thresholds) -> Evidence | None:
     """A match the keypoints did not check, as the registry's size has it
-    judged (scale.py): standing as it is when the colours were compared (and
-    agreed), else by the rule as many steps stricter as the registry's size
-    needs; None when that rule does not match."""
-    if match.evidence.colour_distance is not None:
-        return match.evidence
-    steps = unconfirmed_strictness(thresholds.registry_photos, match.query)
+    judged (scale.py): by the rule as many steps stricter as that size needs
+    for a match whose colours agree, or for one nothing confirms; None when
+    that rule does not match."""
+    colours_agree = match.evidence.colour_distance is not None
+    steps = held_back_strictness(
+        thresholds.registry_photos, match.query, colours_agree=colours_agree
+    )
     if steps <= thresholds.strictness:
         return match.evidence
     evidence = rule_for(match.query, steps).evaluate(match.query, match.variant)
@@ -296,7 +302,7 @@ def _keypoints_confirm(
     """The perceptual matches (record position, photo, evidence) that the
     geometric check leaves standing, their evidence completed with it; a
     match it cannot check (either side without keypoints) as the registry's
-    size has it judged (``_unconfirmed_judged``). A record and a photo are
+    size has it judged (``_size_judged``). A record and a photo are
     compared once, whichever variants matched."""
     wanted = sorted({m.photo for m in perceptual if records[m.position].keypoints})
     stored = registry.photo_keypoints(wanted) if wanted else {}
@@ -305,7 +311,7 @@ def _keypoints_confirm(
         i, photo = match.position, match.photo
         registered = stored.get(photo, b"")
         if not (records[i].keypoints and registered):
-            judged = _unconfirmed_judged(match, thresholds)
+            judged = _size_judged(match, thresholds)
             if judged is not None:
                 yield i, photo, judged
             continue

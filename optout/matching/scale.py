@@ -18,7 +18,10 @@ The rates are the precision benchmark's estimates at the rule itself
 (``benchmarks/bench_precision.py``, ``bench_colour.py --product``; the larger
 of the package photographs and the outside ones), per what a record carries,
 with the factor each step stricter divides them by (the slope of the same
-fit; docs/matching.md, "Held back by the registry's size")."""
+fit; docs/matching.md, "Held back by the registry's size"). A match whose
+colours agree is far more selective, but not enough at every size either:
+it has a tail of its own (COLOURS_AGREE). A match the keypoints checked is
+not held back."""
 
 from __future__ import annotations
 
@@ -59,6 +62,12 @@ UNCONFIRMED: dict[tuple[str, bool], Tail] = {
     # A bare pHash alone never matches (rule.py): nothing to hold back.
     ("phash", False): Tail(0.0, 1.0),
 }
+NEVER = Tail(0.0, 1.0)
+# A match whose colours agree (a colour record against a colour photo
+# registered without keypoints): 2.5e-11 per photo on the package
+# photographs, 1.4e-10 on the Debian ones, falling 6.6 x (Debian) to 12 x
+# (package) per step (bench_colour.py --product, its strictness table).
+COLOURS_AGREE = Tail(1.4e-10, 6.6)
 
 
 def record_form(query: QueryHashes) -> tuple[str, bool]:
@@ -67,18 +76,24 @@ def record_form(query: QueryHashes) -> tuple[str, bool]:
     return hashes, query.pdq_quality is not None
 
 
-def unconfirmed_strictness(photos: int, query: QueryHashes) -> int:
+def held_back_strictness(photos: int, query: QueryHashes, *, colours_agree: bool) -> int:
     """Steps stricter than the registry's rule (0 to MAX_STRICTNESS) that a
-    match of ``query`` nothing confirms is judged by, in a registry of
-    ``photos`` photos (``form_strictness`` of the record's form)."""
-    return form_strictness(photos, record_form(query))
+    match of ``query`` the keypoints did not check is judged by, in a
+    registry of ``photos`` photos: by COLOURS_AGREE's tail when the colours
+    were compared and agreed, by the record form's (UNCONFIRMED) otherwise."""
+    tail = COLOURS_AGREE if colours_agree else UNCONFIRMED.get(record_form(query), NEVER)
+    return tail_strictness(photos, tail)
 
 
 def form_strictness(photos: int, form: tuple[str, bool]) -> int:
-    """The fewest steps that bring the expected false exclusions per record
-    of this form (UNCONFIRMED's keys) to FALSE_EXCLUSION_TARGET in a
-    registry of ``photos`` photos; MAX_STRICTNESS when none does."""
-    tail = UNCONFIRMED.get(form, Tail(0.0, 1.0))
+    """``tail_strictness`` of a record form nothing confirms (UNCONFIRMED's keys)."""
+    return tail_strictness(photos, UNCONFIRMED.get(form, NEVER))
+
+
+def tail_strictness(photos: int, tail: Tail) -> int:
+    """The fewest steps that bring the expected false exclusions per record,
+    ``photos`` x the tail's rate, to FALSE_EXCLUSION_TARGET; MAX_STRICTNESS
+    when none does."""
     expected = photos * tail.rate
     for steps in range(MAX_STRICTNESS + 1):
         if expected <= FALSE_EXCLUSION_TARGET:

@@ -1,5 +1,5 @@
 """A match that neither the colours nor the keypoints confirm is held back by
-the registry's size (optout/matching/scale.py, decide._unconfirmed_judged)."""
+the registry's size (optout/matching/scale.py, decide._size_judged)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pytest
 from optout.matching import DEFAULT_THRESHOLDS, Record, Snapshot, decide
 from optout.matching.rule import DEFAULT_RULE, MAX_STRICTNESS, PDQ_STEP, QueryHashes
 from optout.matching.scale import (
+    COLOURS_AGREE,
     FALSE_EXCLUSION_TARGET,
     UNCONFIRMED,
     form_strictness,
-    unconfirmed_strictness,
+    held_back_strictness,
+    tail_strictness,
 )
 from registry import keypoints
 from registry.colour import colour_signature
@@ -33,7 +35,13 @@ FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / UNCONFIRMED["pdq+phash", T
 # The photo's middle box: "edited" sits inside it by half a step, so the rule
 # one step stricter leaves it out; "close" stays inside every stricter rule.
 BOX = DEFAULT_RULE.kinds["original"].both[1]
+# The most photos at which a match whose colours agree keeps the full rule.
+COLOURS_FULL_RULE_UP_TO = math.floor(FALSE_EXCLUSION_TARGET / COLOURS_AGREE.rate)
 EDITS = {"edited": (BOX.pdq - PDQ_STEP // 2, BOX.phash), "close": (2, 0)}
+
+
+def unconfirmed(photos: int, query: QueryHashes) -> int:
+    return held_back_strictness(photos, query, colours_agree=False)
 
 
 # --- how many steps --------------------------------------------------------------
@@ -41,9 +49,9 @@ EDITS = {"edited": (BOX.pdq - PDQ_STEP // 2, BOX.phash), "close": (2, 0)}
 
 def test_a_small_registry_judges_every_match_by_its_own_rule() -> None:
     for query in (BOTH, BARE, PDQ_ONLY, BARE_PHASH):
-        assert unconfirmed_strictness(0, query) == 0
-    assert unconfirmed_strictness(FULL_RULE_UP_TO, BOTH) == 0
-    assert unconfirmed_strictness(FULL_RULE_UP_TO + 1, BOTH) == 1
+        assert unconfirmed(0, query) == 0
+    assert unconfirmed(FULL_RULE_UP_TO, BOTH) == 0
+    assert unconfirmed(FULL_RULE_UP_TO + 1, BOTH) == 1
 
 
 def test_each_step_holds_back_the_rate_by_its_factor() -> None:
@@ -56,7 +64,7 @@ def test_each_step_holds_back_the_rate_by_its_factor() -> None:
             most = math.floor(FALSE_EXCLUSION_TARGET * tail.factor**steps / tail.rate)
             assert form_strictness(most, form) == steps, (form, steps)
             assert form_strictness(most + 1, form) == min(steps + 1, MAX_STRICTNESS)
-    held = [unconfirmed_strictness(10**k, BOTH) for k in range(2, 10)]
+    held = [unconfirmed(10**k, BOTH) for k in range(2, 10)]
     assert held == sorted(held)  # never looser for a larger registry
     assert held[-1] == MAX_STRICTNESS
 
@@ -71,9 +79,9 @@ def test_at_a_million_photos_every_record_form_is_held_to_the_target() -> None:
         assert photos * rate / factor**steps <= FALSE_EXCLUSION_TARGET, form
         assert steps == 0 or photos * rate / factor ** (steps - 1) > FALSE_EXCLUSION_TARGET
     # A PDQ with its quality is far more selective than PDQ + pHash: fewer steps.
-    assert unconfirmed_strictness(photos, PDQ_ONLY) < unconfirmed_strictness(photos, BOTH) == 4
+    assert unconfirmed(photos, PDQ_ONLY) < unconfirmed(photos, BOTH) == 4
     # A bare pHash never matches anything: nothing to hold back.
-    assert unconfirmed_strictness(10**9, BARE_PHASH) == 0
+    assert unconfirmed(10**9, BARE_PHASH) == 0
 
 
 # --- deciding --------------------------------------------------------------------
@@ -149,19 +157,30 @@ def coffee():
     return skimage_photo("coffee")
 
 
-def test_agreeing_colours_confirm_a_match_whatever_the_registrys_size(coffee) -> None:
+def test_agreeing_colours_hold_a_match_back_far_less(coffee) -> None:
+    """Colours that agree make a match far more selective: the full rule for
+    registries where hashes alone are held back, one step stricter only
+    once the colours' own tail needs it."""
     colour = colour_signature(coffee)
     given = replace(photo(1), colour=colour)
     snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
+    size = FULL_RULE_UP_TO + 1
 
-    confirmed = _decisions(snapshot, _records(given, colour=colour), registry_photos=10**8)
-    unconfirmed = _decisions(snapshot, _records(given), registry_photos=10**8)
+    confirmed = _decisions(snapshot, _records(given, colour=colour), registry_photos=size)
+    unconfirmed_ = _decisions(snapshot, _records(given), registry_photos=size)
+    larger = _decisions(
+        snapshot, _records(given, colour=colour), registry_photos=COLOURS_FULL_RULE_UP_TO + 1
+    )
 
     assert confirmed["edited"].decision == "exclude"
     evidence = confirmed["edited"].matches[0].evidence
     assert evidence["colour_distance"] is not None and evidence["strictness"] == 0
     # Without the record's colours the same hashes are held back.
-    assert unconfirmed["edited"].decision == "allow"
+    assert unconfirmed_["edited"].decision == "allow"
+    # A registry large enough for the colours' tail: one step stricter.
+    assert tail_strictness(COLOURS_FULL_RULE_UP_TO + 1, COLOURS_AGREE) == 1
+    assert larger["edited"].decision == "allow"
+    assert larger["close"].matches[0].evidence["strictness"] == 1
 
 
 def test_agreeing_keypoints_confirm_a_match_whatever_the_registrys_size(coffee) -> None:
@@ -202,4 +221,5 @@ def test_a_photo_registered_without_colours_cannot_confirm_a_colour_record(coffe
     snapshot = Snapshot(version=1, photos=[given], claims=[], opt_outs=[opt_out(1)])
     record = _records(given, colour=colour_signature(coffee))
 
-    assert _decisions(snapshot, record, registry_photos=10**8)["edited"].decision == "allow"
+    found = _decisions(snapshot, record, registry_photos=FULL_RULE_UP_TO + 1)
+    assert found["edited"].decision == "allow"

@@ -150,8 +150,12 @@ def test_the_registry_endpoint_says_how_far_each_record_form_is_held_back(client
     others_register(FULL_RULE_UP_TO)
     after = client.get("/api/v1/registry").json()
 
-    def held(body: dict[str, Any]) -> dict[tuple[str, bool], int]:
-        return {(row["hashes"], row["pdq_quality"]): row["strictness"] for row in body["held_back"]}
+    def held(body: dict[str, Any], colours_agree: bool = False) -> dict[tuple[str, bool], int]:
+        return {
+            (row["hashes"], row["pdq_quality"]): row["strictness"]
+            for row in body["held_back"]
+            if row["colours_agree"] is colours_agree
+        }
 
     assert (before["photos"], after["photos"]) == (1, FULL_RULE_UP_TO + 1)
     assert set(held(after)) == set(UNCONFIRMED)
@@ -160,3 +164,5 @@ def test_the_registry_endpoint_says_how_far_each_record_form_is_held_back(client
     assert held(after) == {form: form_strictness(FULL_RULE_UP_TO + 1, form) for form in held(after)}
     assert held(after)["pdq+phash", True] == 1
     assert held(after)["pdq+phash", False] == 0
+    # Agreeing colours hold a match back far later.
+    assert held(after, colours_agree=True) == {("pdq+phash", True): 0}
