@@ -280,7 +280,7 @@ class BatchSerializer(serializers.Serializer):
         allow_null=True,
         help_text=(
             "The photos the registry held at that version, fixed with it: how far a match "
-            "that neither the colours nor the keypoints confirm is held back."
+            "the keypoints did not check is held back."
         ),
     )
     record_count = serializers.IntegerField()

@@ -293,9 +293,9 @@ class MatchEvidenceSerializer(serializers.Serializer):
     strictness = serializers.IntegerField(
         help_text=(
             "How many steps stricter than the registry's rule this match was judged by: the "
-            "strictness the pipeline asked for, or more when neither the colours nor the "
-            "keypoints could confirm the match (a record or a photo without them) and the "
-            "registry is large enough for its two hashes alone to match distinct photos."
+            "strictness the pipeline asked for, or more when the keypoints could not check the "
+            "match (a record or a photo without them) and the registry is large enough for its "
+            "hashes (and colours, when they agree) to match distinct photos."
         ),
     )
 
@@ -479,7 +479,7 @@ class ThresholdsSerializer(serializers.Serializer):
         required=False,
         help_text=(
             "The photos the registry held at the batch's registry version (receipts): a match "
-            "that neither the colours nor the keypoints confirmed was judged as many steps "
+            "the keypoints did not check was judged as many steps "
             "stricter as that size needs to keep false exclusions at 1 in 10 000 records or "
             "fewer (the match's `evidence.strictness`)."
         ),

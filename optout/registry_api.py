@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from config.api import pipeline_error_responses
 from optout.engine import registry_photos_at, registry_status
-from optout.matching.scale import COLOURS_AGREE, UNCONFIRMED, form_strictness, tail_strictness
+from optout.matching.scale import held_back_table
 from optout.pipeline_api import TAGS, PipelineView
 
 
@@ -57,8 +57,9 @@ class RegistryStatusSerializer(serializers.Serializer):
     held_back = HeldBackSerializer(
         many=True,
         help_text=(
-            "Per record form, how a match that neither colours nor keypoints confirm is judged "
-            'at this size (docs/matching.md, "Held back by the registry\'s size").'
+            "Per record form, how a match the keypoints did not check is judged at this size "
+            '(the last row: one whose colours agree; docs/matching.md, "Held back by the '
+            "registry's size\")."
         ),
     )
     workers = RegistryEngineSerializer(many=True)
@@ -78,8 +79,8 @@ class RegistryView(PipelineView):
             "- loaded_version. An engine catches up before it decides, so a lag only means "
             "it has been idle since; a batch chunk is never decided against an engine older "
             "than its batch's registry version. Also the photos registered at that version "
-            "and, per record form, how many steps stricter a match that neither the colours nor "
-            "the keypoints confirm is judged at that size."
+            "and, per record form, how many steps stricter a match the keypoints did not check "
+            "is judged at that size."
         ),
         responses={
             200: RegistryStatusSerializer,
@@ -102,27 +103,10 @@ class RegistryView(PipelineView):
             for state in status.engines
         ]
         photos = registry_photos_at(status.registry_version)
-        held_back = [
-            {
-                "hashes": hashes,
-                "pdq_quality": quality,
-                "colours_agree": False,
-                "strictness": form_strictness(photos, (hashes, quality)),
-            }
-            for hashes, quality in UNCONFIRMED
-        ]
-        held_back.append(
-            {
-                "hashes": "pdq+phash",
-                "pdq_quality": True,
-                "colours_agree": True,
-                "strictness": tail_strictness(photos, COLOURS_AGREE),
-            }
-        )
         body = {
             "registry_version": status.registry_version,
             "photos": photos,
-            "held_back": held_back,
+            "held_back": held_back_table(photos),
             "workers": workers,
         }
         return Response(RegistryStatusSerializer(body).data)

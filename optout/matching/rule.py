@@ -199,8 +199,8 @@ class Evidence:
     keypoint_inliers: int | None = None
     keypoint_threshold: int | None = None
     # How many steps stricter than the registry's rule the match was judged
-    # by: the pipeline's own strictness, or more for a match that neither the
-    # colours nor the keypoints confirmed in a large registry (scale.py).
+    # by: the pipeline's own strictness, or more for a match the keypoints did
+    # not check, in a registry large enough to need it (scale.py).
     strictness: int = 0
 
     def as_dict(self) -> dict[str, Any]:

@@ -102,3 +102,27 @@ def tail_strictness(photos: int, tail: Tail) -> int:
             return steps
         expected /= tail.factor
     return MAX_STRICTNESS
+
+
+def held_back_table(photos: int) -> list[dict[str, object]]:
+    """How a match the keypoints did not check is judged in a registry of
+    ``photos`` photos: per record form nothing confirms, then for a match
+    whose colours agree (GET /api/v1/registry)."""
+    rows: list[dict[str, object]] = [
+        {
+            "hashes": hashes,
+            "pdq_quality": quality,
+            "colours_agree": False,
+            "strictness": tail_strictness(photos, tail),
+        }
+        for (hashes, quality), tail in UNCONFIRMED.items()
+    ]
+    rows.append(
+        {
+            "hashes": "pdq+phash",
+            "pdq_quality": True,
+            "colours_agree": True,
+            "strictness": tail_strictness(photos, COLOURS_AGREE),
+        }
+    )
+    return rows

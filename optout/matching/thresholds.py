@@ -29,9 +29,9 @@ class Thresholds:
     "Trade-off").
 
     ``registry_photos`` is not a pipeline's to set: the photos the registry
-    held at the decision's registry version. A match that neither the colours
-    nor the keypoints confirm is judged as many steps stricter as that size
-    needs (scale.py); 0 (unknown, or an empty registry) holds nothing back."""
+    held at the decision's registry version. A match the keypoints did not
+    check is judged as many steps stricter as that size needs (scale.py); 0
+    (unknown, or an empty registry) holds nothing back."""
 
     pdq: int = field(default_factory=lambda: _widest("pdq"))
     phash: int = field(default_factory=lambda: _widest("phash"))
