@@ -1,4 +1,4 @@
-"""How strict a match nothing independent confirms must be at the registry's size.
+"""How strict a match the keypoints did not check must be at the registry's size.
 
 A record is falsely excluded with probability about N x p: N the photos the
 registry holds, p the rate at which one of them (any of its variants) matches
