@@ -180,8 +180,15 @@ class PhotoHit:
     evidence: dict[str, Any]
 
 
-def _capped(evidence: Evidence, thresholds: Thresholds) -> Evidence | None:
-    """The evidence under a pipeline's stricter thresholds (None: no match)."""
+def _judged(
+    query: QueryHashes, variant: VariantHashes, thresholds: Thresholds, strictness: int
+) -> Evidence | None:
+    """The variant judged by the registry's rule for the record ``strictness``
+    steps stricter (``rule_for``), under a pipeline's stricter thresholds, the
+    evidence stating the steps; None when it does not match."""
+    evidence = rule_for(query, strictness).evaluate(query, variant)
+    if not evidence.matched:
+        return None
     pdq_threshold, phash_threshold = evidence.pdq_threshold, evidence.phash_threshold
     if evidence.pdq_distance is not None and pdq_threshold is not None:
         if evidence.pdq_distance > thresholds.pdq:
@@ -191,7 +198,12 @@ def _capped(evidence: Evidence, thresholds: Thresholds) -> Evidence | None:
         if evidence.phash_distance > thresholds.phash:
             return None
         phash_threshold = min(phash_threshold, thresholds.phash)
-    return replace(evidence, pdq_threshold=pdq_threshold, phash_threshold=phash_threshold)
+    return replace(
+        evidence,
+        pdq_threshold=pdq_threshold,
+        phash_threshold=phash_threshold,
+        strictness=strictness,
+    )
 
 
 def _perceptual_hit(photo: int, evidence: Evidence) -> PhotoHit:
@@ -254,11 +266,9 @@ def _perceptual_matches(
     for i, query, pairs in zip(positions, queries, candidates, strict=True):
         rule = rule_for(query, thresholds.strictness)
         for photo, variant in pairs:
-            evidence = rule.evaluate(query, variant)
-            capped = _capped(evidence, thresholds) if evidence.matched else None
-            if capped is not None:
-                capped = replace(capped, strictness=thresholds.strictness)
-                perceptual.append(_Perceptual(i, photo, capped, rule, query, variant))
+            judged = _judged(query, variant, thresholds, thresholds.strictness)
+            if judged is not None:
+                perceptual.append(_Perceptual(i, photo, judged, rule, query, variant))
     return perceptual
 
 
@@ -288,9 +298,7 @@ def _size_judged(match: _Perceptual, thresholds: Thresholds) -> Evidence | None:
     )
     if steps <= thresholds.strictness:
         return match.evidence
-    evidence = rule_for(match.query, steps).evaluate(match.query, match.variant)
-    capped = _capped(evidence, thresholds) if evidence.matched else None
-    return None if capped is None else replace(capped, strictness=steps)
+    return _judged(match.query, match.variant, thresholds, steps)
 
 
 def _keypoints_confirm(
