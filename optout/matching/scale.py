@@ -42,6 +42,8 @@ class Tail(NamedTuple):
     factor: float
 
 
+# A record form that never matches on its hashes alone.
+NEVER = Tail(0.0, 1.0)
 # By (hashes the record carries, whether it states its PDQ quality): the
 # package photographs' fits (bench_precision.py, runs of 2026-11-28), the rate
 # and the factor taken from the 45 Debian photographs (bench_precision.py
@@ -62,9 +64,8 @@ UNCONFIRMED: dict[tuple[str, bool], Tail] = {
     # A pHash with its quality: 7.8e-9 (9.5e-10); 8 / 28 / 88 pairs at k = 2, 3, 4: 3.32 x.
     ("phash", True): Tail(7.8e-9, 3.3),
     # A bare pHash alone never matches (rule.py): nothing to hold back.
-    ("phash", False): Tail(0.0, 1.0),
+    ("phash", False): NEVER,
 }
-NEVER = Tail(0.0, 1.0)
 # A match whose colours agree (a colour record against a colour photo
 # registered without keypoints): 2.5e-11 per photo on the package
 # photographs, 1.4e-10 on the Debian ones, falling 6.6 x (Debian) to 12 x
