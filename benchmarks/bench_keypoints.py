@@ -34,8 +34,10 @@ and then
 
     .venv/bin/python benchmarks/bench_keypoints.py [--photos DIR]
 
-(``--kmax K`` on both for more false pairs: at K = 7 about 11 times the
-near pairs of K = 6 and 2 GB of memory; K = 8 needs more than 24 GB.)
+(``--per-source N`` on both for a folder of many photographs, where 500
+patches of each would take hours; ``--kmax K`` on both for more false
+pairs: at K = 7 about 11 times the near pairs of K = 6 and 2 GB of memory;
+K = 8 needs more than 24 GB.)
 """
 
 from __future__ import annotations
@@ -96,14 +98,21 @@ def main() -> None:
         help="false pairs up to this many steps looser than the rule (bench_colour.py's "
         "--kmax: its caches for that level)",
     )
+    parser.add_argument(
+        "--per-source",
+        type=int,
+        default=PER_SOURCE,
+        help="patches per source photo (bench_colour.py's --per-source: its caches for that size)",
+    )
     args = parser.parse_args()
     kmax = args.kmax
+    per_source = args.per_source
     corpus.apply(args)
-    tag = f"w4_p{PER_SOURCE}{corpus.TAG}"
+    tag = f"w4_p{per_source}{corpus.TAG}"
     rs, rsig, reg, qs, pi, pj, preg_sig, pq_sig = bc.load_product_caches(tag, kmax)
     started = time.perf_counter()
     recall = bc.recall_features(registered_keypoints, record_keypoints, TARGETS)
-    kreg, kq = bc.near_pair_features(pi, pj, PER_SOURCE, registered_keypoints, record_keypoints)
+    kreg, kq = bc.near_pair_features(pi, pj, per_source, registered_keypoints, record_keypoints)
     print(f"keypoints computed in {time.perf_counter() - started:.0f} s", flush=True)
 
     levels_f = bc.variant_levels(reg, qs, pi, pj)
@@ -129,7 +138,7 @@ def main() -> None:
         f_min[p] = min(keypoints.count(kq[int(pj[p])]), keypoints.count(kreg[int(pi[p])]))
 
     if args.random:
-        _random_pairs(kreg, kq, args.random)
+        _random_pairs(kreg, kq, args.random, per_source)
 
     photos = np.arange(len(rs.split))
     # Per target edit: (grey record, inliers, fewer keypoints of the two sides).
@@ -245,7 +254,7 @@ def _upper(kept: int, total: int) -> float:
     return float(beta.ppf(0.95, kept + 1, total - kept)) if total else float("nan")
 
 
-def _random_pairs(kreg: dict, kq: dict, count: int) -> None:
+def _random_pairs(kreg: dict, kq: dict, count: int, per_source: int) -> None:
     """Random cross pairs (patches of different sources) among those
     computed: how often two unrelated pieces of content reach each count of
     inliers, whatever their hashes."""
@@ -256,7 +265,7 @@ def _random_pairs(kreg: dict, kq: dict, count: int) -> None:
     found = []
     while len(found) < count:
         i, j = int(rng.choice(reg_ids)), int(rng.choice(q_ids))
-        if i // PER_SOURCE != j // PER_SOURCE:
+        if i // per_source != j // per_source:
             found.append(keypoints.inliers(kq[j], kreg[i]))
     hist = np.bincount(found)
     print(

