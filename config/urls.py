@@ -8,9 +8,22 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import api, health
+from optout import operator_views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    # The operator dashboard, inside the admin (its login, staff only); before
+    # admin.site.urls, whose catch-all would otherwise answer these paths.
+    path(
+        "admin/dashboard/",
+        admin.site.admin_view(operator_views.dashboard),
+        name="operator_dashboard",
+    ),
+    path(
+        "admin/dashboard.json",
+        admin.site.admin_view(operator_views.dashboard_json),
+        name="operator_dashboard_json",
+    ),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

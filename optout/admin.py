@@ -44,6 +44,9 @@ from registry.models import Channel
 if admin.site.is_registered(APIKey):
     admin.site.unregister(APIKey)
 
+# The admin index links to the operator dashboard (optout.operator_views).
+admin.site.index_template = "admin/optout_index.html"
+
 
 class OrganizationAPIKeyInline(admin.TabularInline):
     """The organization's keys, read-only; issue and revoke them in the key admin."""

@@ -542,6 +542,10 @@ class RegistryStatus:
     registry_version: int
     engines: list[EngineState]
 
+    def lag(self, state: EngineState) -> int:
+        """How many registry versions ``state``'s engine has not loaded yet."""
+        return self.registry_version - state.loaded_version
+
 
 def registry_status() -> RegistryStatus:
     """The newest registry version and the engines that reported within

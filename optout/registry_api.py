@@ -98,7 +98,7 @@ class RegistryView(PipelineView):
                 "loaded_version": state.loaded_version,
                 "size": state.size,
                 "updated_at": state.updated_at,
-                "lag": status.registry_version - state.loaded_version,
+                "lag": status.lag(state),
             }
             for state in status.engines
         ]

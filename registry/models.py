@@ -247,6 +247,10 @@ class ConsentEvent(models.Model):
             models.Index(
                 fields=["creator_public_id", "-registry_version"], name="consent_creator_idx"
             ),
+            # The operator dashboard's consent events per day over the last 30
+            # days (optout.operator_dashboard.registry.consent_events_per_day): the ledger
+            # holds a row per registered photo, and only the newest are counted.
+            models.Index(fields=["created_at"], name="consent_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """The creator pages in a real headless Chromium against a live server: sign up,
 confirm, log in, upload photos, file and withdraw an opt-out; then the same
-forms on a phone-sized screen with JavaScript turned off.
+forms on a phone-sized screen with JavaScript turned off; and an operator
+opening the dashboard from the admin.
 
 Each page visited is saved to docs/screenshots/<name>.png (overwritten on every
 run) so the pages can be looked at without starting the server.
@@ -10,15 +11,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django.db import connections
+from django.utils import timezone
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from optout.models import OptOut
-from registry.models import Creator, Photo
+from optout.models import Batch, EngineState, OptOut
+from registry.models import ConsentEvent, Creator, Photo
+from tests import factories
 from tests.images import jpeg_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -265,3 +270,62 @@ def phone_journey_without_javascript(browser: Browser, base: str) -> None:
     expect(page.get_by_text(re.compile("^Opt-out withdrawn;"))).to_be_visible()
     assert OptOut.objects.filter(withdrawn_at__isnull=True).count() == 0
     phone.close()
+
+
+def test_operator_opens_the_dashboard_from_the_admin(browser: Browser, live_server) -> None:  # type: ignore[no-untyped-def]
+    get_user_model().objects.create_user(
+        username="operator@example.org", password=factories.PASSWORD, is_staff=True
+    )
+    photos = factories.PhotoFactory.create_batch(3)
+    now = timezone.now()
+    # Ledger events on a few days of the chart (written directly: the ledger
+    # stamps the present).
+    for version, days_ago in enumerate([0, 0, 1, 4, 4, 4, 9, 20], start=1):
+        ConsentEvent.objects.create(
+            registry_version=version,
+            kind=ConsentEvent.Kind.PHOTO_REGISTERED,
+            creator_public_id=photos[0].creator.public_id,
+            actor="creator",
+            channel="web",
+            notice_version="2026-11",
+            created_at=now - timedelta(days=days_ago),
+        )
+    EngineState.objects.create(
+        worker="celery@worker-1:4242", kind="pdq", loaded_version=6, size=3, updated_at=now
+    )
+    Batch.objects.create(
+        organization=factories.OrganizationFactory(name="Example Lab"),
+        use="ai_training",
+        format=Batch.Format.JSONL,
+        manifest_sha256="0" * 64,
+        manifest_bytes=1,
+        idempotency_key="first",
+        request_digest="0" * 64,
+        status=Batch.Status.DONE,
+        record_count=200,
+        excluded_count=50,
+        started_at=now - timedelta(seconds=40),
+        finished_at=now,
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        page.goto(f"{live_server.url}/admin/")
+        page.get_by_label("Username").fill("operator@example.org")
+        page.get_by_label("Password").fill(factories.PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("link", name="Operator dashboard").click()
+
+        expect(page.get_by_role("heading", name="Operator dashboard", level=1)).to_be_visible()
+        expect(page.locator("#figure-photos")).to_contain_text("3photos registered")
+        expect(page.locator("#exclusion-rate")).to_contain_text("25.00 %")
+        expect(page.locator("#organizations tbody tr")).to_have_count(1)
+        expect(page.locator("#organizations tbody tr")).to_contain_text("Example Lab")
+        expect(page.get_by_role("img", name=re.compile("^Consent events per day"))).to_be_visible()
+        expect(page.locator("#figure-records-per-second")).to_contain_text("5.0")
+        expect(page.locator("#engines tbody tr")).to_contain_text("celery@worker-1:4242")
+        shot(page, "operator-dashboard")
+    finally:
+        context.close()
+        connections.close_all()
