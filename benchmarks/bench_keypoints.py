@@ -17,12 +17,14 @@ Reported, with the product's own keypoints and inliers:
   (``--random N``), whatever their hashes;
 - for grey records (the edited copy is grey) and colour records: the false
   pairs the product rule accepts shifted looser by k = 0..6 (``--kmax``; cross
-  pairs of ``bench_colour.py``), the share of them reaching the rule's threshold with
-  its 95 % upper bound (the factor the check applies to the estimate without
-  it), and, for thresholds on the inliers and for a minimum number of
-  keypoints below which a side would pass unchecked (``keypoint_min``; the
-  product has none), the false pairs left and the recall per target edit
-  among the true pairs the rule matches;
+  pairs of ``bench_colour.py``), the share of them reaching the product's
+  threshold for the record (``MatchRule.keypoints_needed``: 8 for a colourful
+  record, 10 for a grey or faint one) with its 95 % upper bound (the factor
+  the check applies to the estimate without it), and, for thresholds on
+  the inliers and for a minimum number of keypoints below which a side
+  would pass unchecked (``keypoint_min``; the product has none), the false
+  pairs left and the recall per target edit among the true pairs the rule
+  matches;
 - the estimate per record at 10^6 photos with the check: the estimate
   without it times that bound.
 
@@ -58,8 +60,9 @@ import numpy as np
 from PIL import Image
 from scipy.stats import beta
 
-from optout.matching.rule import KEYPOINT_INLIERS
+from optout.matching.rule import GREY_KEYPOINT_INLIERS, KEYPOINT_INLIERS
 from registry import keypoints
+from registry.colour import COLOURFUL_RECORD
 
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
 PER_SOURCE = 500
@@ -141,26 +144,38 @@ def main() -> None:
         _random_pairs(kreg, kq, args.random, per_source)
 
     photos = np.arange(len(rs.split))
-    # Per target edit: (grey record, inliers, fewer keypoints of the two sides).
-    true: dict[str, list[tuple[bool, int, int]]] = {name: [] for name in TARGETS}
+    # Per target edit: (grey record, inliers, fewer keypoints of the two sides,
+    # the inliers the product needs for the record).
+    true: dict[str, list[tuple[bool, int, int, int]]] = {name: [] for name in TARGETS}
     for name in TARGETS:
         lv = bc.variant_levels(rs.photos, rs.edits[name], photos, photos)
         for n in photos:
             if (lv[n] <= 0).any():
-                grey = bool(rsig[n][1][name][bc.COLOURFUL] < GREY)
+                colourfulness = rsig[n][1][name][bc.COLOURFUL]
                 q, r = recall[n][1][name], recall[n][0]
                 fewer = min(keypoints.count(q), keypoints.count(r))
-                true[name].append((grey, keypoints.inliers(q, r), fewer))
+                true[name].append(
+                    (
+                        bool(colourfulness < GREY),
+                        keypoints.inliers(q, r),
+                        fewer,
+                        _needed(colourfulness),
+                    )
+                )
 
     # The check reads the luminance only: every false pair the rule accepts,
-    # grey record or colour, is a trial of it.
+    # grey record or colour, is a trial of it, at either threshold.
     total = len(candidates)
-    kept = int(np.sum(f_in[candidates] >= KEYPOINT_INLIERS))
-    every_bound = _upper(kept, total)
-    print(
-        f"every record: {kept} of the {total} false pairs up to k = {kmax} reach "
-        f"{KEYPOINT_INLIERS} inliers, a share of at most {every_bound:.2g} (95 %)"
-    )
+    every_bounds = {}
+    for needed in (KEYPOINT_INLIERS, GREY_KEYPOINT_INLIERS):
+        kept = int(np.sum(f_in[candidates] >= needed))
+        every_bounds[needed] = _upper(kept, total)
+        print(
+            f"every record: {kept} of the {total} false pairs up to k = {kmax} reach "
+            f"{needed} inliers, a share of at most {every_bounds[needed]:.2g} (95 %)"
+        )
+    # What the product needs of each pair's record.
+    f_need = np.array([_needed(c) for c in pa.fq_colour])
 
     rsrc, qsrc = mb._source_ids(reg, qs)
     q_grey = np.array([pq_sig[j][bc.COLOURFUL] < GREY for j in range(len(qs.sources))])
@@ -170,7 +185,7 @@ def main() -> None:
     for label, is_grey in (("grey", True), ("colour", False)):
         record = pa.fq_skip if is_grey else ~pa.fq_skip
         before = [int(np.sum(alive[k] & record)) for k in range(kmax + 1)]
-        counts = {name: sum(g == is_grey for g, _, _ in true[name]) for name in TARGETS}
+        counts = {name: sum(g == is_grey for g, _, _, _ in true[name]) for name in TARGETS}
         print(
             f"\n## {label} records: false pairs k = 0..{kmax} without the check: "
             + "/".join(map(str, before))
@@ -182,15 +197,30 @@ def main() -> None:
             f"histogram {np.bincount(false_in).tolist() if false_in.size else []}"
         )
         total = int(np.sum(record & alive[kmax]))
-        kept = int(np.sum(record & alive[kmax] & (f_in >= KEYPOINT_INLIERS)))
+        kept = int(np.sum(record & alive[kmax] & (f_in >= f_need)))
         bound = _upper(kept, total)
+        # The threshold the product holds most of this kind's records to.
+        needed = GREY_KEYPOINT_INLIERS if is_grey else KEYPOINT_INLIERS
+        every_bound = every_bounds[needed]
+        product = {
+            name: float(np.mean([i >= t for g, i, _, t in true[name] if g == is_grey]))
+            for name in TARGETS
+            if counts[name]
+        }
+        low = min(product, key=product.get) if product else "-"
+        print(
+            f"recall among the true pairs the rule matches, the product's check: lowest "
+            f"{product.get(low, 0):.2f} ({low}); "
+            + ", ".join(f"{n} {r:.2f}" for n, r in product.items())
+        )
         pairs = pairs_total - colour_pairs if is_grey else colour_pairs
         # Fitted like bench_colour.py's product table: levels 1..4.
         fitted, rough = bc._tail_fit(dict(enumerate(before)), FIT_KMAX)
         estimates.append((label, pairs, before, fitted / pairs * 1e6, rough, every_bound, bound))
         print(
-            f"the product's check (at least {KEYPOINT_INLIERS}): {kept} of the {total} false "
-            f"pairs up to k = {kmax} pass, a share of at most {bound:.2g} (95 %): the estimate "
+            f"the product's check (at least {needed}; {KEYPOINT_INLIERS} for a colourful "
+            f"record): {kept} of the {total} false pairs up to k = {kmax} pass, a share of "
+            f"at most {bound:.2g} (95 %): the estimate "
             "without the check times this bounds the estimate with it"
         )
         print(
@@ -204,7 +234,7 @@ def main() -> None:
                 after = [int(np.sum(alive[k] & record & passed)) for k in range(kmax + 1)]
                 rates = {
                     name: float(
-                        np.mean([i >= t or f < least for g, i, f in true[name] if g == is_grey])
+                        np.mean([i >= t or f < least for g, i, f, _ in true[name] if g == is_grey])
                     )
                     for name in TARGETS
                     if counts[name]
@@ -246,6 +276,12 @@ def _summary(
             f"| {label} | {pairs:.3g} | {'/'.join(map(str, before))} | {fit} | "
             f"**{cells[0]}** | {cells[1]} |"
         )
+
+
+def _needed(colourfulness: float) -> int:
+    """The agreeing keypoints the product needs of a record this colourful
+    (MatchRule.keypoints_needed: colours that can confirm a match, or not)."""
+    return KEYPOINT_INLIERS if colourfulness >= COLOURFUL_RECORD else GREY_KEYPOINT_INLIERS
 
 
 def _upper(kept: int, total: int) -> float:

@@ -326,7 +326,7 @@ def _keypoints_confirm(
         if (i, photo) not in checked:
             checked[i, photo] = keypoints.inliers(records[i].keypoints, registered)
         agreeing = checked[i, photo]
-        needed = match.rule.keypoint_inliers
+        needed = match.rule.keypoints_needed(match.query)
         if agreeing >= needed:
             yield (
                 i,

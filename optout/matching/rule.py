@@ -56,9 +56,12 @@ matching" and "Precision"):
   photo both carry keypoints (``registry.keypoints``: corners of the
   luminance and their descriptors), a perceptual match stands only if at
   least ``keypoint_inliers`` of the record's keypoints agree with one
-  similarity transform onto the photo or its mirror image. Photos of similar
-  layout fool every whole-image signal above; they rarely share eight
-  corners in the same arrangement. Checked per (record, photo) by
+  similarity transform onto the photo or its mirror image; a record whose
+  colours cannot confirm it (grey, faint or no colour signature), for
+  which the check is the only signal independent of the luminance hashes,
+  needs ``grey_keypoint_inliers``. Photos of similar layout fool every
+  whole-image signal above; they rarely share eight (ten) corners in the
+  same arrangement. Checked per (record, photo) by
   ``decide`` after this rule (the keypoints live in the database, not in the
   index). A featureless copy has too few keypoints to pass: like the quality
   gate, the check does not let content without detail decide a match.
@@ -77,6 +80,7 @@ from registry.colour import (
     COLOUR_THRESHOLD,
     LAYOUT_THRESHOLD,
     colour_compare,
+    colourful,
     faint_colour,
     grey_against_colour,
     layout_compare,
@@ -91,6 +95,11 @@ PHASH_STEP = 2
 # The geometric check (MatchRule.keypoint_inliers; set by
 # benchmarks/bench_keypoints.py, docs/matching.md "Keypoints").
 KEYPOINT_INLIERS = 8
+# The same for a record whose colours cannot confirm a match (grey, faint or
+# none; MatchRule.keypoints_needed): black-and-white photographs of similar
+# layout pass 8 more often than other pairs do (bench_keypoints.py on the
+# GCompris photographs: 3 of 366 grey-record false pairs, none at 10).
+GREY_KEYPOINT_INLIERS = 10
 
 KINDS = ("original", "mirror", "dihedral", "crop", "rotation", "band")
 # Variants matched by a record's band hashes (QueryHashes.band) only.
@@ -323,6 +332,17 @@ class MatchRule:
     # only if at least ``keypoint_inliers`` of the record's keypoints agree
     # with one transform onto the photo or its mirror image.
     keypoint_inliers: int = KEYPOINT_INLIERS
+    # The same for a record whose colours cannot confirm a match.
+    grey_keypoint_inliers: int = GREY_KEYPOINT_INLIERS
+
+    def keypoints_needed(self, query: QueryHashes) -> int:
+        """The agreeing keypoints a match of ``query`` needs:
+        ``keypoint_inliers`` when the record's colours can confirm a match
+        (registry.colour.colourful), ``grey_keypoint_inliers`` when nothing
+        but the check can (a grey, faint or colourless record)."""
+        if query.colour and colourful(query.colour):
+            return self.keypoint_inliers
+        return self.grey_keypoint_inliers
 
     @cached_property
     def grey_record_rule(self) -> MatchRule:
@@ -547,6 +567,8 @@ class MatchRule:
             grey_record_shift=self.grey_record_shift,
             layout_threshold=self.layout_threshold,
             band=tuple(box(b) for b in self.band),
+            keypoint_inliers=self.keypoint_inliers,
+            grey_keypoint_inliers=self.grey_keypoint_inliers,
         )
 
     def search_plan(self) -> SearchPlan:
