@@ -288,7 +288,10 @@ class MatchEvidenceSerializer(serializers.Serializer):
     )
     keypoint_threshold = serializers.IntegerField(
         allow_null=True,
-        help_text=("How many agreeing keypoints the match needed; null when not checked."),
+        help_text=(
+            "How many agreeing keypoints the match needed: 8, or 10 for a record whose colours "
+            "cannot confirm a match (grey, faint or no colour signature); null when not checked."
+        ),
     )
     strictness = serializers.IntegerField(
         help_text=(
