@@ -122,3 +122,31 @@ def test_bundled_images_finds_each_webp_and_jpeg_between_other_bytes() -> None:
         ("WEBP", (400, 300)),
         ("JPEG", (260, 280)),
     ]
+
+
+def test_a_crop_of_a_photograph_already_written_is_left_out_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """outside_photos.py's screen: two crops of one scene are not a false pair
+    (GCompris ships its crocodile twice), so the later is left out; distinct
+    photographs of similar subject stay."""
+    astronaut = data.astronaut()
+    written = []
+    for name, array in (
+        ("astronaut.jpg", astronaut),
+        ("coffee.jpg", data.coffee()),
+        ("astronaut-crop.jpg", astronaut[40:460, 60:500]),
+        ("chelsea.jpg", data.chelsea()),
+    ):
+        _save(tmp_path / name, array, quality=92)
+        written.append(tmp_path / name)
+
+    kept = outside_photos.drop_same_scenes(written)
+
+    assert [path.name for path in kept] == ["astronaut.jpg", "coffee.jpg", "chelsea.jpg"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "astronaut.jpg",
+        "chelsea.jpg",
+        "coffee.jpg",
+    ]
+    assert "left out astronaut-crop.jpg: the scene of astronaut.jpg" in capsys.readouterr().out
