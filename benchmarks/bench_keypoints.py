@@ -75,6 +75,8 @@ THRESHOLDS = (5, 6, 7, 8, 10, 12)
 # the rule's decision as it is.
 MINIMA = (0, 8, 16)
 FEATURES_MAX = keypoints.FEATURES
+# The rule's quality gate (MatchRule.min_quality): recall targets hold above it.
+QUALITY_GATE = 50
 
 
 def registered_keypoints(rgb: Image.Image) -> bytes:
@@ -147,6 +149,10 @@ def main() -> None:
     # Per target edit: (grey record, inliers, fewer keypoints of the two sides,
     # the inliers the product needs for the record).
     true: dict[str, list[tuple[bool, int, int, int]]] = {name: [] for name in TARGETS}
+    # Whether each of those photos is above the quality gate (PDQ quality of
+    # the registered photo at least 50): featureless photos are outside the
+    # recall targets (docs/matching.md, "Outside the calibration set").
+    textured: dict[str, list[bool]] = {name: [] for name in TARGETS}
     for name in TARGETS:
         lv = bc.variant_levels(rs.photos, rs.edits[name], photos, photos)
         for n in photos:
@@ -162,6 +168,7 @@ def main() -> None:
                         _needed(colourfulness),
                     )
                 )
+                textured[name].append(bool(rs.photos.quality[n, 0] >= QUALITY_GATE))
 
     # The check reads the luminance only: every false pair the rule accepts,
     # grey record or colour, is a trial of it, at either threshold.
@@ -213,6 +220,22 @@ def main() -> None:
             f"{product.get(low, 0):.2f} ({low}); "
             + ", ".join(f"{n} {r:.2f}" for n, r in product.items())
         )
+        gated = {
+            name: [
+                i >= t
+                for (g, i, _, t), above in zip(true[name], textured[name], strict=True)
+                if g == is_grey and above
+            ]
+            for name in TARGETS
+        }
+        gated_rates = {name: float(np.mean(v)) for name, v in gated.items() if v}
+        if gated_rates:
+            low = min(gated_rates, key=gated_rates.get)
+            print(
+                f"the same, photos above the quality gate only ({sum(map(len, gated.values()))} "
+                f"pairs): lowest {gated_rates[low]:.2f} ({low}); "
+                + ", ".join(f"{n} {r:.2f}" for n, r in gated_rates.items())
+            )
         pairs = pairs_total - colour_pairs if is_grey else colour_pairs
         # Fitted like bench_colour.py's product table: levels 1..4.
         fitted, rough = bc._tail_fit(dict(enumerate(before)), FIT_KMAX)
