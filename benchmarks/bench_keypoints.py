@@ -60,9 +60,13 @@ import numpy as np
 from PIL import Image
 from scipy.stats import beta
 
-from optout.matching.rule import GREY_KEYPOINT_INLIERS, KEYPOINT_INLIERS
+from optout.matching.rule import (
+    DEFAULT_RULE,
+    GREY_KEYPOINT_INLIERS,
+    KEYPOINT_INLIERS,
+    QueryHashes,
+)
 from registry import keypoints
-from registry.colour import COLOURFUL_RECORD
 
 TARGETS = (*edits.TARGET_EDITS, *edits.ROTATION_EDITS)
 PER_SOURCE = 500
@@ -75,8 +79,6 @@ THRESHOLDS = (5, 6, 7, 8, 10, 12)
 # the rule's decision as it is.
 MINIMA = (0, 8, 16)
 FEATURES_MAX = keypoints.FEATURES
-# The rule's quality gate (MatchRule.min_quality): recall targets hold above it.
-QUALITY_GATE = 50
 
 
 def registered_keypoints(rgb: Image.Image) -> bytes:
@@ -147,28 +149,26 @@ def main() -> None:
 
     photos = np.arange(len(rs.split))
     # Per target edit: (grey record, inliers, fewer keypoints of the two sides,
-    # the inliers the product needs for the record).
-    true: dict[str, list[tuple[bool, int, int, int]]] = {name: [] for name in TARGETS}
-    # Whether each of those photos is above the quality gate (PDQ quality of
-    # the registered photo at least 50): featureless photos are outside the
-    # recall targets (docs/matching.md, "Outside the calibration set").
-    textured: dict[str, list[bool]] = {name: [] for name in TARGETS}
+    # the inliers the product needs for the record, whether the registered
+    # photo is above the rule's quality gate — featureless photos are outside
+    # the recall targets: docs/matching.md, "Outside the calibration set").
+    true: dict[str, list[tuple[bool, int, int, int, bool]]] = {name: [] for name in TARGETS}
     for name in TARGETS:
         lv = bc.variant_levels(rs.photos, rs.edits[name], photos, photos)
         for n in photos:
             if (lv[n] <= 0).any():
-                colourfulness = rsig[n][1][name][bc.COLOURFUL]
+                signature = rsig[n][1][name]
                 q, r = recall[n][1][name], recall[n][0]
                 fewer = min(keypoints.count(q), keypoints.count(r))
                 true[name].append(
                     (
-                        bool(colourfulness < GREY),
+                        bool(signature[bc.COLOURFUL] < GREY),
                         keypoints.inliers(q, r),
                         fewer,
-                        _needed(colourfulness),
+                        _needed(signature),
+                        bool(rs.photos.quality[n, 0] >= DEFAULT_RULE.min_quality),
                     )
                 )
-                textured[name].append(bool(rs.photos.quality[n, 0] >= QUALITY_GATE))
 
     # The check reads the luminance only: every false pair the rule accepts,
     # grey record or colour, is a trial of it, at either threshold.
@@ -182,7 +182,7 @@ def main() -> None:
             f"{needed} inliers, a share of at most {every_bounds[needed]:.2g} (95 %)"
         )
     # What the product needs of each pair's record.
-    f_need = np.array([_needed(c) for c in pa.fq_colour])
+    f_need = np.array([_needed(pq_sig[j]) for j in range(len(qs.sources))])[pj]
 
     rsrc, qsrc = mb._source_ids(reg, qs)
     q_grey = np.array([pq_sig[j][bc.COLOURFUL] < GREY for j in range(len(qs.sources))])
@@ -192,7 +192,7 @@ def main() -> None:
     for label, is_grey in (("grey", True), ("colour", False)):
         record = pa.fq_skip if is_grey else ~pa.fq_skip
         before = [int(np.sum(alive[k] & record)) for k in range(kmax + 1)]
-        counts = {name: sum(g == is_grey for g, _, _, _ in true[name]) for name in TARGETS}
+        counts = {name: sum(pair[0] == is_grey for pair in true[name]) for name in TARGETS}
         print(
             f"\n## {label} records: false pairs k = 0..{kmax} without the check: "
             + "/".join(map(str, before))
@@ -209,33 +209,14 @@ def main() -> None:
         # The threshold the product holds most of this kind's records to.
         needed = GREY_KEYPOINT_INLIERS if is_grey else KEYPOINT_INLIERS
         every_bound = every_bounds[needed]
-        product = {
-            name: float(np.mean([i >= t for g, i, _, t in true[name] if g == is_grey]))
-            for name in TARGETS
-            if counts[name]
-        }
-        low = min(product, key=product.get) if product else "-"
-        print(
-            f"recall among the true pairs the rule matches, the product's check: lowest "
-            f"{product.get(low, 0):.2f} ({low}); "
-            + ", ".join(f"{n} {r:.2f}" for n, r in product.items())
+        _recall_line(
+            "recall among the true pairs the rule matches, the product's check",
+            {n: [i >= t for g, i, _, t, _ in true[n] if g == is_grey] for n in TARGETS},
         )
-        gated = {
-            name: [
-                i >= t
-                for (g, i, _, t), above in zip(true[name], textured[name], strict=True)
-                if g == is_grey and above
-            ]
-            for name in TARGETS
-        }
-        gated_rates = {name: float(np.mean(v)) for name, v in gated.items() if v}
-        if gated_rates:
-            low = min(gated_rates, key=gated_rates.get)
-            print(
-                f"the same, photos above the quality gate only ({sum(map(len, gated.values()))} "
-                f"pairs): lowest {gated_rates[low]:.2f} ({low}); "
-                + ", ".join(f"{n} {r:.2f}" for n, r in gated_rates.items())
-            )
+        _recall_line(
+            "the same, photos above the quality gate only",
+            {n: [i >= t for g, i, _, t, a in true[n] if g == is_grey and a] for n in TARGETS},
+        )
         pairs = pairs_total - colour_pairs if is_grey else colour_pairs
         # Fitted like bench_colour.py's product table: levels 1..4.
         fitted, rough = bc._tail_fit(dict(enumerate(before)), FIT_KMAX)
@@ -257,7 +238,9 @@ def main() -> None:
                 after = [int(np.sum(alive[k] & record & passed)) for k in range(kmax + 1)]
                 rates = {
                     name: float(
-                        np.mean([i >= t or f < least for g, i, f, _ in true[name] if g == is_grey])
+                        np.mean(
+                            [i >= t or f < least for g, i, f, _, _ in true[name] if g == is_grey]
+                        )
                     )
                     for name in TARGETS
                     if counts[name]
@@ -301,10 +284,22 @@ def _summary(
         )
 
 
-def _needed(colourfulness: float) -> int:
-    """The agreeing keypoints the product needs of a record this colourful
-    (MatchRule.keypoints_needed: colours that can confirm a match, or not)."""
-    return KEYPOINT_INLIERS if colourfulness >= COLOURFUL_RECORD else GREY_KEYPOINT_INLIERS
+def _needed(signature: np.ndarray) -> int:
+    """The agreeing keypoints the product needs of a record with this
+    signature (``MatchRule.keypoints_needed`` on its product colour)."""
+    return DEFAULT_RULE.keypoints_needed(QueryHashes(colour=bc._product_hex(signature)))
+
+
+def _recall_line(title: str, passed: dict[str, list[bool]]) -> None:
+    """Print per target edit the share of its true pairs that pass, and the lowest."""
+    rates = {name: float(np.mean(p)) for name, p in passed.items() if p}
+    if not rates:
+        return
+    low = min(rates, key=rates.get)
+    print(
+        f"{title} ({sum(map(len, passed.values()))} pairs): lowest {rates[low]:.2f} ({low}); "
+        + ", ".join(f"{n} {r:.2f}" for n, r in rates.items())
+    )
 
 
 def _upper(kept: int, total: int) -> float:
