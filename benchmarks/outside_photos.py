@@ -273,19 +273,20 @@ def drop_same_scenes(written: list[Path]) -> list[Path]:
     kept: list[tuple[Path, bytes]] = []
     for path in written:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
-        own = keypoints.keypoints_of(rgb)
+            # Its own set first, then its mirror image's: as a record, only
+            # its own set is compared (keypoints.inliers).
+            photo = keypoints.photo_keypoints_of(image.convert("RGB"))
         same = [
             (agreeing, earlier)
             for earlier, registered in kept
-            if (agreeing := keypoints.inliers(own, registered)) >= SAME_SCENE_INLIERS
+            if (agreeing := keypoints.inliers(photo, registered)) >= SAME_SCENE_INLIERS
         ]
         if same:
             agreeing, earlier = max(same)
             print(f"left out {path.name}: the scene of {earlier.name} ({agreeing} keypoints agree)")
             path.unlink()
             continue
-        kept.append((path, keypoints.photo_keypoints_of(rgb)))
+        kept.append((path, photo))
     return [path for path, _ in kept]
 
 
